@@ -1,0 +1,220 @@
+"""Variational autoencoder (Kingma & Welling, 2014) on MNIST or Fashion-MNIST.
+
+A convolutional encoder maps a 28x28 image to a Gaussian q(z|x); a transposed-convolution
+decoder maps z back to Bernoulli pixel logits. Loss = summed BCE reconstruction + BETA x KL.
+
+    python VAE-MNIST.py                              # 20 epochs on MNIST
+    python VAE-MNIST.py --dataset=fashion-mnist --latent_dim=2
+    python VAE-MNIST.py --help                       # every constant, its default and meaning
+
+Writes to outputs/VAE-MNIST/ (or OUT_DIR): config.json, samples/epoch_001.png ... (decoded from
+a fixed latent batch), reconstructions/epoch_001.png (real rows above their reconstructions),
+losses.csv and loss.png (train and test negative ELBO per image), progress.gif, latent.png
+(test-set latent means coloured by class, PCA when LATENT_DIM > 2), manifold.png (when
+LATENT_DIM = 2) and checkpoints/last.pt. Rerunning resumes; --epochs=N extends a finished run.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common import config, data, device, plots, run
+from common.run import Timer
+
+# --- data ---
+DATASET = "mnist"  # mnist | fashion-mnist | mnist-sample | fake
+DATA_DIR = "data"  # where the data sets are (and are downloaded to)
+DOWNLOAD = True  # download the data set when it is missing
+# --- model ---
+LATENT_DIM = 20  # size of z; 2 gives a plottable latent space and a manifold grid
+HIDDEN = 256  # width of the fully connected layer between convolutions and z
+CHANNELS = 32  # channels of the first convolution (the second has twice as many)
+BETA = 1.0  # weight of the KL term (1 = the standard ELBO)
+# --- optimisation ---
+EPOCHS = 20  # passes over the training set
+BATCH_SIZE = 128  # images per step
+LR = 1e-3  # Adam learning rate
+# --- run ---
+SEED = 0  # seeds weights, shuffling and sampling
+DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+OUT_DIR = ""  # empty: outputs/VAE-MNIST (plus -<dataset> for other data sets)
+RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
+N_SAMPLES = 64  # images in the per-epoch sample grid
+
+SHAPE_KEYS = ("DATASET", "LATENT_DIM", "HIDDEN", "CHANNELS")  # resuming with other values refuses
+
+
+class Encoder(nn.Module):
+    """x [B, C, 28, 28] -> (mu, logvar), each [B, latent_dim]."""
+
+    def __init__(self, latent_dim: int, hidden: int = 256, channels: int = 32, image_channels: int = 1):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(image_channels, channels, kernel_size=4, stride=2, padding=1),  # -> c x 14 x 14
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, 2 * channels, kernel_size=4, stride=2, padding=1),  # -> 2c x 7 x 7
+            nn.ReLU(inplace=True),
+            nn.Flatten(),
+            nn.Linear(2 * channels * 7 * 7, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, 2 * latent_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.net(x).chunk(2, dim=1)
+        return mu, logvar
+
+
+class Decoder(nn.Module):
+    """z [B, latent_dim] -> pixel logits [B, C, 28, 28]."""
+
+    def __init__(self, latent_dim: int, hidden: int = 256, channels: int = 32, image_channels: int = 1):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, 2 * channels * 7 * 7),
+            nn.ReLU(inplace=True),
+            nn.Unflatten(1, (2 * channels, 7, 7)),
+            nn.ConvTranspose2d(2 * channels, channels, kernel_size=4, stride=2, padding=1),  # -> c x 14 x 14
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(channels, image_channels, kernel_size=4, stride=2, padding=1),  # -> C x 28 x 28
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class VAE(nn.Module):
+    """Encoder + decoder with the reparameterisation trick."""
+
+    def __init__(self, latent_dim: int, hidden: int = 256, channels: int = 32, image_channels: int = 1):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.encoder = Encoder(latent_dim, hidden, channels, image_channels)
+        self.decoder = Decoder(latent_dim, hidden, channels, image_channels)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(x)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return self.decoder(z), mu, logvar
+
+    @torch.no_grad()
+    def sample(self, z: torch.Tensor) -> torch.Tensor:
+        """Decode latents to images in [0, 1]."""
+        return torch.sigmoid(self.decoder(z))
+
+
+def build_models(cfg: dict, image_shape: tuple[int, int, int] = (1, 28, 28)) -> dict[str, nn.Module]:
+    """The models of this script, sized by a config (used by main() and generate.py)."""
+    return {"vae": VAE(cfg["LATENT_DIM"], cfg["HIDDEN"], cfg["CHANNELS"], image_shape[0])}
+
+
+def vae_loss(
+    logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """Negative ELBO summed over the batch: BCE reconstruction + beta x KL(q(z|x) || N(0, I))."""
+    reconstruction = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+    kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    return reconstruction + beta * kl
+
+
+def train_step(vae: VAE, opt: torch.optim.Optimizer, x: torch.Tensor, beta: float) -> float:
+    """One Adam step on a batch in [0, 1]; returns the summed loss of the batch."""
+    logits, mu, logvar = vae(x)
+    loss = vae_loss(logits, x, mu, logvar, beta)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+@torch.no_grad()
+def evaluate(vae: VAE, split: data.Split, beta: float, batch_size: int = 1000) -> tuple[float, torch.Tensor]:
+    """Mean negative ELBO per image on a split, and the latent means of all its images."""
+    vae.eval()
+    total, means = 0.0, []
+    for start in range(0, len(split), batch_size):
+        x = data.to_unit(split.images[start : start + batch_size])
+        logits, mu, logvar = vae(x)
+        total += vae_loss(logits, x, mu, logvar, beta).item()
+        means.append(mu)
+    vae.train()
+    return total / len(split), torch.cat(means)
+
+
+def main() -> None:
+    cfg = config.setup(globals(), choices={"DATASET": data.DATASETS})
+    dev = device.pick(DEVICE)
+    device.seed_all(SEED)
+    ds = data.load(DATASET, DATA_DIR, DOWNLOAD, dev)
+    out = run.start(cfg, __file__, dev, ds.name)
+    batches = data.Batches(ds.train, BATCH_SIZE, SEED)
+
+    vae = build_models(cfg, ds.shape)["vae"].to(dev)
+    opt = torch.optim.Adam(vae.parameters(), lr=LR)
+    fixed_z = torch.randn(N_SAMPLES, LATENT_DIM, device=dev)
+    recon_x = data.to_unit(ds.test.images[:32])  # the same test images every epoch
+    history: list[dict] = []
+    first_epoch = 1
+
+    state = run.resume(out, cfg, SHAPE_KEYS, dev)
+    if state is not None:
+        vae.load_state_dict(state["models"]["vae"])
+        opt.load_state_dict(state["optimizers"]["opt"])
+        fixed_z, history, first_epoch = state["fixed_noise"], state["history"], state["epoch"] + 1
+        device.set_rng_state(state["rng"])
+
+    for epoch in range(first_epoch, EPOCHS + 1):
+        timer, total = Timer(dev), 0.0
+        with run.progress(batches.shard_size, epoch, EPOCHS) as bar:
+            for images, _ in batches.epoch(epoch):
+                loss = train_step(vae, opt, data.to_unit(images), BETA)
+                total += loss
+                bar.update(len(images))
+                bar.set_postfix(neg_elbo=f"{loss / len(images):.1f}", refresh=False)
+        seconds = timer.seconds()
+        test_loss, _ = evaluate(vae, ds.test, BETA)
+
+        vae.eval()
+        plots.save_grid(vae.sample(fixed_z), out / "samples" / f"epoch_{epoch:03d}.png", nrow=8, value_range=(0, 1))
+        with torch.no_grad():
+            recon = torch.sigmoid(vae(recon_x)[0])
+        pairs = torch.stack([recon_x.view(4, 8, *ds.shape), recon.view(4, 8, *ds.shape)], dim=1).flatten(0, 2)
+        plots.save_grid(pairs, out / "reconstructions" / f"epoch_{epoch:03d}.png", nrow=8, value_range=(0, 1))
+        vae.train()
+
+        row = {
+            "epoch": epoch,
+            "train_neg_elbo": total / batches.shard_size,
+            "test_neg_elbo": test_loss,
+            "time_s": seconds,
+            "img_per_s": batches.shard_size / seconds,
+        }
+        state = {
+            "config": cfg,
+            "script": "VAE-MNIST.py",
+            "image_shape": ds.shape,
+            "classes": ds.classes,
+            "epoch": epoch,
+            "models": {"vae": vae.state_dict()},
+            "optimizers": {"opt": opt.state_dict()},
+            "fixed_noise": fixed_z,
+            "rng": device.rng_state(),
+        }
+        panels = [("negative ELBO per image (nats)", ("train_neg_elbo", "test_neg_elbo"))]
+        run.end_epoch(out, history, row, panels, state, EPOCHS)
+
+    # the latent space: test-set means coloured by class, and the decoded manifold for 2-D z
+    _, means = evaluate(vae, ds.test, BETA)
+    plots.latent_scatter(means, ds.test.labels, out / "latent.png", ds.classes, "test-set latent means")
+    if LATENT_DIM == 2:
+        steps = torch.linspace(0.03, 0.97, 20, device=dev)
+        q = torch.distributions.Normal(0.0, 1.0).icdf(steps)  # evenly spaced in probability mass
+        grid_z = torch.stack(torch.meshgrid(q.flip(0), q, indexing="ij"), dim=-1).view(-1, 2)[:, [1, 0]]
+        plots.save_grid(vae.sample(grid_z), out / "manifold.png", nrow=20, value_range=(0, 1))
+    print(f"Done: {out}/")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Hyperparameter constants and their `--name=value` command-line overrides.
+
+A script keeps its hyperparameters as UPPER_CASE module constants with a short comment each
+(nanoGPT style). `setup(globals())` reads `sys.argv`, type-checks every override against the
+constant's default, writes the new values back into the script's globals and returns the
+effective config as a dict. Bad input is one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sys
+import tokenize
+from pathlib import Path
+from typing import Any, NoReturn
+
+_TRUE = {"true", "1", "yes", "y", "on"}
+_FALSE = {"false", "0", "no", "n", "off"}
+_CONST_RE = re.compile(r"^([A-Z][A-Z0-9_]*)\s*(?::[^=]+)?=")
+
+
+def fail(message: str) -> NoReturn:
+    """Print a one-line error and exit with code 2 (bad input), without a traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def constants(namespace: dict[str, Any]) -> dict[str, Any]:
+    """The UPPER_CASE constants of a script namespace that are plain values, in file order."""
+    return {
+        k: v
+        for k, v in namespace.items()
+        if k.isupper() and not k.startswith("_") and isinstance(v, (bool, int, float, str))
+    }
+
+
+def comments(source_file: str | Path) -> dict[str, tuple[str, str]]:
+    """Map each constant in a source file to (its trailing comment, its group heading)."""
+    found: dict[str, tuple[str, str]] = {}
+    group = ""
+    text = Path(source_file).read_text()
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("# ---"):
+            group = stripped.strip("#- ").strip()
+            continue
+        match = _CONST_RE.match(line)
+        if not match:
+            continue
+        comment = ""
+        try:
+            for tok in tokenize.generate_tokens(io.StringIO(line).readline):
+                if tok.type == tokenize.COMMENT:
+                    comment = tok.string.lstrip("# ").strip()
+        except (tokenize.TokenError, IndentationError):
+            pass
+        found[match.group(1)] = (comment, group)
+    return found
+
+
+def convert(name: str, raw: str, default: Any) -> Any:
+    """Convert a command-line string to the type of `default`, or exit with a clear error."""
+    kind = type(default)
+    if kind is bool:
+        low = raw.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        fail(f"--{name.lower()} expects true or false, got {raw!r}")
+    if kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            fail(f"--{name.lower()} expects an integer, got {raw!r}")
+    if kind is float:
+        try:
+            return float(raw)
+        except ValueError:
+            fail(f"--{name.lower()} expects a number, got {raw!r}")
+    return raw
+
+
+def help_text(namespace: dict[str, Any]) -> str:
+    """The --help page: the script's docstring, then every constant, default and comment."""
+    doc = (namespace.get("__doc__") or "").strip()
+    notes = comments(namespace["__file__"]) if namespace.get("__file__") else {}
+    lines = [doc, "", "Options (any constant, as --lower_case_name=value):"]
+    group = None
+    for name, value in constants(namespace).items():
+        comment, heading = notes.get(name, ("", ""))
+        if heading != group:
+            group = heading
+            lines.append(f"\n  [{heading}]" if heading else "")
+        lines.append(f"  --{name.lower()}={value!r:<24} {comment}")
+    return "\n".join(lines)
+
+
+def parse(
+    namespace: dict[str, Any],
+    argv: list[str],
+    choices: dict[str, tuple[str, ...]] | None = None,
+) -> dict[str, Any]:
+    """Apply `--name=value` overrides in `argv` to `namespace` and return the effective config."""
+    defaults = constants(namespace)
+    choices = choices or {}
+    if any(a in ("-h", "--help") for a in argv):
+        print(help_text(namespace))
+        raise SystemExit(0)
+    updates: dict[str, Any] = {}
+    for arg in argv:
+        if not arg.startswith("--") or "=" not in arg:
+            fail(f"arguments must look like --name=value, got {arg!r} (see --help)")
+        key, raw = arg[2:].split("=", 1)
+        name = key.upper().replace("-", "_")
+        if name not in defaults:
+            valid = ", ".join(f"--{k.lower()}" for k in defaults)
+            fail(f"unknown option --{key}; valid options: {valid}")
+        updates[name] = convert(name, raw, defaults[name])
+    for name, allowed in choices.items():
+        value = updates.get(name, defaults.get(name))
+        if value not in allowed:
+            fail(f"--{name.lower()}={value} is not one of: {', '.join(allowed)}")
+    namespace.update(updates)
+    return constants(namespace)
+
+
+def check_positive(cfg: dict[str, Any], *names: str) -> None:
+    """Exit with a one-line error if any of the named constants is not > 0."""
+    for name in names:
+        if name in cfg and not cfg[name] > 0:
+            fail(f"--{name.lower()} must be positive, got {cfg[name]}")
+
+
+def setup(
+    namespace: dict[str, Any],
+    choices: dict[str, tuple[str, ...]] | None = None,
+    positive: tuple[str, ...] = ("EPOCHS", "BATCH_SIZE", "LR"),
+) -> dict[str, Any]:
+    """Parse sys.argv into the script's constants, validate them and return the config dict."""
+    cfg = parse(namespace, sys.argv[1:], choices)
+    check_positive(cfg, *positive)
+    return cfg
+
+
+def show(cfg: dict[str, Any]) -> str:
+    """The effective config as aligned `name = value` lines, for printing at start."""
+    width = max(len(k) for k in cfg) if cfg else 0
+    return "\n".join(f"  {k.lower():<{width}} = {v!r}" for k, v in cfg.items())
+
+
+def save(cfg: dict[str, Any], path: Path, extra: dict[str, Any] | None = None) -> None:
+    """Write the config (lower-case keys) plus `extra` facts to a JSON file."""
+    record = {k.lower(): v for k, v in cfg.items()}
+    record.update(extra or {})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")

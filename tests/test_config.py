@@ -1,0 +1,85 @@
+"""Constants, --name=value overrides and their errors (common/config.py)."""
+
+import json
+
+import pytest
+from conftest import run_script
+
+from common import config
+
+
+def namespace() -> dict:
+    return {"EPOCHS": 5, "LR": 1e-3, "DOWNLOAD": True, "DATASET": "mnist", "lower": 1, "_PRIVATE": 2}
+
+
+def test_overrides_are_converted_to_the_default_type():
+    ns = namespace()
+    cfg = config.parse(ns, ["--epochs=7", "--lr=0.5", "--download=false", "--dataset=fake"])
+    assert cfg == {"EPOCHS": 7, "LR": 0.5, "DOWNLOAD": False, "DATASET": "fake"}
+    assert ns["EPOCHS"] == 7 and ns["DOWNLOAD"] is False  # written back into the script's globals
+
+
+@pytest.mark.parametrize(
+    "arg, words",
+    [
+        ("--epochs=two", "expects an integer"),
+        ("--lr=fast", "expects a number"),
+        ("--download=maybe", "true or false"),
+        ("--epoch=3", "unknown option --epoch; valid options: --epochs, --lr, --download, --dataset"),
+        ("epochs=3", "--name=value"),
+        ("--dataset=cifar", "not one of: mnist, fake"),
+    ],
+)
+def test_bad_overrides_exit_2_with_one_line(arg, words, capsys):
+    with pytest.raises(SystemExit) as exc:
+        config.parse(namespace(), [arg], choices={"DATASET": ("mnist", "fake")})
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1
+
+
+def test_non_positive_values_are_refused(capsys):
+    with pytest.raises(SystemExit) as exc:
+        config.check_positive({"EPOCHS": 0, "LR": 1e-3}, "EPOCHS", "LR")
+    assert exc.value.code == 2
+    assert "--epochs must be positive" in capsys.readouterr().err
+
+
+def test_comments_and_groups_are_read_from_the_source(tmp_path):
+    src = tmp_path / "s.py"
+    src.write_text('# --- data ---\nDATASET = "mnist"  # which data # set\n# --- run ---\nSEED: int = 3  # the seed\n')
+    assert config.comments(src) == {"DATASET": ("which data # set", "data"), "SEED": ("the seed", "run")}
+
+
+def test_script_help_lists_every_constant_with_comment():
+    result = run_script("VAE-MNIST.py", "--help")
+    assert result.returncode == 0
+    for line in ("--latent_dim=20", "size of z", "--dataset='mnist'", "[optimisation]", "--resume=True"):
+        assert line in result.stdout
+
+
+def test_script_rejects_bad_input_before_writing_anything(tmp_path):
+    out = tmp_path / "run"
+    for args, words in [
+        (["--epochs=0"], "--epochs must be positive"),
+        (["--batch_size=x"], "expects an integer"),
+        (["--dataset=cifar"], "not one of"),
+        (["--device=cuda:7"], "--device=cuda:7"),
+        (["--colour=red"], "unknown option --colour"),
+    ]:
+        result = run_script("GAN-MNIST.py", f"--out_dir={out}", *args)
+        assert result.returncode == 2, result.stderr
+        assert words in result.stderr and "Traceback" not in result.stderr
+        assert not out.exists()
+
+
+def test_config_json_records_the_effective_config(tmp_path, mnist_root):
+    out = tmp_path / "run"
+    result = run_script(
+        "VAE-MNIST.py", f"--data_dir={mnist_root}", f"--out_dir={out}", "--epochs=1", "--batch_size=64", "--beta=0.5"
+    )
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["beta"] == 0.5 and saved["epochs"] == 1 and saved["dataset"] == "mnist"
+    assert saved["device"].startswith("cpu") and saved["torch"]
+    assert "beta       = 0.5" in result.stdout  # printed at start too

@@ -1,0 +1,107 @@
+"""Data loading (torchvision's classes on IDX files, the sample, fake) and batch drawing."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import OFFLINE_ENV, ROOT, make_idx_dataset
+
+from common import data
+
+
+def test_torchvision_idx_files_load_as_uint8_on_device(mnist_root):
+    ds = data.load("mnist", mnist_root, download=False)
+    assert ds.name == "mnist" and ds.shape == (1, 28, 28)
+    assert ds.train.images.dtype == torch.uint8 and len(ds.train) == 256 and len(ds.test) == 128
+    train, _ = data.load_sample()
+    assert torch.equal(ds.train.images, train.images[:256])  # the very digits that were written
+
+
+def test_fashion_mnist_reads_gzipped_files_placed_by_hand(tmp_path):
+    import gzip
+
+    root = make_idx_dataset(tmp_path, "FashionMNIST")
+    for f in (root / "FashionMNIST" / "raw").iterdir():
+        f.with_name(f.name + ".gz").write_bytes(gzip.compress(f.read_bytes()))
+        f.unlink()
+    ds = data.load("fashion-mnist", root, download=False)
+    assert ds.name == "fashion-mnist" and len(ds.train) == 256
+    assert ds.classes[9] == "Ankle boot"
+
+
+def test_sample_is_real_balanced_digits():
+    train, test = data.load_sample()
+    assert len(train) == 4000 and len(test) == 1000
+    assert torch.bincount(train.labels).tolist() == [400] * 10
+    assert torch.bincount(test.labels).tolist() == [100] * 10
+    # real digits: mostly black background with a bright stroke, not noise
+    x = train.images.float() / 255
+    assert 0.08 < x.mean() < 0.2 and (x > 0.5).float().mean() > 0.05
+
+
+def test_mnist_falls_back_to_the_sample_offline(tmp_path, monkeypatch, capsys):
+    for k, v in OFFLINE_ENV.items():
+        monkeypatch.setenv(k, v)
+    ds = data.load("mnist", tmp_path / "empty", download=True)
+    assert ds.name == "mnist-sample" and len(ds.train) == 4000
+    assert "REAL-DIGIT SAMPLE" in capsys.readouterr().out
+
+
+def test_fashion_mnist_offline_names_the_four_files(tmp_path, monkeypatch, capsys):
+    for k, v in OFFLINE_ENV.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(SystemExit) as exc:
+        data.load("fashion-mnist", tmp_path / "empty", download=True)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    for name in ("train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "FashionMNIST/raw"):
+        assert name in err
+
+
+def test_fake_has_the_right_shape():
+    ds = data.load("fake", "unused", download=False)
+    assert ds.shape == (1, 28, 28) and ds.train.labels.max() < 10
+
+
+@pytest.mark.parametrize("n, batch_size", [(100, 32), (64, 64), (257, 16), (10, 3)])
+def test_every_sample_once_per_epoch(n, batch_size):
+    split = data.Split(torch.zeros(n, 1, 2, 2, dtype=torch.uint8), torch.arange(n))
+    batches = data.Batches(split, batch_size, seed=1)
+    seen = torch.cat([labels for _, labels in batches.epoch(3)])
+    assert sorted(seen.tolist()) == list(range(n))
+    sizes = [len(i) for i in batches.indices(3)]
+    assert len(sizes) == len(batches) and max(sizes) <= batch_size and max(sizes) - min(sizes) <= 1
+    # shuffled differently each epoch, identically for the same (seed, epoch)
+    assert not torch.equal(batches.indices(3)[0], batches.indices(4)[0])
+    assert torch.equal(torch.cat(batches.indices(3)), torch.cat(data.Batches(split, batch_size, 1).indices(3)))
+
+
+def test_ranks_draw_disjoint_shards_of_one_permutation():
+    split = data.Split(torch.zeros(101, 1, 2, 2, dtype=torch.uint8), torch.arange(101))
+    shards = [torch.cat(data.Batches(split, 8, seed=0, rank=r, world_size=2).indices(1)) for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 50
+    assert not set(shards[0].tolist()) & set(shards[1].tolist())
+
+
+def test_batch_larger_than_data_is_an_error(capsys):
+    split = data.Split(torch.zeros(10, 1, 2, 2, dtype=torch.uint8), torch.arange(10))
+    with pytest.raises(SystemExit):
+        data.Batches(split, 11, seed=0)
+    assert "--batch_size=11 is larger than the 10" in capsys.readouterr().err
+
+
+def test_normalisation_ranges():
+    x = torch.tensor([0, 255], dtype=torch.uint8)
+    assert data.to_gan(x).tolist() == [-1.0, 1.0]
+    assert data.to_unit(x).tolist() == [0.0, 1.0]
+
+
+def test_describe_command_prints_counts_and_saves_a_preview(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "common.data", "mnist-sample"], cwd=tmp_path, capture_output=True, text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": ""},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "train: 4000 images (0: 400, 1: 400" in result.stdout
+    assert (tmp_path / "outputs" / "data" / "mnist-sample.png").stat().st_size > 1000

@@ -1,0 +1,154 @@
+"""VAE-MNIST.py and GAN-MNIST.py end to end as subprocesses on tiny real-digit IDX data."""
+
+import csv
+import json
+
+import pytest
+import torch
+from conftest import load_script, run_script
+from PIL import Image
+
+TINY = ["--epochs=1", "--batch_size=64"]
+
+
+def rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def assert_image(path, min_size=(40, 40)):
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.size[0] >= min_size[0] and im.size[1] >= min_size[1]
+        return im.convert("L")
+
+
+def test_vae_writes_every_output(tmp_path, mnist_root):
+    out = tmp_path / "vae"
+    result = run_script(
+        "VAE-MNIST.py",
+        f"--data_dir={mnist_root}",
+        f"--out_dir={out}",
+        "--epochs=2",
+        "--latent_dim=2",
+        "--batch_size=64",
+    )
+    assert result.returncode == 0, result.stderr
+    for name in (
+        "samples/epoch_001.png",
+        "samples/epoch_002.png",
+        "reconstructions/epoch_002.png",
+        "loss.png",
+        "latent.png",
+        "manifold.png",
+    ):
+        assert_image(out / name)
+    history = rows(out / "losses.csv")
+    assert [r["epoch"] for r in history] == ["1", "2"]
+    assert float(history[1]["test_neg_elbo"]) < 543  # below the 784 * log(2) of a coin-flip decoder
+    with Image.open(out / "progress.gif") as gif:
+        assert gif.n_frames == 2
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert state["epoch"] == 2 and set(state) >= {"models", "optimizers", "rng", "fixed_noise", "config", "history"}
+    assert "epoch 2/2" in result.stdout
+
+
+def test_gan_writes_every_output_and_logs_d_outputs(tmp_path, mnist_root):
+    out = tmp_path / "gan"
+    result = run_script("GAN-MNIST.py", f"--data_dir={mnist_root}", f"--out_dir={out}", *TINY, "--k_steps=2")
+    assert result.returncode == 0, result.stderr
+    assert_image(out / "samples" / "epoch_001.png")
+    assert_image(out / "loss.png")
+    (row,) = rows(out / "losses.csv")
+    assert 0 < float(row["d_real"]) < 1 and 0 < float(row["d_fake"]) < 1
+    assert float(row["loss_d"]) > 0 and float(row["loss_g"]) > 0 and float(row["img_per_s"]) > 0
+
+
+def test_conditional_gan_grid_has_a_labelled_row_per_class(tmp_path, mnist_root):
+    out = tmp_path / "cgan"
+    result = run_script("GAN-MNIST.py", f"--data_dir={mnist_root}", f"--out_dir={out}", *TINY, "--conditional=true")
+    assert result.returncode == 0, result.stderr
+    grid = assert_image(out / "samples" / "epoch_001.png")
+    # 10 rows of 28x28 cells (2 px padding) at scale 2, plus a label margin on the left
+    assert grid.size[1] == 2 * (10 * 30 + 2) and grid.size[0] > 2 * (10 * 30 + 2)
+    assert json.loads((out / "config.json").read_text())["conditional"] is True
+
+
+def test_resume_continues_with_the_same_fixed_noise_and_history(tmp_path, mnist_root):
+    out = tmp_path / "gan"
+    common_args = [f"--data_dir={mnist_root}", f"--out_dir={out}", "--batch_size=64"]
+    assert run_script("GAN-MNIST.py", *common_args, "--epochs=1").returncode == 0
+    first = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    result = run_script("GAN-MNIST.py", *common_args, "--epochs=2")
+    assert result.returncode == 0, result.stderr
+    assert "Resuming" in result.stdout and "epoch 1/2" not in result.stdout
+    second = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert second["epoch"] == 2 and torch.equal(first["fixed_noise"], second["fixed_noise"])
+    assert second["history"][0] == first["history"][0] and len(second["history"]) == 2
+    assert [r["epoch"] for r in rows(out / "losses.csv")] == ["1", "2"]
+    assert (out / "samples" / "epoch_002.png").exists()
+
+    # a resumed run equals an uninterrupted one: same batches, same noise, same weights
+    straight = tmp_path / "straight"
+    assert (
+        run_script(
+            "GAN-MNIST.py", f"--data_dir={mnist_root}", f"--out_dir={straight}", "--batch_size=64", "--epochs=2"
+        ).returncode
+        == 0
+    )
+    third = torch.load(straight / "checkpoints" / "last.pt", weights_only=False)
+    for name, tensor in second["models"]["generator"].items():
+        assert torch.allclose(tensor.float(), third["models"]["generator"][name].float(), atol=1e-5), name
+
+
+def test_resume_refuses_changed_model_shape_and_resume_false_moves_aside(tmp_path, mnist_root):
+    out = tmp_path / "vae"
+    args = [f"--data_dir={mnist_root}", f"--out_dir={out}", *TINY]
+    assert run_script("VAE-MNIST.py", *args).returncode == 0
+    result = run_script("VAE-MNIST.py", *args, "--latent_dim=4", "--epochs=2")
+    assert result.returncode == 2 and "--latent_dim (saved 20, now 4)" in result.stderr
+    result = run_script("VAE-MNIST.py", *args, "--latent_dim=4", "--resume=false")
+    assert result.returncode == 0, result.stderr
+    siblings = [p for p in tmp_path.iterdir() if p.name.startswith("vae-")]
+    assert len(siblings) == 1 and (siblings[0] / "checkpoints" / "last.pt").exists()
+    assert json.loads((out / "config.json").read_text())["latent_dim"] == 4
+
+
+def test_offline_mnist_trains_on_the_sample_and_says_so(tmp_path):
+    out = tmp_path / "vae"
+    result = run_script(
+        "VAE-MNIST.py", f"--data_dir={tmp_path / 'nothing'}", f"--out_dir={out}", "--epochs=1", "--batch_size=500"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "REAL-DIGIT SAMPLE" in result.stdout
+    assert json.loads((out / "config.json").read_text())["dataset"] == "mnist-sample"
+
+
+@pytest.mark.parametrize("latent_dim", [2, 20])
+def test_vae_shapes_and_ranges(latent_dim):
+    vae_module = load_script("VAE-MNIST.py")
+    cfg = {"LATENT_DIM": latent_dim, "HIDDEN": 64, "CHANNELS": 8}
+    vae = vae_module.build_models(cfg)["vae"]
+    x = torch.rand(5, 1, 28, 28)
+    logits, mu, logvar = vae(x)
+    assert logits.shape == x.shape and mu.shape == logvar.shape == (5, latent_dim)
+    images = vae.sample(torch.randn(3, latent_dim))
+    assert images.shape == (3, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
+    assert vae_module.vae_loss(logits, x, mu, logvar, 1.0).item() > 0
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_gan_shapes_and_ranges(conditional):
+    gan = load_script("GAN-MNIST.py")
+    models = gan.build_models({"LATENT_DIM": 100, "HIDDEN": 32, "CONDITIONAL": conditional})
+    generator, discriminator = models["generator"], models["discriminator"]
+    labels = torch.arange(4) if conditional else None
+    fake = generator(torch.randn(4, 100), labels)
+    assert fake.shape == (4, 1, 28, 28) and fake.min() >= -1 and fake.max() <= 1
+    assert discriminator(fake, labels).shape == (4,)
+    if conditional:  # the label really changes the output
+        assert not torch.allclose(
+            generator(torch.zeros(2, 100), torch.tensor([0, 1]))[0],
+            generator(torch.zeros(2, 100), torch.tensor([0, 1]))[1],
+        )

@@ -105,7 +105,9 @@ class VAE(nn.Module):
         return torch.sigmoid(self.decoder(z))
 
 
-def build_models(cfg: dict, image_shape: tuple[int, int, int] = (1, 28, 28)) -> dict[str, nn.Module]:
+def build_models(
+    cfg: dict, image_shape: tuple[int, int, int] = (1, 28, 28), n_classes: int = 10
+) -> dict[str, nn.Module]:
     """The models of this script, sized by a config (used by main() and generate.py)."""
     return {"vae": VAE(cfg["LATENT_DIM"], cfg["HIDDEN"], cfg["CHANNELS"], image_shape[0])}
 

@@ -210,12 +210,19 @@ class Batches:
         shard = perm[self.rank * self.shard_size : (self.rank + 1) * self.shard_size]
         return list(torch.tensor_split(shard, len(self)))
 
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (uint8 images, labels) batches on the split's device for one epoch."""
-        device = self.split.images.device
+    def epoch(self, epoch: int, device: torch.device | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (uint8 images, labels) batches for one epoch, on `device` (default: the split's)."""
+        source = self.split.images.device
         for idx in self.indices(epoch):
-            idx = idx.to(device)
-            yield self.split.images[idx], self.split.labels[idx]
+            idx = idx.to(source)
+            images, labels = self.split.images[idx], self.split.labels[idx]
+            if device is not None:
+                if source.type == "cpu" and device.type == "cuda":
+                    # indexing returns unpinned memory even from a pinned split; pinning the batch
+                    # (cached by torch's host allocator) lets the copy below overlap with compute
+                    images, labels = images.pin_memory(), labels.pin_memory()
+                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            yield images, labels
 
 
 def to_gan(images: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,221 @@
+"""Conditional DCGAN on MNIST or Fashion-MNIST: ask for a class, get an image of it.
+
+The DCGAN of DCGAN-MNIST.py with the class label fed to both networks (Mirza & Osindero, 2014):
+the generator gets z together with a one-hot label, the discriminator gets the image together
+with the label as ten constant planes, so it judges "is this a real image of class k".
+
+    python CDCGAN-MNIST.py                           # 10 epochs on MNIST
+    python CDCGAN-MNIST.py --dataset=fashion-mnist
+    python generate.py outputs/CDCGAN-MNIST --label 7 --n 16    # afterwards: sixteen 7s
+
+Writes to outputs/CDCGAN-MNIST/ (or OUT_DIR): config.json, samples/epoch_001.png ... (one row per
+class, one shared noise vector per column, so each column is one "style" drawn as every class),
+losses.csv and loss.png (G and D losses, mean D(x) and D(G(z))), progress.gif and
+checkpoints/last.pt. Rerunning resumes; --epochs=N extends a finished run.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common import config, data, device, plots, run
+from common.run import Timer
+
+# --- data ---
+DATASET = "mnist"  # mnist | fashion-mnist | mnist-sample | fake
+DATA_DIR = "data"  # where the data sets are (and are downloaded to)
+DOWNLOAD = True  # download the data set when it is missing
+# --- model ---
+LATENT_DIM = 100  # size of the noise vector z
+NGF = 64  # generator width: channels of its last hidden layer (the first has 4x)
+NDF = 64  # discriminator width: channels of its first layer (the second has 2x)
+# --- optimisation ---
+EPOCHS = 10  # passes over the training set
+BATCH_SIZE = 64  # images per step
+LR = 2e-4  # Adam learning rate of both networks
+BETA1 = 0.5  # Adam beta1 (0.5 is the DCGAN choice)
+REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)
+# --- run ---
+SEED = 0  # seeds weights, shuffling and sampling
+DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+OUT_DIR = ""  # empty: outputs/CDCGAN-MNIST (plus -<dataset> for other data sets)
+RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
+
+SHAPE_KEYS = ("DATASET", "LATENT_DIM", "NGF", "NDF")  # resuming with other values refuses
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN init: convolutions N(0, 0.02); BatchNorm scale N(1, 0.02), shift 0."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class Generator(nn.Module):
+    """z [B, latent_dim] + labels [B] -> images [B, C, 28, 28] in [-1, 1]."""
+
+    def __init__(self, latent_dim: int, n_classes: int = 10, ngf: int = 64, image_channels: int = 1):
+        super().__init__()
+        self.latent_dim, self.n_classes = latent_dim, n_classes
+        self.net = nn.Sequential(
+            # z and the one-hot label enter together as a (latent_dim + n_classes) x 1 x 1 map
+            nn.ConvTranspose2d(
+                latent_dim + n_classes, 4 * ngf, kernel_size=7, stride=1, padding=0, bias=False
+            ),  # -> 4ngf x 7 x 7
+            nn.BatchNorm2d(4 * ngf),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(4 * ngf, 2 * ngf, kernel_size=4, stride=2, padding=1, bias=False),  # -> 2ngf x 14 x 14
+            nn.BatchNorm2d(2 * ngf),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(2 * ngf, image_channels, kernel_size=4, stride=2, padding=1),  # -> C x 28 x 28
+            nn.Tanh(),
+        )
+        self.apply(init_weights)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        one_hot = F.one_hot(labels, self.n_classes).to(z.dtype)
+        return self.net(torch.cat([z, one_hot], dim=1)[:, :, None, None])
+
+
+class Discriminator(nn.Module):
+    """images [B, C, 28, 28] + labels [B] -> real/fake logits [B]."""
+
+    def __init__(self, n_classes: int = 10, ndf: int = 64, image_channels: int = 1):
+        super().__init__()
+        self.n_classes = n_classes
+        self.net = nn.Sequential(
+            # the label enters as n_classes constant planes beside the image
+            nn.Conv2d(image_channels + n_classes, ndf, kernel_size=4, stride=2, padding=1),  # -> ndf x 14 x 14
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf, 2 * ndf, kernel_size=4, stride=2, padding=1, bias=False),  # -> 2ndf x 7 x 7
+            nn.BatchNorm2d(2 * ndf),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(2 * ndf, 1, kernel_size=7, stride=1, padding=0),  # -> 1 x 1 x 1
+        )
+        self.apply(init_weights)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        planes = F.one_hot(labels, self.n_classes).to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+        return self.net(torch.cat([x, planes], dim=1)).view(-1)
+
+
+def build_models(
+    cfg: dict, image_shape: tuple[int, int, int] = (1, 28, 28), n_classes: int = 10
+) -> dict[str, nn.Module]:
+    """The models of this script, sized by a config (used by main() and generate.py)."""
+    return {
+        "generator": Generator(cfg["LATENT_DIM"], n_classes, cfg["NGF"], image_shape[0]),
+        "discriminator": Discriminator(n_classes, cfg["NDF"], image_shape[0]),
+    }
+
+
+def d_step(
+    generator: Generator,
+    discriminator: Discriminator,
+    opt_d: torch.optim.Optimizer,
+    real: torch.Tensor,
+    labels: torch.Tensor,
+    real_label: float,
+) -> tuple[float, float, float]:
+    """One discriminator step on a real batch and fakes of the same classes; returns loss, D(x), D(G(z))."""
+    z = torch.randn(len(real), generator.latent_dim, device=real.device)
+    with torch.no_grad():
+        fake = generator(z, labels)
+    logits_real, logits_fake = discriminator(real, labels), discriminator(fake, labels)
+    loss_d = F.binary_cross_entropy_with_logits(
+        logits_real, torch.full_like(logits_real, real_label)
+    ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    return loss_d.item(), torch.sigmoid(logits_real).mean().item(), torch.sigmoid(logits_fake).mean().item()
+
+
+def g_step(
+    generator: Generator,
+    discriminator: Discriminator,
+    opt_g: torch.optim.Optimizer,
+    batch_size: int,
+    device_: torch.device,
+) -> float:
+    """One generator step (non-saturating loss) on fresh noise and uniformly drawn classes."""
+    z = torch.randn(batch_size, generator.latent_dim, device=device_)
+    labels = torch.randint(0, generator.n_classes, (batch_size,), device=device_)
+    logits = discriminator(generator(z, labels), labels)
+    loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    return loss_g.item()
+
+
+def main() -> None:
+    cfg = config.setup(globals(), choices={"DATASET": data.DATASETS})
+    dev = device.pick(DEVICE)
+    device.seed_all(SEED)
+    ds = data.load(DATASET, DATA_DIR, DOWNLOAD, dev)
+    out = run.start(cfg, __file__, dev, ds.name)
+    batches = data.Batches(ds.train, BATCH_SIZE, SEED)
+
+    models = build_models(cfg, ds.shape, len(ds.classes))
+    generator, discriminator = models["generator"].to(dev), models["discriminator"].to(dev)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=LR, betas=(BETA1, 0.999))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=LR, betas=(BETA1, 0.999))
+    n_classes = len(ds.classes)  # one row per class, one shared noise vector per column
+    fixed_noise = torch.randn(10, LATENT_DIM, device=dev).repeat(n_classes, 1)
+    fixed_labels = torch.arange(n_classes, device=dev).repeat_interleave(10)
+    history: list[dict] = []
+    first_epoch = 1
+
+    state = run.resume(out, cfg, SHAPE_KEYS, dev)
+    if state is not None:
+        generator.load_state_dict(state["models"]["generator"])
+        discriminator.load_state_dict(state["models"]["discriminator"])
+        opt_g.load_state_dict(state["optimizers"]["opt_g"])
+        opt_d.load_state_dict(state["optimizers"]["opt_d"])
+        fixed_noise, history, first_epoch = state["fixed_noise"], state["history"], state["epoch"] + 1
+        device.set_rng_state(state["rng"])
+
+    for epoch in range(first_epoch, EPOCHS + 1):
+        timer = Timer(dev)
+        sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0}
+        with run.progress(batches.shard_size, epoch, EPOCHS) as bar:
+            for images, labels in batches.epoch(epoch):
+                loss_d, d_real, d_fake = d_step(
+                    generator, discriminator, opt_d, data.to_gan(images), labels, REAL_LABEL
+                )
+                loss_g = g_step(generator, discriminator, opt_g, len(images), dev)
+                for key, value in zip(sums, (loss_d, loss_g, d_real, d_fake)):
+                    sums[key] += value
+                bar.update(len(images))
+                bar.set_postfix(loss_d=f"{loss_d:.3f}", loss_g=f"{loss_g:.3f}", d_x=f"{d_real:.2f}", refresh=False)
+        seconds = timer.seconds()
+
+        generator.eval()
+        with torch.no_grad():
+            grid = generator(fixed_noise, fixed_labels)
+        plots.save_grid(grid, out / "samples" / f"epoch_{epoch:03d}.png", nrow=10, row_labels=ds.classes)
+        generator.train()
+
+        row = {"epoch": epoch, **{k: v / len(batches) for k, v in sums.items()}}
+        row.update(time_s=seconds, img_per_s=batches.shard_size / seconds)
+        state = {
+            "config": cfg,
+            "script": "CDCGAN-MNIST.py",
+            "image_shape": ds.shape,
+            "classes": ds.classes,
+            "epoch": epoch,
+            "models": {"generator": generator.state_dict(), "discriminator": discriminator.state_dict()},
+            "optimizers": {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()},
+            "fixed_noise": fixed_noise,
+            "rng": device.rng_state(),
+        }
+        panels = [("losses", ("loss_d", "loss_g")), ("mean discriminator output", ("d_real", "d_fake"))]
+        run.end_epoch(out, history, row, panels, state, EPOCHS)
+    print(f"Done: {out}/")
+
+
+if __name__ == "__main__":
+    main()

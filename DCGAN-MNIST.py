@@ -1,0 +1,235 @@
+"""Deep convolutional GAN (Radford et al., 2016) on MNIST or Fashion-MNIST at the native 28x28.
+
+Transposed convolutions 7 -> 14 -> 28 with BatchNorm and ReLU in the generator, strided
+convolutions with LeakyReLU in the discriminator, N(0, 0.02) init, BCE with logits, Adam(2e-4, 0.5).
+No upscaling to 64x64: it costs about 5x the compute and draws no better digits.
+
+    python DCGAN-MNIST.py                            # 10 epochs on MNIST
+    python DCGAN-MNIST.py --dataset=fashion-mnist
+    python DCGAN-MNIST.py --help                     # every constant, its default and meaning
+
+Writes to outputs/DCGAN-MNIST/ (or OUT_DIR): config.json, samples/epoch_001.png ... (a fixed noise
+batch, comparable across epochs), losses.csv and loss.png (G and D losses, mean D(x) and
+D(G(z))), progress.gif and checkpoints/last.pt. Rerunning resumes; --epochs=N extends a finished run.
+Ctrl-C (or SIGTERM) finishes the step, saves a checkpoint and prints the command that resumes.
+Sample a trained model with: python generate.py outputs/DCGAN-MNIST
+
+    torchrun --nproc_per_node=4 DCGAN-MNIST.py       # 4 GPUs (DDP), each a quarter of every epoch
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common import config, data, device, distributed, plots, run
+from common.run import Timer
+
+# --- data ---
+DATASET = "mnist"  # mnist | fashion-mnist | mnist-sample | fake
+DATA_DIR = "data"  # where the data sets are (and are downloaded to)
+DOWNLOAD = True  # download the data set when it is missing
+# --- model ---
+LATENT_DIM = 100  # size of the noise vector z
+NGF = 64  # generator width: channels of its last hidden layer (the first has 4x)
+NDF = 64  # discriminator width: channels of its first layer (the second has 2x)
+# --- optimisation ---
+EPOCHS = 10  # passes over the training set
+BATCH_SIZE = 64  # images per step
+LR = 2e-4  # Adam learning rate of both networks
+BETA1 = 0.5  # Adam beta1 (0.5 is the DCGAN choice)
+REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)
+# --- run ---
+SEED = 0  # seeds weights, shuffling and sampling
+DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+OUT_DIR = ""  # empty: outputs/DCGAN-MNIST (plus -<dataset> for other data sets)
+RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
+SYNC_BN = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
+
+SHAPE_KEYS = ("DATASET", "LATENT_DIM", "NGF", "NDF")  # resuming with other values refuses
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN init: convolutions N(0, 0.02); BatchNorm scale N(1, 0.02), shift 0."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class Generator(nn.Module):
+    """z [B, latent_dim] -> images [B, C, 28, 28] in [-1, 1]."""
+
+    def __init__(self, latent_dim: int, ngf: int = 64, image_channels: int = 1):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(latent_dim, 4 * ngf, kernel_size=7, stride=1, padding=0, bias=False),  # -> 4ngf x 7 x 7
+            nn.BatchNorm2d(4 * ngf),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(4 * ngf, 2 * ngf, kernel_size=4, stride=2, padding=1, bias=False),  # -> 2ngf x 14 x 14
+            nn.BatchNorm2d(2 * ngf),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(2 * ngf, image_channels, kernel_size=4, stride=2, padding=1),  # -> C x 28 x 28
+            nn.Tanh(),
+        )
+        self.apply(init_weights)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(z[:, :, None, None])
+
+
+class Discriminator(nn.Module):
+    """images [B, C, 28, 28] -> real/fake logits [B]."""
+
+    def __init__(self, ndf: int = 64, image_channels: int = 1):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(image_channels, ndf, kernel_size=4, stride=2, padding=1),  # -> ndf x 14 x 14
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf, 2 * ndf, kernel_size=4, stride=2, padding=1, bias=False),  # -> 2ndf x 7 x 7
+            nn.BatchNorm2d(2 * ndf),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(2 * ndf, 1, kernel_size=7, stride=1, padding=0),  # -> 1 x 1 x 1
+        )
+        self.apply(init_weights)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x).view(-1)
+
+
+def build_models(
+    cfg: dict, image_shape: tuple[int, int, int] = (1, 28, 28), n_classes: int = 10
+) -> dict[str, nn.Module]:
+    """The models of this script, sized by a config (used by main() and generate.py)."""
+    return {
+        "generator": Generator(cfg["LATENT_DIM"], cfg["NGF"], image_shape[0]),
+        "discriminator": Discriminator(cfg["NDF"], image_shape[0]),
+    }
+
+
+def d_step(
+    generator: Generator,
+    discriminator: Discriminator,
+    opt_d: torch.optim.Optimizer,
+    real: torch.Tensor,
+    real_label: float,
+) -> tuple[float, float, float]:
+    """One discriminator step on a real batch and as many fakes; returns loss, D(x), D(G(z))."""
+    z = torch.randn(len(real), generator.latent_dim, device=real.device)
+    with torch.no_grad():
+        fake = generator(z)
+    logits_real, logits_fake = discriminator(real), discriminator(fake)
+    loss_d = F.binary_cross_entropy_with_logits(
+        logits_real, torch.full_like(logits_real, real_label)
+    ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    return loss_d.item(), torch.sigmoid(logits_real).mean().item(), torch.sigmoid(logits_fake).mean().item()
+
+
+def g_step(
+    generator: Generator,
+    discriminator: Discriminator,
+    opt_g: torch.optim.Optimizer,
+    batch_size: int,
+    device_: torch.device,
+) -> float:
+    """One generator step with the non-saturating loss: make D call fresh fakes real."""
+    z = torch.randn(batch_size, generator.latent_dim, device=device_)
+    # D's gradients from this backward are never used (d_step zeroes them before its own), so under
+    # torchrun they stay local instead of being averaged across processes for nothing
+    with distributed.no_sync(discriminator):
+        logits = discriminator(generator(z))
+        loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+    opt_g.step()
+    return loss_g.item()
+
+
+def main() -> None:
+    cfg = config.setup(globals(), choices={"DATASET": data.DATASETS})
+    dist = distributed.setup(DEVICE)  # one process: just the device; under torchrun also rank and world size
+    dev = dist.device
+    device.seed_all(SEED + dist.rank)  # each process its own noise; DDP copies rank 0's initial weights
+    with distributed.main_first():  # rank 0 downloads when needed; the others then read the files
+        ds = data.load(DATASET, DATA_DIR, DOWNLOAD, dev)
+    batches = data.Batches(ds.train, BATCH_SIZE, SEED, dist.rank, dist.world_size)  # this process's shard
+    out = run.start(cfg, __file__, dev, ds.name, SHAPE_KEYS)  # the last check: files are written from here on
+
+    models = build_models(cfg, ds.shape, len(ds.classes))
+    generator, discriminator = models["generator"].to(dev), models["discriminator"].to(dev)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=LR, betas=(BETA1, 0.999))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=LR, betas=(BETA1, 0.999))
+    fixed_noise = torch.randn(64, LATENT_DIM, device=dev)
+    history: list[dict] = []
+    first_epoch = 1
+
+    state = run.resume(out, cfg, SHAPE_KEYS, dev)
+    if state is not None:
+        generator.load_state_dict(state["models"]["generator"])
+        discriminator.load_state_dict(state["models"]["discriminator"])
+        opt_g.load_state_dict(state["optimizers"]["opt_g"])
+        opt_d.load_state_dict(state["optimizers"]["opt_d"])
+        fixed_noise, history, first_epoch = state["fixed_noise"], state["history"], state["epoch"] + 1
+        device.set_rng_state(state["rng"])
+    # training goes through these (DDP under torchrun, else the models themselves); grids and
+    # checkpoints use the plain modules. The discriminator runs twice (real, fake) before one
+    # backward; DDP's default of copying rank 0's BatchNorm buffers before every forward would
+    # overwrite, between the two, running statistics the first saved for backward (older PyTorch
+    # fails with "modified by an inplace operation"). D never runs in eval mode, so its running
+    # statistics are unused: each process keeps its own, and three broadcasts a step are saved
+    ddp_g = distributed.wrap(generator, sync_bn=SYNC_BN)
+    ddp_d = distributed.wrap(discriminator, sync_bn=SYNC_BN, sync_buffers=False)
+
+    def snapshot(done: int) -> dict:
+        """Everything a resume needs, after `done` complete epochs."""
+        return {
+            "config": cfg,
+            "script": "DCGAN-MNIST.py",
+            "image_shape": ds.shape,
+            "classes": ds.classes,
+            "epoch": done,
+            "models": {"generator": generator.state_dict(), "discriminator": discriminator.state_dict()},
+            "optimizers": {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()},
+            "fixed_noise": fixed_noise,
+            "rng": device.rng_state(),
+        }
+
+    guard = run.guard()  # Ctrl-C / SIGTERM: finish the step, save a checkpoint, exit 130 / 143
+    for epoch in range(first_epoch, EPOCHS + 1):
+        timer = Timer(dev)
+        sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0}
+        skip = run.resume_epoch(state, epoch, sums, timer)  # steps of this epoch done before a stop
+        with run.progress(batches.shard_size, epoch, EPOCHS, initial=skip * BATCH_SIZE) as bar:
+            for step, (images, _) in enumerate(batches.epoch(epoch), start=1):
+                if step <= skip:
+                    continue
+                loss_d, d_real, d_fake = d_step(ddp_g, ddp_d, opt_d, data.to_gan(images), REAL_LABEL)
+                loss_g = g_step(ddp_g, ddp_d, opt_g, len(images), dev)
+                for key, value in zip(sums, (loss_d, loss_g, d_real, d_fake)):
+                    sums[key] += value
+                bar.update(len(images))
+                bar.set_postfix(loss_d=f"{loss_d:.3f}", loss_g=f"{loss_g:.3f}", d_x=f"{d_real:.2f}", refresh=False)
+                if guard.check(epoch, step, loss_d=loss_d, loss_g=loss_g):  # a NaN/inf loss exits here (code 3)
+                    guard.stop(out, snapshot(epoch - 1), history, step, sums, timer.seconds())
+        seconds = timer.seconds()
+
+        if dist.is_main:
+            generator.eval()
+            with torch.no_grad():
+                plots.save_grid(generator(fixed_noise), out / "samples" / f"epoch_{epoch:03d}.png", nrow=8)
+            generator.train()
+
+        row = {"epoch": epoch, **{k: v / len(batches) for k, v in sums.items()}}
+        row.update(time_s=seconds, img_per_s=batches.shard_size / seconds)
+        panels = [("losses", ("loss_d", "loss_g")), ("mean discriminator output", ("d_real", "d_fake"))]
+        # every process calls this: it averages the row over them, and rank 0 writes
+        run.end_epoch(out, history, row, panels, {**snapshot(epoch), "shard": run.shard(batches, epoch)}, EPOCHS)
+    print(f"Done: {out}/")
+
+
+if __name__ == "__main__":
+    main()

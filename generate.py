@@ -1,0 +1,183 @@
+"""Sample a trained model without retraining: grids, arrays, chosen classes, interpolations.
+
+Works on the run folder of any training script (VAE, GAN, conditional GAN, DCGAN, CDCGAN,
+DCGAN-CelebA): it reads RUN_DIR/checkpoints/last.pt and rebuilds the model from the config
+saved in it.
+
+    python generate.py outputs/DCGAN-MNIST                       # 64 samples -> RUN_DIR/generated.png
+    python generate.py outputs/CDCGAN-MNIST --label 7 --n 16     # sixteen 7s
+    python generate.py outputs/CDCGAN-MNIST-fashion-mnist --label "Ankle boot"
+    python generate.py outputs/DCGAN-MNIST --out digits.npz      # uint8 array(s) instead of a picture
+    python generate.py outputs/VAE-MNIST --interpolate           # latent interpolation strips
+    python generate.py outputs/GAN-MNIST --blur 0.7              # Gaussian post-filter on the images
+
+A .png is a grid; a .npz holds `images` (uint8, N x H x W for grey, N x H x W x 3 for colour)
+and, for conditional models, `labels`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.transforms.functional import gaussian_blur
+
+from common import checkpoint, device, plots
+from common.config import fail
+
+ROOT = Path(__file__).resolve().parent
+
+
+class Sampler:
+    """A trained generator behind one call: (z, labels) -> images in [0, 1]."""
+
+    def __init__(self, state: dict, dev: torch.device):
+        script = ROOT / str(state.get("script", ""))
+        if not state.get("script") or not script.is_file():
+            fail(f"the checkpoint names no known training script ({state.get('script')!r})")
+        spec = importlib.util.spec_from_file_location(script.stem.replace("-", "_"), script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        self.classes: tuple[str, ...] = tuple(state.get("classes") or ())
+        models = module.build_models(state["config"], tuple(state["image_shape"]), len(self.classes))
+        for name, model in models.items():
+            model.load_state_dict(state["models"][name])
+            model.to(dev).eval()
+        self.device = dev
+        if "vae" in models:
+            vae = models["vae"]
+            self.latent_dim, self.n_classes = vae.latent_dim, 0
+            self.decode: Callable = lambda z, labels: vae.sample(z)
+        else:
+            generator = models["generator"]
+            self.latent_dim, self.n_classes = generator.latent_dim, getattr(generator, "n_classes", 0)
+            self.decode = lambda z, labels: (generator(z, labels) + 1) / 2
+
+    @torch.no_grad()
+    def __call__(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return self.decode(z.to(self.device), None if labels is None else labels.to(self.device)).clamp(0, 1).cpu()
+
+    def parse_label(self, text: str) -> int:
+        """A class index from an index or a class name (case-insensitive); exit if neither."""
+        if not self.n_classes:
+            fail(
+                "--label needs a conditional model; this one is unconditional (train one with CDCGAN-MNIST.py or GAN-MNIST.py --conditional=True)"
+            )
+        names = [c.lower() for c in self.classes]
+        if text.strip().lower() in names:
+            return names.index(text.strip().lower())
+        if text.strip().lstrip("-").isdigit() and 0 <= int(text) < self.n_classes:
+            return int(text)
+        fail(f"--label {text!r} is not a class; use 0-{self.n_classes - 1} or one of: {', '.join(self.classes)}")
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between rows of a and b at fractions t (the path Gaussian latents take)."""
+    a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    t = t.view(1, -1, 1)
+    a, b, omega = a[:, None], b[:, None], omega[:, None]
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian filter with standard deviation `sigma` pixels (kernel +-3 sigma)."""
+    if sigma <= 0:
+        return images
+    size = 2 * math.ceil(3 * sigma) + 1
+    return gaussian_blur(images, kernel_size=[size, size], sigma=[sigma, sigma])
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[N, C, H, W] in [0, 1] -> uint8 N x H x W (grey) or N x H x W x 3 (colour)."""
+    array = images.mul(255).round().byte().permute(0, 2, 3, 1).numpy()
+    return array[..., 0] if array.shape[-1] == 1 else array
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", help="a run folder, e.g. outputs/DCGAN-MNIST")
+    parser.add_argument("--n", type=int, default=64, help="number of images (or of strips with --interpolate)")
+    parser.add_argument("--label", help="class to draw, as an index or a name (conditional models)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed draws the same images")
+    parser.add_argument("--out", help="output .png (grid) or .npz (arrays); default RUN_DIR/generated.png")
+    parser.add_argument("--interpolate", action="store_true", help="latent interpolation strips (10 steps each)")
+    parser.add_argument("--steps", type=int, default=10, help="images per interpolation strip")
+    parser.add_argument("--blur", type=float, default=0.0, metavar="SIGMA", help="Gaussian filter on the images")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    args = parser.parse_args(argv)
+    if args.n <= 0 or args.steps < 2:
+        fail("--n must be positive and --steps at least 2")
+    if args.blur < 0:
+        fail("--blur SIGMA must be >= 0")
+    if args.out and Path(args.out).suffix.lower() not in (".png", ".npz"):
+        fail(f"--out {args.out} must end in .png or .npz")
+    return args
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        fail(f"{run_dir} is not a folder; pass a run folder such as outputs/DCGAN-MNIST")
+    folder = run_dir / "checkpoints"
+    if not any(folder.glob("*.pt")):
+        fail(f"no checkpoint in {folder}; train first, e.g. python DCGAN-MNIST.py")
+    state = checkpoint.load_latest(folder)
+    if state is None or "models" not in state:
+        fail(f"{folder} holds no readable checkpoint of this repo")
+    dev = device.pick(args.device)
+    sampler = Sampler(state, dev)
+    label = sampler.parse_label(args.label) if args.label is not None else None
+
+    gen = torch.Generator().manual_seed(args.seed)
+    n = args.n
+    labels = None
+    if sampler.n_classes:  # the asked-for class, else the classes in turn
+        labels = torch.full((n,), label) if label is not None else torch.arange(n) % sampler.n_classes
+    if args.interpolate:
+        ends = torch.randn(2, n, sampler.latent_dim, generator=gen)
+        z = slerp(ends[0], ends[1], torch.linspace(0, 1, args.steps)).reshape(-1, sampler.latent_dim)
+        labels = None if labels is None else labels.repeat_interleave(args.steps)
+        nrow = args.steps
+    else:
+        z = torch.randn(n, sampler.latent_dim, generator=gen)
+        nrow = sampler.n_classes if (sampler.n_classes and label is None) else min(n, 8)
+    images = torch.cat([sampler(zb, None if labels is None else lb) for zb, lb in _chunks(z, labels)])
+    images = blur(images, args.blur)
+
+    default_name = "interpolation.png" if args.interpolate else "generated.png"
+    out = Path(args.out) if args.out else run_dir / default_name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".npz":
+        arrays = {"images": to_uint8(images)}
+        if labels is not None:
+            arrays["labels"] = labels.numpy().astype(np.int64)
+        np.savez_compressed(out, **arrays)
+    else:
+        plots.save_grid(images, out, nrow=nrow, value_range=(0, 1))
+    what = (
+        f"class {sampler.classes[label]!r}"
+        if label is not None
+        else "all classes"
+        if sampler.n_classes
+        else "unconditional"
+    )
+    print(f"wrote {out}: {len(images)} images ({what}) from {run_dir} after epoch {state['epoch']}")
+    return out
+
+
+def _chunks(z: torch.Tensor, labels: torch.Tensor | None, size: int = 1000):
+    """Batches of (z, labels) so large --n does not need all memory at once."""
+    for start in range(0, len(z), size):
+        yield z[start : start + size], None if labels is None else labels[start : start + size]
+
+
+if __name__ == "__main__":
+    main()

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import config, data, device, plots, run
+from common import config, data, device, distributed, plots, run
 from common.run import Timer
 
 # --- data ---
@@ -40,6 +40,7 @@ SEED = 0  # seeds weights, shuffling and sampling
 DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 OUT_DIR = ""  # empty: outputs/CDCGAN-MNIST (plus -<dataset> for other data sets)
 RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
+SYNC_BN = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
 
 SHAPE_KEYS = ("DATASET", "LATENT_DIM", "NGF", "NDF")  # resuming with other values refuses
 
@@ -143,21 +144,26 @@ def g_step(
     """One generator step (non-saturating loss) on fresh noise and uniformly drawn classes."""
     z = torch.randn(batch_size, generator.latent_dim, device=device_)
     labels = torch.randint(0, generator.n_classes, (batch_size,), device=device_)
-    logits = discriminator(generator(z, labels), labels)
-    loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-    opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
+    # D's gradients from this backward are never used (d_step zeroes them before its own), so under
+    # torchrun they stay local instead of being averaged across processes for nothing
+    with distributed.no_sync(discriminator):
+        logits = discriminator(generator(z, labels), labels)
+        loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
     opt_g.step()
     return loss_g.item()
 
 
 def main() -> None:
     cfg = config.setup(globals(), choices={"DATASET": data.DATASETS})
-    dev = device.pick(DEVICE)
-    device.seed_all(SEED)
-    ds = data.load(DATASET, DATA_DIR, DOWNLOAD, dev)
-    out = run.start(cfg, __file__, dev, ds.name)
-    batches = data.Batches(ds.train, BATCH_SIZE, SEED)
+    dist = distributed.setup(DEVICE, SYNC_BN)  # one process: just the device; under torchrun also the rank
+    dev = dist.device
+    device.seed_all(SEED + dist.rank)  # each process its own noise; DDP copies rank 0's initial weights
+    with distributed.main_first():  # rank 0 downloads when needed; the others then read the files
+        ds = data.load(DATASET, DATA_DIR, DOWNLOAD, dev)
+    batches = data.Batches(ds.train, BATCH_SIZE, SEED, dist.rank, dist.world_size)  # this process's shard
+    out = run.start(cfg, __file__, dev, ds.name, SHAPE_KEYS)  # the last check: files are written from here on
 
     models = build_models(cfg, ds.shape, len(ds.classes))
     generator, discriminator = models["generator"].to(dev), models["discriminator"].to(dev)
@@ -177,43 +183,60 @@ def main() -> None:
         opt_d.load_state_dict(state["optimizers"]["opt_d"])
         fixed_noise, history, first_epoch = state["fixed_noise"], state["history"], state["epoch"] + 1
         device.set_rng_state(state["rng"])
+    # training goes through these (DDP under torchrun, else the models themselves); grids and
+    # checkpoints use the plain modules. The discriminator runs twice (real, fake) before one
+    # backward; DDP's default of copying rank 0's BatchNorm buffers before every forward would
+    # overwrite, between the two, running statistics the first saved for backward (older PyTorch
+    # fails with "modified by an inplace operation"). D never runs in eval mode, so its running
+    # statistics are unused: each process keeps its own, and three broadcasts a step are saved
+    ddp_g = distributed.wrap(generator, sync_bn=SYNC_BN)
+    ddp_d = distributed.wrap(discriminator, sync_bn=SYNC_BN, sync_buffers=False)
 
-    for epoch in range(first_epoch, EPOCHS + 1):
-        timer = Timer(dev)
-        sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0}
-        with run.progress(batches.shard_size, epoch, EPOCHS) as bar:
-            for images, labels in batches.epoch(epoch):
-                loss_d, d_real, d_fake = d_step(
-                    generator, discriminator, opt_d, data.to_gan(images), labels, REAL_LABEL
-                )
-                loss_g = g_step(generator, discriminator, opt_g, len(images), dev)
-                for key, value in zip(sums, (loss_d, loss_g, d_real, d_fake)):
-                    sums[key] += value
-                bar.update(len(images))
-                bar.set_postfix(loss_d=f"{loss_d:.3f}", loss_g=f"{loss_g:.3f}", d_x=f"{d_real:.2f}", refresh=False)
-        seconds = timer.seconds()
-
-        generator.eval()
-        with torch.no_grad():
-            grid = generator(fixed_noise, fixed_labels)
-        plots.save_grid(grid, out / "samples" / f"epoch_{epoch:03d}.png", nrow=10, row_labels=ds.classes)
-        generator.train()
-
-        row = {"epoch": epoch, **{k: v / len(batches) for k, v in sums.items()}}
-        row.update(time_s=seconds, img_per_s=batches.shard_size / seconds)
-        state = {
+    def snapshot(done: int) -> dict:
+        """Everything a resume needs, after `done` complete epochs."""
+        return {
             "config": cfg,
             "script": "CDCGAN-MNIST.py",
             "image_shape": ds.shape,
             "classes": ds.classes,
-            "epoch": epoch,
+            "epoch": done,
             "models": {"generator": generator.state_dict(), "discriminator": discriminator.state_dict()},
             "optimizers": {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()},
             "fixed_noise": fixed_noise,
             "rng": device.rng_state(),
         }
+
+    guard = run.guard()  # Ctrl-C / SIGTERM: finish the step, save a checkpoint, exit 130 / 143
+    for epoch in range(first_epoch, EPOCHS + 1):
+        timer = Timer(dev)
+        sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0}
+        skip = run.resume_epoch(state, epoch, sums, timer)  # steps of this epoch done before a stop
+        with run.progress(batches.shard_size, epoch, EPOCHS, initial=skip * BATCH_SIZE) as bar:
+            for step, (images, labels) in enumerate(batches.epoch(epoch), start=1):
+                if step <= skip:
+                    continue
+                loss_d, d_real, d_fake = d_step(ddp_g, ddp_d, opt_d, data.to_gan(images), labels, REAL_LABEL)
+                loss_g = g_step(ddp_g, ddp_d, opt_g, len(images), dev)
+                for key, value in zip(sums, (loss_d, loss_g, d_real, d_fake)):
+                    sums[key] += value
+                bar.update(len(images))
+                bar.set_postfix(loss_d=f"{loss_d:.3f}", loss_g=f"{loss_g:.3f}", d_x=f"{d_real:.2f}", refresh=False)
+                if guard.check(epoch, step, loss_d=loss_d, loss_g=loss_g):  # a NaN/inf loss exits here (code 3)
+                    guard.stop(out, snapshot(epoch - 1), history, step, sums, timer.seconds())
+        seconds = timer.seconds()
+
+        if dist.is_main:
+            generator.eval()
+            with torch.no_grad():
+                grid = generator(fixed_noise, fixed_labels)
+            plots.save_grid(grid, out / "samples" / f"epoch_{epoch:03d}.png", nrow=10, row_labels=ds.classes)
+            generator.train()
+
+        row = {"epoch": epoch, **{k: v / len(batches) for k, v in sums.items()}}
+        row.update(time_s=seconds, img_per_s=batches.shard_size / seconds)
         panels = [("losses", ("loss_d", "loss_g")), ("mean discriminator output", ("d_real", "d_fake"))]
-        run.end_epoch(out, history, row, panels, state, EPOCHS)
+        # every process calls this: it averages the row over them, and rank 0 writes
+        run.end_epoch(out, history, row, panels, {**snapshot(epoch), "shard": run.shard(batches, epoch)}, EPOCHS)
     print(f"Done: {out}/")
 
 

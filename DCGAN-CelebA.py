@@ -14,7 +14,10 @@ shuffled batches from memory.
 Writes to outputs/DCGAN-CelebA/ (or OUT_DIR): config.json, samples/epoch_001.png ... (an 8x8
 grid from a fixed noise batch, comparable across epochs), losses.csv and loss.png (G and D
 losses, mean D(x) and D(G(z))), progress.gif, checkpoints/last.pt and, at the end,
-interpolation.png (each row a spherical path between two noise vectors). Rerunning resumes.
+interpolation.png (each row a spherical path between two noise vectors). Rerunning resumes;
+Ctrl-C (or SIGTERM) finishes the step, saves a checkpoint and prints the command that resumes.
+
+    torchrun --nproc_per_node=4 DCGAN-CelebA.py      # 4 GPUs (DDP), each a quarter of every epoch
 """
 
 import math
@@ -24,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import celeba, config, data, device, plots, run
+from common import celeba, config, data, device, distributed, plots, run
 from common.run import Timer
 
 # --- data ---
@@ -51,6 +54,7 @@ SEED = 0  # seeds weights, shuffling and sampling
 DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 OUT_DIR = ""  # empty: outputs/DCGAN-CelebA (plus -fake for the fake data set)
 RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
+SYNC_BN = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
 
 SHAPE_KEYS = ("DATASET", "IMAGE_SIZE", "LATENT_DIM", "NGF", "NDF")  # resuming with other values refuses
 
@@ -162,10 +166,13 @@ def g_step(
 ) -> float:
     """One generator step (non-saturating loss: make D call fresh fakes real)."""
     z = torch.randn(batch_size, generator.latent_dim, device=device_)
-    logits = discriminator(generator(z))
-    loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-    opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
+    # D's gradients from this backward are never used (d_step zeroes them before its own), so under
+    # torchrun they stay local instead of being averaged across processes for nothing
+    with distributed.no_sync(discriminator):
+        logits = discriminator(generator(z))
+        loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
     opt_g.step()
     return loss_g.item()
 
@@ -187,11 +194,13 @@ def main() -> None:
     config.check_positive(cfg, "WORKERS", "LATENT_DIM", "NGF", "NDF")
     if IMAGE_SIZE < 16 or IMAGE_SIZE & (IMAGE_SIZE - 1):
         config.fail(f"--image_size={IMAGE_SIZE} must be a power of two >= 16 (e.g. 32, 64, 128)")
-    dev = device.pick(DEVICE)
-    device.seed_all(SEED)
-    images = celeba.load(DATASET, DATA_DIR, IMAGE_DIR, DOWNLOAD, CROP, IMAGE_SIZE, WORKERS, dev, REBUILD_CACHE)
-    out = run.start(cfg, __file__, dev)
-    batches = data.Batches(images, BATCH_SIZE, SEED)
+    dist = distributed.setup(DEVICE, SYNC_BN)  # one process: just the device; under torchrun also the rank
+    dev = dist.device
+    device.seed_all(SEED + dist.rank)  # each process its own noise; DDP copies rank 0's initial weights
+    with distributed.main_first():  # rank 0 builds the image cache once; the others then read it
+        images = celeba.load(DATASET, DATA_DIR, IMAGE_DIR, DOWNLOAD, CROP, IMAGE_SIZE, WORKERS, dev, REBUILD_CACHE)
+    batches = data.Batches(images, BATCH_SIZE, SEED, dist.rank, dist.world_size)  # this process's shard
+    out = run.start(cfg, __file__, dev, shape_keys=SHAPE_KEYS)  # the last check: files are written from here on
     image_shape = (3, IMAGE_SIZE, IMAGE_SIZE)
 
     models = build_models(cfg, image_shape)
@@ -210,52 +219,70 @@ def main() -> None:
         opt_d.load_state_dict(state["optimizers"]["opt_d"])
         fixed_noise, history, first_epoch = state["fixed_noise"], state["history"], state["epoch"] + 1
         device.set_rng_state(state["rng"])
+    # training goes through these (DDP under torchrun, else the models themselves); grids and
+    # checkpoints use the plain modules. The discriminator runs twice (real, fake) before one
+    # backward; DDP's default of copying rank 0's BatchNorm buffers before every forward would
+    # overwrite, between the two, running statistics the first saved for backward (older PyTorch
+    # fails with "modified by an inplace operation"). D never runs in eval mode, so its running
+    # statistics are unused: each process keeps its own, and three broadcasts a step are saved
+    ddp_g = distributed.wrap(generator, sync_bn=SYNC_BN)
+    ddp_d = distributed.wrap(discriminator, sync_bn=SYNC_BN, sync_buffers=False)
 
-    for epoch in range(first_epoch, EPOCHS + 1):
-        timer = Timer(dev)
-        sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0}
-        n_steps = 0
-        with run.progress(batches.shard_size, epoch, EPOCHS) as bar:
-            # batches come from the device, or from host memory when the images did not fit there
-            for real, _ in batches.epoch(epoch, dev):
-                loss_d, d_real, d_fake = d_step(generator, discriminator, opt_d, data.to_gan(real), REAL_LABEL)
-                loss_g = g_step(generator, discriminator, opt_g, len(real), dev)
-                for key, value in zip(sums, (loss_d, loss_g, d_real, d_fake)):
-                    sums[key] += value
-                n_steps += 1
-                bar.update(len(real))
-                bar.set_postfix(loss_d=f"{loss_d:.3f}", d_x=f"{d_real:.2f}", d_gz=f"{d_fake:.2f}", refresh=False)
-        seconds = timer.seconds()
-
-        generator.eval()
-        with torch.no_grad():
-            grid = generator(fixed_noise)
-        generator.train()
-        plots.save_grid(grid, out / "samples" / f"epoch_{epoch:03d}.png", nrow=8)
-
-        row = {"epoch": epoch, **{k: v / n_steps for k, v in sums.items()}}
-        row.update(time_s=seconds, img_per_s=batches.shard_size / seconds)
-        state = {
+    def snapshot(done: int) -> dict:
+        """Everything a resume needs, after `done` complete epochs."""
+        return {
             "config": cfg,
             "script": "DCGAN-CelebA.py",
             "image_shape": image_shape,
             "classes": (),
-            "epoch": epoch,
+            "epoch": done,
             "models": {"generator": generator.state_dict(), "discriminator": discriminator.state_dict()},
             "optimizers": {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()},
             "fixed_noise": fixed_noise,
             "rng": device.rng_state(),
         }
-        panels = [("losses", ("loss_d", "loss_g")), ("mean discriminator output", ("d_real", "d_fake"))]
-        run.end_epoch(out, history, row, panels, state, EPOCHS)
 
-    # 8 rows, each a walk between two random faces in 10 steps; its own seed, so reruns match
-    gen = torch.Generator().manual_seed(SEED + 1)
-    z0, z1 = torch.randn(2, 8, LATENT_DIM, generator=gen).to(dev)
-    generator.eval()
-    with torch.no_grad():
-        walk = generator(slerp(z0, z1, 10).reshape(-1, LATENT_DIM))
-    plots.save_grid(walk, out / "interpolation.png", nrow=10)
+    guard = run.guard()  # Ctrl-C / SIGTERM: finish the step, save a checkpoint, exit 130 / 143
+    for epoch in range(first_epoch, EPOCHS + 1):
+        timer = Timer(dev)
+        sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0}
+        skip = run.resume_epoch(state, epoch, sums, timer)  # steps of this epoch done before a stop
+        with run.progress(batches.shard_size, epoch, EPOCHS, initial=skip * BATCH_SIZE) as bar:
+            # batches come from the device, or from host memory when the images did not fit there
+            for step, (real, _) in enumerate(batches.epoch(epoch, dev), start=1):
+                if step <= skip:
+                    continue
+                loss_d, d_real, d_fake = d_step(ddp_g, ddp_d, opt_d, data.to_gan(real), REAL_LABEL)
+                loss_g = g_step(ddp_g, ddp_d, opt_g, len(real), dev)
+                for key, value in zip(sums, (loss_d, loss_g, d_real, d_fake)):
+                    sums[key] += value
+                bar.update(len(real))
+                bar.set_postfix(loss_d=f"{loss_d:.3f}", d_x=f"{d_real:.2f}", d_gz=f"{d_fake:.2f}", refresh=False)
+                if guard.check(epoch, step, loss_d=loss_d, loss_g=loss_g):  # a NaN/inf loss exits here (code 3)
+                    guard.stop(out, snapshot(epoch - 1), history, step, sums, timer.seconds())
+        seconds = timer.seconds()
+
+        if dist.is_main:
+            generator.eval()
+            with torch.no_grad():
+                grid = generator(fixed_noise)
+            generator.train()
+            plots.save_grid(grid, out / "samples" / f"epoch_{epoch:03d}.png", nrow=8)
+
+        row = {"epoch": epoch, **{k: v / len(batches) for k, v in sums.items()}}
+        row.update(time_s=seconds, img_per_s=batches.shard_size / seconds)
+        panels = [("losses", ("loss_d", "loss_g")), ("mean discriminator output", ("d_real", "d_fake"))]
+        # every process calls this: it averages the row over them, and rank 0 writes
+        run.end_epoch(out, history, row, panels, {**snapshot(epoch), "shard": run.shard(batches, epoch)}, EPOCHS)
+
+    if dist.is_main:
+        # 8 rows, each a walk between two random faces in 10 steps; its own seed, so reruns match
+        gen = torch.Generator().manual_seed(SEED + 1)
+        z0, z1 = torch.randn(2, 8, LATENT_DIM, generator=gen).to(dev)
+        generator.eval()
+        with torch.no_grad():
+            walk = generator(slerp(z0, z1, 10).reshape(-1, LATENT_DIM))
+        plots.save_grid(walk, out / "interpolation.png", nrow=10)
     print(f"Done: {out}/")
 
 

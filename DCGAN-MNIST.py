@@ -151,7 +151,7 @@ def g_step(
 
 def main() -> None:
     cfg = config.setup(globals(), choices={"DATASET": data.DATASETS})
-    dist = distributed.setup(DEVICE)  # one process: just the device; under torchrun also rank and world size
+    dist = distributed.setup(DEVICE, SYNC_BN)  # one process: just the device; under torchrun also the rank
     dev = dist.device
     device.seed_all(SEED + dist.rank)  # each process its own noise; DDP copies rank 0's initial weights
     with distributed.main_first():  # rank 0 downloads when needed; the others then read the files

@@ -28,7 +28,10 @@ def prepare_out_dir(out_dir: str | Path, resume: bool) -> Path:
         while aside.exists():
             aside = out.with_name(f"{out.name}-{stamp}-{n}")
             n += 1
-        out.rename(aside)
+        try:
+            out.rename(aside)
+        except OSError as exc:  # e.g. a read-only parent folder: the old run stays where it is
+            fail(f"cannot move the previous run in --out_dir={out} aside: {exc.strerror or exc}")
         print(f"--resume=False: moved the previous run in {out} to {aside}")
     try:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -49,10 +52,26 @@ def save(state: dict[str, Any], folder: str | Path) -> Path:
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())
+    # from here on a crash leaves last.pt or previous.pt whole, and load_latest() takes either
     if last.exists():
         os.replace(last, folder / PREVIOUS)
     os.replace(tmp, last)
+    _fsync_folder(folder)
     return last
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the renames durable too (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

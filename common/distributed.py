@@ -1,0 +1,215 @@
+"""Several processes with torchrun (DDP): NCCL on GPUs, gloo on CPU; no-ops in a plain run.
+
+    torchrun --nproc_per_node=4 DCGAN-MNIST.py      # one process per GPU, cuda:LOCAL_RANK each
+
+Everything here is keyed on the environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK). Without
+it, `setup` just picks the device, `wrap` returns the model itself and the collectives return
+their input, so a single-process script reads exactly as it would without this module.
+"""
+
+from __future__ import annotations
+
+import atexit
+import builtins
+import contextlib
+import inspect
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as torch_dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from common import device as device_lib
+from common.config import fail
+
+SYNC_BN_NEEDS_CUDA = "--sync_bn=True needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); use --sync_bn=False"
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the job: rank, world size, local rank and its device."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that prints and writes files."""
+        return self.rank == 0
+
+
+def launched() -> bool:
+    """True when started by torchrun with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup(device_name: str = "auto", sync_bn: bool = False) -> Dist:
+    """Pick the device and, under torchrun, join the process group (NCCL on CUDA, gloo on CPU).
+
+    `sync_bn` is only checked here (it needs CUDA), so that bad input stops before anything is written.
+    """
+    if not launched():
+        return Dist(0, 1, 0, device_lib.pick(device_name))
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    wanted = device_lib.pick(device_name)  # validates the name: --device=cuda without CUDA exits 2
+    if wanted.type == "cuda":
+        if wanted.index not in (None, local_rank):
+            fail(f"--device={device_name}: under torchrun each process uses cuda:LOCAL_RANK; use --device=cuda")
+        if local_rank >= torch.cuda.device_count():
+            fail(f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} CUDA device(s) exist")
+        dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+        torch_dist.init_process_group("nccl", device_id=dev)
+    elif wanted.type == "cpu":
+        if sync_bn:
+            fail(SYNC_BN_NEEDS_CUDA)
+        dev = wanted
+        torch_dist.init_process_group("gloo")
+    else:
+        fail(f"--device={wanted.type} is not supported with torchrun; use cuda (NCCL) or cpu (gloo)")
+    atexit.register(cleanup)  # also on errors and sys.exit, so no process group is left behind
+    if rank != 0:
+        _quiet_stdout()
+    return Dist(rank, world_size, local_rank, dev)
+
+
+def _quiet_stdout() -> None:
+    """Drop print() to stdout on ranks other than 0: one copy of each line, not one per process.
+
+    Messages to stderr (errors, warnings) still appear, so a failure on any rank is visible.
+    """
+    original = builtins.print
+
+    def print_to_stderr_only(*args: Any, **kwargs: Any) -> None:
+        if kwargs.get("file") is sys.stderr:
+            original(*args, **kwargs)
+
+    builtins.print = print_to_stderr_only
+
+
+def active() -> bool:
+    """True inside a process group of more than one process."""
+    return torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's rank (0 in a plain run)."""
+    return torch_dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    """The number of processes (1 in a plain run)."""
+    return torch_dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    """True on the process that prints and writes: rank 0, or the only one."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every process (no-op in a plain run)."""
+    if active():
+        torch_dist.barrier()
+
+
+def cleanup() -> None:
+    """Leave the process group, if any."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+class DDP(DistributedDataParallel):
+    """DistributedDataParallel that also answers the wrapped model's own attributes (e.g. latent_dim).
+
+    So a step function written for the plain model (`generator.latent_dim`) works on either.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
+
+
+def wrap(model: nn.Module, sync_bn: bool = False, sync_buffers: bool = True) -> nn.Module:
+    """The model wrapped in DDP under torchrun (BatchNorm made SyncBatchNorm if asked), else itself.
+
+    The conversion happens in place, on the same parameters, so `model` itself stays the plain
+    module to sample from and to save (its state_dict keys have no "module." prefix).
+    `sync_buffers=False`: buffers (BatchNorm running statistics) are made equal once, at the
+    start, and then each process keeps its own instead of taking rank 0's before every forward.
+    """
+    if not active():
+        return model
+    dev = next(model.parameters()).device
+    if sync_bn:
+        if dev.type != "cuda":
+            fail(SYNC_BN_NEEDS_CUDA)
+        for name, child in list(model.named_children()):  # in place, so `model` keeps its identity
+            setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    # newer PyTorch renames broadcast_buffers (and deprecates the old name); same meaning here
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        option = {"forward_sync_buffers": sync_buffers}
+    else:
+        option = {"broadcast_buffers": sync_buffers}
+    return DDP(model, device_ids=[dev] if dev.type == "cuda" else None, **option)
+
+
+def no_sync(model: nn.Module) -> contextlib.AbstractContextManager:
+    """Within it, backward through a DDP model leaves its gradients local (no all-reduce)."""
+    return model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext()
+
+
+def _tensor(values: list[float]) -> torch.Tensor:
+    """A float64 tensor on the device the backend reduces on (CUDA for NCCL, CPU for gloo)."""
+    on_cuda = torch_dist.get_backend() == "nccl"
+    dev = torch.device("cuda", torch.cuda.current_device()) if on_cuda else torch.device("cpu")
+    return torch.tensor(values, dtype=torch.float64, device=dev)
+
+
+def all_reduce(values: list[float], op: str = "sum") -> list[float]:
+    """Element-wise sum, max or mean of a list of numbers over all processes (the list itself alone)."""
+    if not active():
+        return list(values)
+    t = _tensor(values)
+    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX if op == "max" else torch_dist.ReduceOp.SUM)
+    if op == "mean":
+        t /= world_size()
+    return t.tolist()
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every process's `obj`, in rank order ([obj] in a plain run)."""
+    if not active():
+        return [obj]
+    gathered: list[Any] = [None] * world_size()
+    torch_dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's `obj` on every process (`obj` itself in a plain run)."""
+    if not active():
+        return obj
+    box = [obj]
+    torch_dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+@contextlib.contextmanager
+def main_first() -> Iterator[None]:
+    """Rank 0 runs the block, then the others (e.g. rank 0 prepares a folder the others then use)."""
+    if not is_main():
+        barrier()
+    yield
+    if is_main():
+        barrier()

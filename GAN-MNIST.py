@@ -9,14 +9,16 @@ both networks, and the sample grid has one row per class.
 
 Writes to outputs/GAN-MNIST/ (or OUT_DIR): config.json, samples/epoch_001.png ... (a fixed noise
 batch, comparable across epochs), losses.csv and loss.png (G and D losses, mean D(x) and
-D(G(z))), progress.gif and checkpoints/last.pt. Rerunning resumes; --epochs=N extends a finished run.
+D(G(z))), progress.gif and checkpoints/last.pt. Every EVAL_EVERY epochs and at the last: metrics.csv
+and metrics.png (classifier FID, KID, IS, class coverage, pixel entropy; label accuracy when
+conditional) and pixel_histogram.png. Rerunning resumes; --epochs=N extends a finished run.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import config, data, device, plots, run
+from common import config, data, device, metrics, plots, run
 from common.run import Timer
 
 # --- data ---
@@ -39,6 +41,9 @@ SEED = 0  # seeds weights, shuffling and sampling
 DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 OUT_DIR = ""  # empty: outputs/GAN-MNIST (plus -<dataset>, -conditional)
 RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
+# --- evaluation ---
+EVAL_EVERY = 1  # epochs between metric evaluations (the last epoch is always evaluated); 0 disables
+EVAL_SAMPLES = 2000  # generated images scored per evaluation
 
 SHAPE_KEYS = ("DATASET", "LATENT_DIM", "HIDDEN", "CONDITIONAL")  # resuming with other values refuses
 
@@ -141,6 +146,20 @@ def g_step(
     return loss_g.item()
 
 
+@torch.no_grad()
+def sample_for_eval(
+    generator: Generator, n: int, device_: torch.device, seed: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n images in [0, 1] from the same evaluation noise every time, and the labels asked for (conditional)."""
+    z, labels = metrics.eval_noise(n, generator.latent_dim, generator.n_classes, device_, seed)
+    generator.eval()
+    fake = torch.cat(
+        [generator(z[i : i + 500], None if labels is None else labels[i : i + 500]) for i in range(0, n, 500)]
+    )
+    generator.train()
+    return fake.add(1).div(2), labels
+
+
 def main() -> None:
     cfg = config.setup(globals(), choices={"DATASET": data.DATASETS})
     config.check_positive(cfg, "K_STEPS")
@@ -151,6 +170,7 @@ def main() -> None:
     ds = data.load(DATASET, DATA_DIR, DOWNLOAD, dev)
     out = run.start(cfg, __file__, dev, ds.name)
     batches = data.Batches(ds.train, BATCH_SIZE, SEED)
+    evaluator = metrics.Evaluator.for_dataset(ds, DATA_DIR, dev) if EVAL_EVERY else None
 
     models = build_models(cfg, ds.shape, len(ds.classes))
     generator, discriminator = models["generator"].to(dev), models["discriminator"].to(dev)
@@ -164,6 +184,7 @@ def main() -> None:
         fixed_noise = torch.randn(64, LATENT_DIM, device=dev)
         fixed_labels = None
     history: list[dict] = []
+    metric_history: list[dict] = []
     first_epoch = 1
 
     state = run.resume(out, cfg, SHAPE_KEYS, dev)
@@ -173,6 +194,7 @@ def main() -> None:
         opt_g.load_state_dict(state["optimizers"]["opt_g"])
         opt_d.load_state_dict(state["optimizers"]["opt_d"])
         fixed_noise, history, first_epoch = state["fixed_noise"], state["history"], state["epoch"] + 1
+        metric_history = state.get("metrics", [])
         device.set_rng_state(state["rng"])
 
     for epoch in range(first_epoch, EPOCHS + 1):
@@ -202,6 +224,9 @@ def main() -> None:
         row_labels = ds.classes if CONDITIONAL else None
         nrow = 10 if CONDITIONAL else 8
         plots.save_grid(grid, out / "samples" / f"epoch_{epoch:03d}.png", nrow=nrow, row_labels=row_labels)
+        if evaluator and (epoch % EVAL_EVERY == 0 or epoch == EPOCHS):
+            fake, asked = sample_for_eval(generator, EVAL_SAMPLES, dev, SEED)
+            metrics.record(out, metric_history, epoch, evaluator, fake, asked)
 
         row = {
             "epoch": epoch,
@@ -222,6 +247,7 @@ def main() -> None:
             "optimizers": {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()},
             "fixed_noise": fixed_noise,
             "rng": device.rng_state(),
+            "metrics": metric_history,
         }
         panels = [("losses", ("loss_d", "loss_g")), ("mean discriminator output", ("d_real", "d_fake"))]
         run.end_epoch(out, history, row, panels, state, EPOCHS)

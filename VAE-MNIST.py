@@ -11,14 +11,18 @@ Writes to outputs/VAE-MNIST/ (or OUT_DIR): config.json, samples/epoch_001.png ..
 a fixed latent batch), reconstructions/epoch_001.png (real rows above their reconstructions),
 losses.csv and loss.png (train and test negative ELBO per image), progress.gif, latent.png
 (test-set latent means coloured by class, PCA when LATENT_DIM > 2), manifold.png (when
-LATENT_DIM = 2) and checkpoints/last.pt. Rerunning resumes; --epochs=N extends a finished run.
+LATENT_DIM = 2) and checkpoints/last.pt. Every EVAL_EVERY epochs and at the last: metrics.csv and
+metrics.png (classifier FID, KID, IS, class coverage, pixel entropy, test negative ELBO; an IWAE
+bound at the last epoch), pixel_histogram.png. Rerunning resumes; --epochs=N extends a finished run.
 """
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import config, data, device, plots, run
+from common import config, data, device, metrics, plots, run
 from common.run import Timer
 
 # --- data ---
@@ -40,6 +44,11 @@ DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 OUT_DIR = ""  # empty: outputs/VAE-MNIST (plus -<dataset> for other data sets)
 RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
 N_SAMPLES = 64  # images in the per-epoch sample grid
+# --- evaluation ---
+EVAL_EVERY = 1  # epochs between metric evaluations (the last epoch is always evaluated); 0 disables
+EVAL_SAMPLES = 2000  # generated images scored per evaluation
+IWAE_K = 100  # importance samples per image of the final IWAE bound
+IWAE_IMAGES = 1000  # test images of the final IWAE bound (the first ones: a subset, for CPU time)
 
 SHAPE_KEYS = ("DATASET", "LATENT_DIM", "HIDDEN", "CHANNELS")  # resuming with other values refuses
 
@@ -145,6 +154,35 @@ def evaluate(vae: VAE, split: data.Split, beta: float, batch_size: int = 1000) -
     return total / len(split), torch.cat(means)
 
 
+@torch.no_grad()
+def iwae_bound(vae: VAE, images: torch.Tensor, k: int, batch_size: int = 50) -> float:
+    """Importance-weighted estimate of -log p(x) per image (Burda et al., 2016) with k samples, in nats."""
+    vae.eval()
+    total = 0.0
+    for start in range(0, len(images), batch_size):
+        x = data.to_unit(images[start : start + batch_size])
+        mu, logvar = vae.encoder(x)
+        std = torch.exp(0.5 * logvar)
+        z = mu + std * torch.randn(k, *mu.shape, device=x.device)  # [k, B, latent_dim]
+        logits = vae.decoder(z.flatten(0, 1)).view(k, *x.shape)
+        log_px_z = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").flatten(2).sum(2)
+        log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(2)
+        log_qz = torch.distributions.Normal(mu, std).log_prob(z).sum(2)
+        total -= (torch.logsumexp(log_px_z + log_pz - log_qz, dim=0) - math.log(k)).sum().item()
+    vae.train()
+    return total / len(images)
+
+
+@torch.no_grad()
+def sample_for_eval(vae: VAE, n: int, device_: torch.device, seed: int) -> torch.Tensor:
+    """n images in [0, 1] decoded from the same evaluation latents every time."""
+    z, _ = metrics.eval_noise(n, vae.latent_dim, 0, device_, seed)
+    vae.eval()
+    images = torch.cat([vae.sample(z[i : i + 500]) for i in range(0, n, 500)])
+    vae.train()
+    return images
+
+
 def main() -> None:
     cfg = config.setup(globals(), choices={"DATASET": data.DATASETS})
     dev = device.pick(DEVICE)
@@ -152,12 +190,14 @@ def main() -> None:
     ds = data.load(DATASET, DATA_DIR, DOWNLOAD, dev)
     out = run.start(cfg, __file__, dev, ds.name)
     batches = data.Batches(ds.train, BATCH_SIZE, SEED)
+    evaluator = metrics.Evaluator.for_dataset(ds, DATA_DIR, dev) if EVAL_EVERY else None
 
     vae = build_models(cfg, ds.shape)["vae"].to(dev)
     opt = torch.optim.Adam(vae.parameters(), lr=LR)
     fixed_z = torch.randn(N_SAMPLES, LATENT_DIM, device=dev)
     recon_x = data.to_unit(ds.test.images[:32])  # the same test images every epoch
     history: list[dict] = []
+    metric_history: list[dict] = []
     first_epoch = 1
 
     state = run.resume(out, cfg, SHAPE_KEYS, dev)
@@ -165,6 +205,7 @@ def main() -> None:
         vae.load_state_dict(state["models"]["vae"])
         opt.load_state_dict(state["optimizers"]["opt"])
         fixed_z, history, first_epoch = state["fixed_noise"], state["history"], state["epoch"] + 1
+        metric_history = state.get("metrics", [])
         device.set_rng_state(state["rng"])
 
     for epoch in range(first_epoch, EPOCHS + 1):
@@ -186,6 +227,14 @@ def main() -> None:
         plots.save_grid(pairs, out / "reconstructions" / f"epoch_{epoch:03d}.png", nrow=8, value_range=(0, 1))
         vae.train()
 
+        if evaluator and (epoch % EVAL_EVERY == 0 or epoch == EPOCHS):
+            with metrics.keep_rng(dev, SEED):  # evaluating never changes what training draws
+                extra = {"test_neg_elbo": test_loss if BETA == 1 else evaluate(vae, ds.test, 1.0)[0]}
+                if epoch == EPOCHS:
+                    extra["test_iwae"] = iwae_bound(vae, ds.test.images[:IWAE_IMAGES], IWAE_K)
+            fake = sample_for_eval(vae, EVAL_SAMPLES, dev, SEED)
+            metrics.record(out, metric_history, epoch, evaluator, fake, extra=extra)
+
         row = {
             "epoch": epoch,
             "train_neg_elbo": total / batches.shard_size,
@@ -203,6 +252,7 @@ def main() -> None:
             "optimizers": {"opt": opt.state_dict()},
             "fixed_noise": fixed_z,
             "rng": device.rng_state(),
+            "metrics": metric_history,
         }
         panels = [("negative ELBO per image (nats)", ("train_neg_elbo", "test_neg_elbo"))]
         run.end_epoch(out, history, row, panels, state, EPOCHS)

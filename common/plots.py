@@ -35,7 +35,7 @@ def grid_image(
     if not row_labels:
         return picture
     cell = (images.shape[2] + 2) * scale
-    canvas = Image.new(picture.mode, (picture.width + _LABEL_WIDTH, picture.height), 255)
+    canvas = Image.new(picture.mode, (picture.width + _LABEL_WIDTH, picture.height), "white")
     canvas.paste(picture, (_LABEL_WIDTH, 0))
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()

@@ -1,0 +1,264 @@
+"""Compare every run in a folder: the final samples side by side, and one table of speed, size and scores.
+
+    python compare.py [OUTPUTS_DIR]   # default outputs/; writes OUTPUTS_DIR/comparison.png and comparison.md
+
+A run is a sub-folder holding config.json (written when a run starts). Its losses.csv,
+metrics.csv, samples/epoch_NNN.png and checkpoints/last.pt are read when present; a missing file
+leaves blanks. comparison.md has one row per run (data set, epochs, training time, images/s,
+parameters per network, FID, KID, IS, class coverage, label accuracy, negative ELBO, IWAE, with
+the real-versus-real floors) and a short note per run on its stability. With no runs it prints one
+line and exits 0, writing nothing; a folder that does not exist is an error (exit 2).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless
+import matplotlib.pyplot as plt  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from common import checkpoint, config  # noqa: E402
+
+WINDOW = 5  # stability is judged on the last this-many epochs
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # state-dict entries that are not parameters
+COLUMNS = (
+    ("run", "run"),
+    ("model", "model"),
+    ("dataset", "dataset"),
+    ("epochs", "epochs"),
+    ("train time", "time"),
+    ("img/s", "img_per_s"),
+    ("parameters", "params"),
+    ("FID", "fid"),
+    ("FID floor", "fid_floor"),
+    ("KID", "kid"),
+    ("KID floor", "kid_floor"),
+    ("IS", "is"),
+    ("IS real", "is_real"),
+    ("coverage", "coverage"),
+    ("label acc", "label_acc"),
+    ("label acc real", "label_acc_real"),
+    ("test neg. ELBO", "test_neg_elbo"),
+    ("test IWAE", "test_iwae"),
+)
+
+
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    """Rows of a CSV file with numbers parsed (empty cells dropped); [] when the file is missing."""
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="") as f:
+        for raw in csv.DictReader(f):
+            row: dict[str, Any] = {}
+            for key, value in raw.items():
+                if value in ("", None):
+                    continue
+                try:
+                    row[key] = float(value)
+                except ValueError:
+                    row[key] = value
+            rows.append(row)
+    return rows
+
+
+def find_runs(root: Path) -> list[Path]:
+    """The sub-folders of root that are runs (they hold config.json), in name order."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file())
+
+
+def param_counts(run: Path) -> tuple[dict[str, int], list[str]]:
+    """Parameters per network from checkpoints/last.pt (buffers such as BatchNorm statistics excluded), and classes."""
+    path = run / "checkpoints" / checkpoint.LAST
+    if not path.is_file():
+        return {}, []
+    try:
+        state = checkpoint.read(path)
+    except Exception as exc:  # damaged or foreign file: the row is still listed
+        print(f"compare: cannot read {path} ({type(exc).__name__}); parameter counts left blank")
+        return {}, []
+    counts = {
+        name: sum(t.numel() for key, t in sd.items() if not key.endswith(BUFFERS))
+        for name, sd in state.get("models", {}).items()
+    }
+    return counts, list(state.get("classes", []))
+
+
+def last_samples(run: Path) -> Path | None:
+    """The newest samples/epoch_NNN.png of a run (the fixed-noise grid), or None."""
+    grids = sorted((run / "samples").glob("epoch_*.png"))
+    return grids[-1] if grids else None
+
+
+def summarize(run: Path) -> dict[str, Any]:
+    """Everything the table and the notes need about one run; absent facts are simply missing."""
+    cfg = json.loads((run / "config.json").read_text())
+    losses, scores = read_csv(run / "losses.csv"), read_csv(run / "metrics.csv")
+    model = Path(str(cfg.get("script", run.name))).stem + ("-conditional" if cfg.get("conditional") else "")
+    info: dict[str, Any] = {"run": run.name, "model": model, "dataset": cfg.get("dataset", ""), "losses": losses}
+    info["metrics"] = scores
+    if losses:
+        info["epochs"] = int(losses[-1]["epoch"])
+        seconds = [r["time_s"] for r in losses if "time_s" in r]
+        if seconds:
+            info["time"] = sum(seconds)
+            images = sum(r["time_s"] * r["img_per_s"] for r in losses if "img_per_s" in r and "time_s" in r)
+            info["img_per_s"] = images / info["time"] if info["time"] else None
+        for key in ("test_neg_elbo",):
+            if key in losses[-1]:
+                info[key] = losses[-1][key]
+    if scores:
+        info.update({k: v for k, v in scores[-1].items() if k != "epoch"})
+        info["metrics_epoch"] = int(scores[-1]["epoch"])
+    counts, classes = param_counts(run)
+    info["param_counts"], info["classes"] = counts, classes
+    info["params"] = ", ".join(f"{name} {_count(n)}" for name, n in counts.items())
+    if "coverage" in info:
+        info["coverage"] = f"{int(info['coverage'])}/{len(classes) or 10}"
+    info["samples"] = last_samples(run)
+    return info
+
+
+def _count(n: int) -> str:
+    """A parameter count in k or M."""
+    return f"{n / 1e6:.2f}M" if n >= 100_000 else f"{n / 1e3:.1f}k"
+
+
+def _cell(key: str, value: Any) -> str:
+    """One table cell: blank for missing, durations in s/min, rates as %, numbers to 3-4 figures."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if key == "time":
+        return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
+    if key in ("label_acc", "label_acc_real"):
+        return f"{value:.1%}"
+    if key == "img_per_s":
+        return f"{value:.0f}"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def _trend(rows: list[dict[str, Any]], key: str) -> tuple[float, float, float] | None:
+    """(first, last, standard deviation) of a column over the last WINDOW rows that have it."""
+    values = [r[key] for r in rows if key in r][-WINDOW:]
+    if len(values) < 2:
+        return None
+    return values[0], values[-1], statistics.pstdev(values)
+
+
+def stability(info: dict[str, Any]) -> str:
+    """A few generated sentences on how steady the run looks, from what its CSV files show."""
+    losses, scores = info["losses"], info["metrics"]
+    if len(losses) < 3:
+        return f"Too few epochs ({len(losses)}) to judge stability."
+    notes = []
+    window = min(WINDOW, len(losses))
+    for key in ("loss_d", "loss_g", "train_neg_elbo"):
+        trend = _trend(losses, key)
+        if trend:
+            mean = statistics.fmean(r[key] for r in losses[-window:])
+            swing = trend[2] / abs(mean) if mean else 0.0
+            if swing > 0.15:
+                notes.append(
+                    f"{key} swings over the last {window} epochs (std {trend[2]:.3g}, {swing:.0%} of its mean)."
+                )
+    d_real, d_fake = _trend(losses, "d_real"), _trend(losses, "d_fake")
+    if d_real and d_real[1] > 0.8 and d_real[1] > d_real[0] + 0.02:
+        notes.append(f"D(x) drifts towards 1 ({d_real[0]:.2f} -> {d_real[1]:.2f}): the discriminator is winning.")
+    if d_fake and d_fake[1] < 0.2 and d_fake[1] < d_fake[0] - 0.02:
+        notes.append(
+            f"D(G(z)) falls towards 0 ({d_fake[0]:.2f} -> {d_fake[1]:.2f}): the generator's gradient may fade."
+        )
+    test = _trend(losses, "test_neg_elbo")
+    train = _trend(losses, "train_neg_elbo")
+    if test and train and test[1] > test[0] and train[1] < train[0]:
+        notes.append(f"Test negative ELBO rises ({test[0]:.1f} -> {test[1]:.1f}) while train falls: overfitting.")
+    coverage = [(int(r["epoch"]), int(r["coverage"])) for r in scores if "coverage" in r]
+    if coverage:
+        best_epoch, best = max(coverage, key=lambda c: (c[1], -c[0]))
+        if coverage[-1][1] < best:
+            notes.append(
+                f"Class coverage dropped from {best} (epoch {best_epoch}) to {coverage[-1][1]}: a sign of mode collapse."
+            )
+    fids = [(int(r["epoch"]), r["fid"]) for r in scores if "fid" in r]
+    if len(fids) >= 2:
+        best_epoch, best = min(fids, key=lambda f: f[1])
+        if fids[-1][1] > 1.2 * best and best_epoch != fids[-1][0]:
+            notes.append(f"FID is worse now ({fids[-1][1]:.3g}) than at epoch {best_epoch} ({best:.3g}).")
+    if notes:
+        return " ".join(notes)
+    return f"No sign of instability over the last {window} epochs (steady losses, no drift or coverage drop)."
+
+
+def write_markdown(runs: list[dict[str, Any]], path: Path) -> None:
+    """comparison.md: the table, then a stability note per run."""
+    lines = [
+        "# Comparison of runs",
+        "",
+        f"Generated by `python compare.py {path.parent}` from {len(runs)} run(s); final samples in `comparison.png`.",
+        "Scores are from each run's last metrics.csv row (classifier-feature FID/KID/IS; floors: real train vs",
+        "real test images, same count). Blank: the run has no such file or column.",
+        "",
+        "| " + " | ".join(title for title, _ in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for info in runs:
+        lines.append("| " + " | ".join(_cell(key, info.get(key)) for _, key in COLUMNS) + " |")
+    lines += ["", "## Stability", ""]
+    for info in runs:
+        lines.append(f"- **{info['run']}** ({info['model']}, {info['dataset']}): {stability(info)}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_figure(runs: list[dict[str, Any]], path: Path, per_row: int = 4) -> None:
+    """comparison.png: each run's final fixed-noise grid, labelled with model, data set and epochs."""
+    n_rows = -(-len(runs) // per_row)
+    n_cols = min(per_row, len(runs))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4 * n_cols, 4.4 * n_rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, info in zip(axes.flat, runs):
+        if info["samples"] is not None:
+            with Image.open(info["samples"]) as im:
+                ax.imshow(im.convert("RGB"))
+        else:
+            ax.text(0.5, 0.5, "no samples", ha="center", va="center")
+        epochs = f"{info['epochs']} epochs" if "epochs" in info else "epochs unknown"
+        ax.set_title(f"{info['run']}\n{info['model']}, {info['dataset']}, {epochs}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+    """Read the runs of a folder and write comparison.png and comparison.md into it."""
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())
+        return 0
+    if len(argv) > 1:
+        config.fail("usage: python compare.py [OUTPUTS_DIR]")
+    root = Path(argv[0] if argv else "outputs")
+    if not root.is_dir():
+        config.fail(f"{root} is not a folder of runs (train a model first, e.g. python VAE-MNIST.py)")
+    runs = [summarize(run) for run in find_runs(root)]
+    if not runs:
+        print(f"compare: no runs in {root}/ (a run is a folder with config.json); nothing written")
+        return 0
+    write_markdown(runs, root / "comparison.md")
+    write_figure(runs, root / "comparison.png")
+    print(f"compare: {len(runs)} run(s) -> {root / 'comparison.md'}, {root / 'comparison.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,160 @@
+"""common/metrics.py: the classifier evaluator, FID/KID/IS ordering, coverage, label accuracy, Inception FID."""
+
+import csv
+import math
+
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+from conftest import OFFLINE_ENV
+
+from common import data, metrics
+
+EVALUATOR_EPOCHS = 3  # measured: 93.8% test accuracy on the sample's 1,000 test digits (8 epochs, the default: 97.1%)
+MIN_ACCURACY = 0.90
+
+
+@pytest.fixture(scope="session")
+def sample() -> data.Dataset:
+    """The bundled real-digit sample: 4,000 train and 1,000 test digits."""
+    return data.load("mnist-sample", "unused", False)
+
+
+@pytest.fixture(scope="session")
+def evaluator(sample, tmp_path_factory) -> metrics.Evaluator:
+    """An evaluator trained once (a few epochs) on the sample and cached in a temporary DATA_DIR."""
+    data_dir = tmp_path_factory.mktemp("data")
+    return metrics.Evaluator.for_dataset(sample, data_dir, "cpu", epochs=EVALUATOR_EPOCHS)
+
+
+def test_evaluator_is_accurate_on_real_digits_and_cached(evaluator, sample, capsys):
+    assert evaluator.accuracy >= MIN_ACCURACY
+    assert evaluator.path.exists()
+    again = metrics.Evaluator.for_dataset(sample, evaluator.path.parents[1], "cpu")
+    assert "from" in capsys.readouterr().out  # loaded, not retrained
+    assert again.accuracy == evaluator.accuracy
+    assert torch.equal(
+        again.predict(data.to_unit(sample.test.images[:50])), evaluator.predict(data.to_unit(sample.test.images[:50]))
+    )
+
+
+def test_cached_evaluator_is_not_reused_for_other_data(evaluator, sample, tmp_path):
+    subset = data.Dataset(
+        sample.name, sample.classes, data.Split(sample.train.images[:64], sample.train.labels[:64]), sample.test
+    )
+    data_dir = tmp_path / "data"
+    (data_dir / "evaluators").mkdir(parents=True)
+    (data_dir / "evaluators" / "mnist-sample.pt").write_bytes(evaluator.path.read_bytes())
+    other = metrics.Evaluator.for_dataset(subset, data_dir, "cpu", epochs=1)
+    assert other.fingerprint != evaluator.fingerprint
+
+
+def test_fid_and_kid_order_real_below_blurred_below_noise(evaluator, sample):
+    real = data.to_unit(sample.test.images)
+    blurred = TF.gaussian_blur(real, kernel_size=5, sigma=1.5)
+    noise = torch.rand(real.shape, generator=torch.Generator().manual_seed(0))
+    scores = [evaluator.scores(images) for images in (real, blurred, noise)]
+    fids, kids = [s["fid"] for s in scores], [s["kid"] for s in scores]
+    assert fids[0] < fids[1] < fids[2] and kids[0] < kids[1] < kids[2]
+    assert fids[0] == pytest.approx(scores[0]["fid_floor"], rel=1e-3)  # the test split is the floor's "fake" side
+    assert scores[0]["is"] > 5 > scores[2]["is"]
+    assert scores[1]["entropy"] > scores[0]["entropy"] == pytest.approx(scores[0]["entropy_real"], rel=1e-4)
+
+
+def test_coverage_flags_a_single_class_generator(evaluator, sample):
+    ones = data.to_unit(sample.test.images[sample.test.labels == 1]).repeat(5, 1, 1, 1)
+    collapsed = evaluator.scores(ones)
+    assert collapsed["coverage"] == 1 and collapsed["kl_uniform"] > 0.8 * math.log(10)
+    healthy = evaluator.scores(data.to_unit(sample.test.images))
+    assert healthy["coverage"] == 10 and healthy["kl_uniform"] < 0.01
+
+
+def test_label_accuracy_of_real_images_is_the_classifier_accuracy(evaluator, sample):
+    real = evaluator.scores(data.to_unit(sample.test.images), sample.test.labels)
+    assert real["label_acc"] == pytest.approx(evaluator.accuracy, abs=0.01)  # the sample's test split is balanced
+    assert all(0.7 <= real[f"label_acc_{k}"] <= 1 for k in range(10))
+    wrong = evaluator.scores(data.to_unit(sample.test.images), (sample.test.labels + 1) % 10)
+    assert wrong["label_acc"] < 0.1
+
+
+def test_floors_are_cached_with_the_evaluator(evaluator, sample):
+    evaluator.floor(300)
+    saved = torch.load(evaluator.path, weights_only=True)
+    assert 300 in saved["floors"] and saved["floors"][300]["fid_floor"] > 0
+
+
+def test_record_writes_csv_plot_and_histogram(evaluator, sample, tmp_path):
+    history = []
+    fake = data.to_unit(sample.train.images[:400])
+    for epoch in (1, 2, 2):  # recording an epoch twice replaces its row
+        metrics.record(tmp_path, history, epoch, evaluator, fake, extra={"test_neg_elbo": 100.0 - epoch})
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and {
+        "fid",
+        "fid_floor",
+        "kid",
+        "kid_floor",
+        "is",
+        "is_real",
+    } <= set(rows[0])
+    assert float(rows[1]["test_neg_elbo"]) == 98.0
+    for name in ("metrics.png", "pixel_histogram.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_evaluation_leaves_the_global_random_state_alone(evaluator):
+    before = torch.get_rng_state()
+    z, labels = metrics.eval_noise(200, 8, 10, "cpu", seed=3)
+    evaluator.scores(torch.rand(200, 1, 28, 28, generator=torch.Generator().manual_seed(0)), labels[:200])
+    assert torch.equal(before, torch.get_rng_state())
+    assert torch.equal(z, metrics.eval_noise(200, 8, 10, "cpu", seed=3)[0]) and torch.equal(
+        labels[:12].bincount(), torch.tensor([2, 2] + [1] * 8)
+    )
+
+
+def test_small_helpers():
+    flat = torch.zeros(2, 1, 4, 4)
+    flat[1, 0, :2] = 1.0  # half black, half white: one bit
+    assert metrics.pixel_entropy(flat).tolist() == pytest.approx([0.0, 1.0])
+    assert metrics.class_coverage(torch.tensor([0, 0, 1, 2]), 4) == (3, pytest.approx(math.log(4) - 1.5 * math.log(2)))
+    mean, per_class = metrics.label_accuracy(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), 3)
+    assert mean == pytest.approx(0.75) and per_class[:2] == [0.5, 1.0] and math.isnan(per_class[2])
+
+
+def test_fake_dataset_skips_metrics_with_a_notice(tmp_path, capsys):
+    fake = data.load("fake", tmp_path, False)
+    assert metrics.Evaluator.for_dataset(fake, tmp_path, "cpu") is None
+    assert capsys.readouterr().out.count("\n") == 1
+
+
+def test_inception_fid_skips_without_weights(tmp_path, monkeypatch):
+    for key, value in OFFLINE_ENV.items():
+        monkeypatch.setenv(key, value)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    value, message = metrics.inception_fid(images, images)  # no torch-fidelity, or no way to fetch its weights
+    assert value is None and message.startswith("Inception FID skipped") and "\n" not in message
+    value, message = metrics.inception_fid(images, images, str(tmp_path / "missing.pth"))
+    assert value is None and "missing.pth" in message
+
+
+class TinyFeatures(torch.nn.Module):
+    """Stands in for Inception: uint8 RGB images -> 4 pooled features."""
+
+    num_features = 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.dtype == torch.uint8 and x.shape[1] == 3
+        x = x.float() / 255
+        return torch.cat([x.mean((2, 3)), x.std((2, 3)).mean(1, keepdim=True)], dim=1)
+
+
+def test_inception_fid_when_weights_are_available(monkeypatch):
+    monkeypatch.setattr(metrics, "_inception", lambda weights_path: TinyFeatures())
+    gen = torch.Generator().manual_seed(0)
+    dark = torch.randint(0, 100, (64, 1, 16, 16), dtype=torch.uint8, generator=gen)
+    dark2 = torch.randint(0, 100, (64, 1, 16, 16), dtype=torch.uint8, generator=gen)
+    bright = torch.randint(150, 256, (64, 1, 16, 16), dtype=torch.uint8, generator=gen)
+    near, message = metrics.inception_fid(dark, dark2)
+    far, _ = metrics.inception_fid(dark, bright)
+    assert 0 <= near < far and message.startswith("Inception FID")

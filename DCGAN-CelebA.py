@@ -14,7 +14,8 @@ shuffled batches from memory.
 Writes to outputs/DCGAN-CelebA/ (or OUT_DIR): config.json, samples/epoch_001.png ... (an 8x8
 grid from a fixed noise batch, comparable across epochs), losses.csv and loss.png (G and D
 losses, mean D(x) and D(G(z))), progress.gif, checkpoints/last.pt and, at the end,
-interpolation.png (each row a spherical path between two noise vectors). Rerunning resumes;
+interpolation.png (each row a spherical path between two noise vectors) and, when Inception
+weights are available, the Inception FID in metrics.csv. Rerunning resumes;
 Ctrl-C (or SIGTERM) finishes the step, saves a checkpoint and prints the command that resumes.
 
     torchrun --nproc_per_node=4 DCGAN-CelebA.py      # 4 GPUs (DDP), each a quarter of every epoch
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import celeba, config, data, device, distributed, plots, run
+from common import celeba, config, data, device, distributed, metrics, plots, run
 from common.run import Timer
 
 # --- data ---
@@ -55,6 +56,9 @@ DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 OUT_DIR = ""  # empty: outputs/DCGAN-CelebA (plus -fake for the fake data set)
 RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
 SYNC_BN = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
+# --- evaluation ---
+FID_SAMPLES = 10000  # images for the Inception FID at the end of the run (0 disables)
+INCEPTION_WEIGHTS = ""  # a local pt_inception-2015-12-05 weights file, for boxes without internet
 
 SHAPE_KEYS = ("DATASET", "IMAGE_SIZE", "LATENT_DIM", "NGF", "NDF")  # resuming with other values refuses
 
@@ -283,6 +287,16 @@ def main() -> None:
         with torch.no_grad():
             walk = generator(slerp(z0, z1, 10).reshape(-1, LATENT_DIM))
         plots.save_grid(walk, out / "interpolation.png", nrow=10)
+        if FID_SAMPLES:  # Inception FID, comparable with published CelebA 64x64 figures
+            n = min(FID_SAMPLES, len(images))
+            z = torch.randn(n, LATENT_DIM, generator=gen).to(dev)
+            with torch.no_grad():
+                fake = torch.cat([generator(z[i : i + 500]) for i in range(0, n, 500)])
+            fake = fake.add(1).mul(127.5).round().clamp(0, 255).byte()
+            value, message = metrics.inception_fid(images.images[:n], fake, INCEPTION_WEIGHTS, dev)
+            print(message)
+            if value is not None:
+                plots.write_csv([{"epoch": EPOCHS, "n": n, "inception_fid": value}], out / "metrics.csv")
     print(f"Done: {out}/")
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import config, data, device, distributed, plots, run
+from common import config, data, device, distributed, metrics, plots, run
 from common.run import Timer
 
 # --- data ---
@@ -44,6 +44,9 @@ DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 OUT_DIR = ""  # empty: outputs/DCGAN-MNIST (plus -<dataset> for other data sets)
 RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
 SYNC_BN = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
+# --- evaluation ---
+EVAL_EVERY = 1  # epochs between metric evaluations (the last epoch is always evaluated); 0 disables
+EVAL_SAMPLES = 2000  # generated images scored per evaluation
 
 SHAPE_KEYS = ("DATASET", "LATENT_DIM", "NGF", "NDF")  # resuming with other values refuses
 
@@ -149,6 +152,18 @@ def g_step(
     return loss_g.item()
 
 
+@torch.no_grad()
+def sample_for_eval(
+    generator: Generator, n: int, device_: torch.device, seed: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n images in [0, 1] from the same evaluation noise every time."""
+    z, labels = metrics.eval_noise(n, generator.latent_dim, 0, device_, seed)
+    generator.eval()
+    fake = torch.cat([generator(z[i : i + 500]) for i in range(0, n, 500)])
+    generator.train()
+    return fake.add(1).div(2), labels
+
+
 def main() -> None:
     cfg = config.setup(globals(), choices={"DATASET": data.DATASETS})
     dist = distributed.setup(DEVICE, SYNC_BN)  # one process: just the device; under torchrun also the rank
@@ -158,6 +173,7 @@ def main() -> None:
         ds = data.load(DATASET, DATA_DIR, DOWNLOAD, dev)
     batches = data.Batches(ds.train, BATCH_SIZE, SEED, dist.rank, dist.world_size)  # this process's shard
     out = run.start(cfg, __file__, dev, ds.name, SHAPE_KEYS)  # the last check: files are written from here on
+    evaluator = metrics.Evaluator.for_dataset(ds, DATA_DIR, dev) if EVAL_EVERY and dist.is_main else None
 
     models = build_models(cfg, ds.shape, len(ds.classes))
     generator, discriminator = models["generator"].to(dev), models["discriminator"].to(dev)
@@ -165,6 +181,7 @@ def main() -> None:
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=LR, betas=(BETA1, 0.999))
     fixed_noise = torch.randn(64, LATENT_DIM, device=dev)
     history: list[dict] = []
+    metric_history: list[dict] = []
     first_epoch = 1
 
     state = run.resume(out, cfg, SHAPE_KEYS, dev)
@@ -174,6 +191,7 @@ def main() -> None:
         opt_g.load_state_dict(state["optimizers"]["opt_g"])
         opt_d.load_state_dict(state["optimizers"]["opt_d"])
         fixed_noise, history, first_epoch = state["fixed_noise"], state["history"], state["epoch"] + 1
+        metric_history = state.get("metrics", [])
         device.set_rng_state(state["rng"])
     # training goes through these (DDP under torchrun, else the models themselves); grids and
     # checkpoints use the plain modules. The discriminator runs twice (real, fake) before one
@@ -196,6 +214,7 @@ def main() -> None:
             "optimizers": {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()},
             "fixed_noise": fixed_noise,
             "rng": device.rng_state(),
+            "metrics": metric_history,
         }
 
     guard = run.guard()  # Ctrl-C / SIGTERM: finish the step, save a checkpoint, exit 130 / 143
@@ -222,6 +241,9 @@ def main() -> None:
             with torch.no_grad():
                 plots.save_grid(generator(fixed_noise), out / "samples" / f"epoch_{epoch:03d}.png", nrow=8)
             generator.train()
+            if evaluator and (epoch % EVAL_EVERY == 0 or epoch == EPOCHS):
+                fake, asked = sample_for_eval(generator, EVAL_SAMPLES, dev, SEED)
+                metrics.record(out, metric_history, epoch, evaluator, fake, asked)
 
         row = {"epoch": epoch, **{k: v / len(batches) for k, v in sums.items()}}
         row.update(time_s=seconds, img_per_s=batches.shard_size / seconds)

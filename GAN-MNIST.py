@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import config, data, device, metrics, plots, run
+from common import config, data, device, distributed, metrics, plots, run
 from common.run import Timer
 
 # --- data ---
@@ -41,6 +41,7 @@ SEED = 0  # seeds weights, shuffling and sampling
 DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 OUT_DIR = ""  # empty: outputs/GAN-MNIST (plus -<dataset>, -conditional)
 RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
+SYNC_BN = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
 # --- evaluation ---
 EVAL_EVERY = 1  # epochs between metric evaluations (the last epoch is always evaluated); 0 disables
 EVAL_SAMPLES = 2000  # generated images scored per evaluation
@@ -138,10 +139,13 @@ def g_step(
     """One generator step (non-saturating loss) on fresh noise and random labels."""
     z = torch.randn(batch_size, generator.latent_dim, device=device_)
     labels = torch.randint(0, max(generator.n_classes, 1), (batch_size,), device=device_)
-    logits = discriminator(generator(z, labels), labels)
-    loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-    opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
+    # D's gradients from this backward are never used (d_step zeroes them before its own), so under
+    # torchrun they stay local instead of being averaged across processes for nothing
+    with distributed.no_sync(discriminator):
+        logits = discriminator(generator(z, labels), labels)
+        loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
     opt_g.step()
     return loss_g.item()
 
@@ -165,12 +169,14 @@ def main() -> None:
     config.check_positive(cfg, "K_STEPS")
     if not OUT_DIR and CONDITIONAL:
         cfg["OUT_DIR"] = f"{run.default_out_dir(__file__, DATASET)}-conditional"
-    dev = device.pick(DEVICE)
-    device.seed_all(SEED)
-    ds = data.load(DATASET, DATA_DIR, DOWNLOAD, dev)
-    out = run.start(cfg, __file__, dev, ds.name)
-    batches = data.Batches(ds.train, BATCH_SIZE, SEED)
-    evaluator = metrics.Evaluator.for_dataset(ds, DATA_DIR, dev) if EVAL_EVERY else None
+    dist = distributed.setup(DEVICE, SYNC_BN)  # one process: just the device; under torchrun also the rank
+    dev = dist.device
+    device.seed_all(SEED + dist.rank)  # each process its own noise; DDP copies rank 0's initial weights
+    with distributed.main_first():  # rank 0 downloads when needed; the others then read the files
+        ds = data.load(DATASET, DATA_DIR, DOWNLOAD, dev)
+    batches = data.Batches(ds.train, BATCH_SIZE, SEED, dist.rank, dist.world_size)  # this process's shard
+    out = run.start(cfg, __file__, dev, ds.name, SHAPE_KEYS)  # the last check: files are written from here on
+    evaluator = metrics.Evaluator.for_dataset(ds, DATA_DIR, dev) if EVAL_EVERY and dist.is_main else None
 
     models = build_models(cfg, ds.shape, len(ds.classes))
     generator, discriminator = models["generator"].to(dev), models["discriminator"].to(dev)
@@ -196,61 +202,73 @@ def main() -> None:
         fixed_noise, history, first_epoch = state["fixed_noise"], state["history"], state["epoch"] + 1
         metric_history = state.get("metrics", [])
         device.set_rng_state(state["rng"])
+    # training goes through these (DDP under torchrun, else the models themselves); grids and
+    # checkpoints use the plain modules. See DCGAN-MNIST.py for why D's buffers are not synced.
+    ddp_g = distributed.wrap(generator, sync_bn=SYNC_BN)
+    ddp_d = distributed.wrap(discriminator, sync_bn=SYNC_BN, sync_buffers=False)
 
-    for epoch in range(first_epoch, EPOCHS + 1):
-        timer = Timer(dev)
-        sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0}
-        n_d = n_g = 0
-        with run.progress(batches.shard_size, epoch, EPOCHS) as bar:
-            for step, (images, labels) in enumerate(batches.epoch(epoch), start=1):
-                loss_d, d_real, d_fake = d_step(
-                    generator, discriminator, opt_d, data.to_gan(images), labels, REAL_LABEL
-                )
-                sums["loss_d"] += loss_d
-                sums["d_real"] += d_real
-                sums["d_fake"] += d_fake
-                n_d += 1
-                if step % K_STEPS == 0:
-                    sums["loss_g"] += g_step(generator, discriminator, opt_g, len(images), dev)
-                    n_g += 1
-                bar.update(len(images))
-                bar.set_postfix(loss_d=f"{loss_d:.3f}", d_x=f"{d_real:.2f}", d_gz=f"{d_fake:.2f}", refresh=False)
-        seconds = timer.seconds()
-
-        generator.eval()
-        with torch.no_grad():
-            grid = generator(fixed_noise, fixed_labels)
-        generator.train()
-        row_labels = ds.classes if CONDITIONAL else None
-        nrow = 10 if CONDITIONAL else 8
-        plots.save_grid(grid, out / "samples" / f"epoch_{epoch:03d}.png", nrow=nrow, row_labels=row_labels)
-        if evaluator and (epoch % EVAL_EVERY == 0 or epoch == EPOCHS):
-            fake, asked = sample_for_eval(generator, EVAL_SAMPLES, dev, SEED)
-            metrics.record(out, metric_history, epoch, evaluator, fake, asked)
-
-        row = {
-            "epoch": epoch,
-            "loss_d": sums["loss_d"] / n_d,
-            "loss_g": sums["loss_g"] / max(n_g, 1),
-            "d_real": sums["d_real"] / n_d,
-            "d_fake": sums["d_fake"] / n_d,
-            "time_s": seconds,
-            "img_per_s": batches.shard_size / seconds,
-        }
-        state = {
+    def snapshot(done: int) -> dict:
+        """Everything a resume needs, after `done` complete epochs."""
+        return {
             "config": cfg,
             "script": "GAN-MNIST.py",
             "image_shape": ds.shape,
             "classes": ds.classes,
-            "epoch": epoch,
+            "epoch": done,
             "models": {"generator": generator.state_dict(), "discriminator": discriminator.state_dict()},
             "optimizers": {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()},
             "fixed_noise": fixed_noise,
             "rng": device.rng_state(),
             "metrics": metric_history,
         }
+
+    guard = run.guard()  # Ctrl-C / SIGTERM: finish the step, save a checkpoint, exit 130 / 143
+    for epoch in range(first_epoch, EPOCHS + 1):
+        timer = Timer(dev)
+        sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0, "n_g": 0}
+        skip = run.resume_epoch(state, epoch, sums, timer)  # steps of this epoch done before a stop
+        with run.progress(batches.shard_size, epoch, EPOCHS, initial=skip * BATCH_SIZE) as bar:
+            for step, (images, labels) in enumerate(batches.epoch(epoch), start=1):
+                if step <= skip:
+                    continue
+                loss_d, d_real, d_fake = d_step(ddp_g, ddp_d, opt_d, data.to_gan(images), labels, REAL_LABEL)
+                for key, value in zip(("loss_d", "d_real", "d_fake"), (loss_d, d_real, d_fake)):
+                    sums[key] += value
+                losses = {"loss_d": loss_d}
+                if step % K_STEPS == 0:
+                    losses["loss_g"] = g_step(ddp_g, ddp_d, opt_g, len(images), dev)
+                    sums["loss_g"] += losses["loss_g"]
+                    sums["n_g"] += 1
+                bar.update(len(images))
+                bar.set_postfix(loss_d=f"{loss_d:.3f}", d_x=f"{d_real:.2f}", d_gz=f"{d_fake:.2f}", refresh=False)
+                if guard.check(epoch, step, **losses):  # a NaN/inf loss exits here (code 3)
+                    guard.stop(out, snapshot(epoch - 1), history, step, sums, timer.seconds())
+        seconds = timer.seconds()
+
+        if dist.is_main:
+            generator.eval()
+            with torch.no_grad():
+                grid = generator(fixed_noise, fixed_labels)
+            generator.train()
+            row_labels = ds.classes if CONDITIONAL else None
+            nrow = 10 if CONDITIONAL else 8
+            plots.save_grid(grid, out / "samples" / f"epoch_{epoch:03d}.png", nrow=nrow, row_labels=row_labels)
+            if evaluator and (epoch % EVAL_EVERY == 0 or epoch == EPOCHS):
+                fake, asked = sample_for_eval(generator, EVAL_SAMPLES, dev, SEED)
+                metrics.record(out, metric_history, epoch, evaluator, fake, asked)
+
+        row = {
+            "epoch": epoch,
+            "loss_d": sums["loss_d"] / len(batches),
+            "loss_g": sums["loss_g"] / max(sums["n_g"], 1),
+            "d_real": sums["d_real"] / len(batches),
+            "d_fake": sums["d_fake"] / len(batches),
+            "time_s": seconds,
+            "img_per_s": batches.shard_size / seconds,
+        }
         panels = [("losses", ("loss_d", "loss_g")), ("mean discriminator output", ("d_real", "d_fake"))]
-        run.end_epoch(out, history, row, panels, state, EPOCHS)
+        # every process calls this: it averages the row over them, and rank 0 writes
+        run.end_epoch(out, history, row, panels, {**snapshot(epoch), "shard": run.shard(batches, epoch)}, EPOCHS)
     print(f"Done: {out}/")
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import config, data, device, metrics, plots, run
+from common import config, data, device, distributed, metrics, plots, run
 from common.run import Timer
 
 # --- data ---
@@ -185,12 +185,14 @@ def sample_for_eval(vae: VAE, n: int, device_: torch.device, seed: int) -> torch
 
 def main() -> None:
     cfg = config.setup(globals(), choices={"DATASET": data.DATASETS})
-    dev = device.pick(DEVICE)
-    device.seed_all(SEED)
-    ds = data.load(DATASET, DATA_DIR, DOWNLOAD, dev)
-    out = run.start(cfg, __file__, dev, ds.name)
-    batches = data.Batches(ds.train, BATCH_SIZE, SEED)
-    evaluator = metrics.Evaluator.for_dataset(ds, DATA_DIR, dev) if EVAL_EVERY else None
+    dist = distributed.setup(DEVICE)  # one process: just the device; under torchrun also the rank
+    dev = dist.device
+    device.seed_all(SEED + dist.rank)  # each process its own noise; DDP copies rank 0's initial weights
+    with distributed.main_first():  # rank 0 downloads when needed; the others then read the files
+        ds = data.load(DATASET, DATA_DIR, DOWNLOAD, dev)
+    batches = data.Batches(ds.train, BATCH_SIZE, SEED, dist.rank, dist.world_size)  # this process's shard
+    out = run.start(cfg, __file__, dev, ds.name, SHAPE_KEYS)  # the last check: files are written from here on
+    evaluator = metrics.Evaluator.for_dataset(ds, DATA_DIR, dev) if EVAL_EVERY and dist.is_main else None
 
     vae = build_models(cfg, ds.shape)["vae"].to(dev)
     opt = torch.optim.Adam(vae.parameters(), lr=LR)
@@ -207,56 +209,69 @@ def main() -> None:
         fixed_z, history, first_epoch = state["fixed_noise"], state["history"], state["epoch"] + 1
         metric_history = state.get("metrics", [])
         device.set_rng_state(state["rng"])
+    ddp_vae = distributed.wrap(vae)  # DDP under torchrun, else the model itself
 
-    for epoch in range(first_epoch, EPOCHS + 1):
-        timer, total = Timer(dev), 0.0
-        with run.progress(batches.shard_size, epoch, EPOCHS) as bar:
-            for images, _ in batches.epoch(epoch):
-                loss = train_step(vae, opt, data.to_unit(images), BETA)
-                total += loss
-                bar.update(len(images))
-                bar.set_postfix(neg_elbo=f"{loss / len(images):.1f}", refresh=False)
-        seconds = timer.seconds()
-        test_loss, _ = evaluate(vae, ds.test, BETA)
-
-        vae.eval()
-        plots.save_grid(vae.sample(fixed_z), out / "samples" / f"epoch_{epoch:03d}.png", nrow=8, value_range=(0, 1))
-        with torch.no_grad():
-            recon = torch.sigmoid(vae(recon_x)[0])
-        pairs = torch.stack([recon_x.view(4, 8, *ds.shape), recon.view(4, 8, *ds.shape)], dim=1).flatten(0, 2)
-        plots.save_grid(pairs, out / "reconstructions" / f"epoch_{epoch:03d}.png", nrow=8, value_range=(0, 1))
-        vae.train()
-
-        if evaluator and (epoch % EVAL_EVERY == 0 or epoch == EPOCHS):
-            with metrics.keep_rng(dev, SEED):  # evaluating never changes what training draws
-                extra = {"test_neg_elbo": test_loss if BETA == 1 else evaluate(vae, ds.test, 1.0)[0]}
-                if epoch == EPOCHS:
-                    extra["test_iwae"] = iwae_bound(vae, ds.test.images[:IWAE_IMAGES], IWAE_K)
-            fake = sample_for_eval(vae, EVAL_SAMPLES, dev, SEED)
-            metrics.record(out, metric_history, epoch, evaluator, fake, extra=extra)
-
-        row = {
-            "epoch": epoch,
-            "train_neg_elbo": total / batches.shard_size,
-            "test_neg_elbo": test_loss,
-            "time_s": seconds,
-            "img_per_s": batches.shard_size / seconds,
-        }
-        state = {
+    def snapshot(done: int) -> dict:
+        """Everything a resume needs, after `done` complete epochs."""
+        return {
             "config": cfg,
             "script": "VAE-MNIST.py",
             "image_shape": ds.shape,
             "classes": ds.classes,
-            "epoch": epoch,
+            "epoch": done,
             "models": {"vae": vae.state_dict()},
             "optimizers": {"opt": opt.state_dict()},
             "fixed_noise": fixed_z,
             "rng": device.rng_state(),
             "metrics": metric_history,
         }
-        panels = [("negative ELBO per image (nats)", ("train_neg_elbo", "test_neg_elbo"))]
-        run.end_epoch(out, history, row, panels, state, EPOCHS)
 
+    guard = run.guard()  # Ctrl-C / SIGTERM: finish the step, save a checkpoint, exit 130 / 143
+    for epoch in range(first_epoch, EPOCHS + 1):
+        timer, sums = Timer(dev), {"total": 0.0}
+        skip = run.resume_epoch(state, epoch, sums, timer)  # steps of this epoch done before a stop
+        with run.progress(batches.shard_size, epoch, EPOCHS, initial=skip * BATCH_SIZE) as bar:
+            for step, (images, _) in enumerate(batches.epoch(epoch), start=1):
+                if step <= skip:
+                    continue
+                loss = train_step(ddp_vae, opt, data.to_unit(images), BETA)
+                sums["total"] += loss
+                bar.update(len(images))
+                bar.set_postfix(neg_elbo=f"{loss / len(images):.1f}", refresh=False)
+                if guard.check(epoch, step, neg_elbo=loss):  # a NaN/inf loss exits here (code 3)
+                    guard.stop(out, snapshot(epoch - 1), history, step, sums, timer.seconds())
+        seconds = timer.seconds()
+        test_loss, _ = evaluate(vae, ds.test, BETA)
+
+        if dist.is_main:
+            vae.eval()
+            plots.save_grid(vae.sample(fixed_z), out / "samples" / f"epoch_{epoch:03d}.png", nrow=8, value_range=(0, 1))
+            with torch.no_grad():
+                recon = torch.sigmoid(vae(recon_x)[0])
+            pairs = torch.stack([recon_x.view(4, 8, *ds.shape), recon.view(4, 8, *ds.shape)], dim=1).flatten(0, 2)
+            plots.save_grid(pairs, out / "reconstructions" / f"epoch_{epoch:03d}.png", nrow=8, value_range=(0, 1))
+            vae.train()
+            if evaluator and (epoch % EVAL_EVERY == 0 or epoch == EPOCHS):
+                with metrics.keep_rng(dev, SEED):  # evaluating never changes what training draws
+                    extra = {"test_neg_elbo": test_loss if BETA == 1 else evaluate(vae, ds.test, 1.0)[0]}
+                    if epoch == EPOCHS:
+                        extra["test_iwae"] = iwae_bound(vae, ds.test.images[:IWAE_IMAGES], IWAE_K)
+                fake = sample_for_eval(vae, EVAL_SAMPLES, dev, SEED)
+                metrics.record(out, metric_history, epoch, evaluator, fake, extra=extra)
+
+        row = {
+            "epoch": epoch,
+            "train_neg_elbo": sums["total"] / batches.shard_size,
+            "test_neg_elbo": test_loss,
+            "time_s": seconds,
+            "img_per_s": batches.shard_size / seconds,
+        }
+        panels = [("negative ELBO per image (nats)", ("train_neg_elbo", "test_neg_elbo"))]
+        # every process calls this: it averages the row over them, and rank 0 writes
+        run.end_epoch(out, history, row, panels, {**snapshot(epoch), "shard": run.shard(batches, epoch)}, EPOCHS)
+
+    if not dist.is_main:
+        return
     # the latent space: test-set means coloured by class, and the decoded manifold for 2-D z
     _, means = evaluate(vae, ds.test, BETA)
     plots.latent_scatter(means, ds.test.labels, out / "latent.png", ds.classes, "test-set latent means")

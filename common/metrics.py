@@ -21,17 +21,18 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.inception import InceptionScore
-from torchmetrics.image.kid import KernelInceptionDistance
 from tqdm import tqdm
 
 from common import data, plots
+
+if TYPE_CHECKING:  # torchmetrics takes seconds to import: only evaluations load it
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
 
 VERSION = 1  # bump when the classifier or its training changes: cached evaluators are then retrained
 FEATURES = 128  # width of the classifier's penultimate layer, the FID/KID feature space
@@ -289,6 +290,9 @@ class Evaluator:
 
     def _new_metrics(self, n_real: int, n_fake: int) -> tuple[FrechetInceptionDistance, KernelInceptionDistance]:
         """torchmetrics FID and KID on the classifier's features; the real features are kept across resets."""
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.kid import KernelInceptionDistance
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "will save all extracted features in buffer": a few MB here
             fid = FrechetInceptionDistance(feature=_Penultimate(self.classifier), reset_real_features=False)
@@ -307,6 +311,8 @@ class Evaluator:
 
     def _inception_score(self, images: torch.Tensor) -> float:
         """The Inception Score of images, computed by torchmetrics on the classifier's logits."""
+        from torchmetrics.image.inception import InceptionScore
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             metric = InceptionScore(feature=_Logits(self.classifier), splits=min(IS_SPLITS, len(images) // 2)).to(
@@ -477,6 +483,8 @@ def inception_fid(
             None,
             f"Inception FID skipped: no Inception weights ({reason[:120]}); set INCEPTION_WEIGHTS to a local file",
         )
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
     fid = FrechetInceptionDistance(feature=feature, normalize=False).to(device)
     for images, real in ((real_uint8, True), (fake_uint8, False)):
         if images.shape[1] == 1:

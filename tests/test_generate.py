@@ -9,7 +9,7 @@ import torch
 from conftest import load_script, make_idx_dataset, run_script
 from PIL import Image
 
-TINY_GAN = ["--epochs=1", "--batch_size=64"]
+TINY_GAN = ["--epochs=1", "--batch_size=64", "--eval_every=0"]
 # one short run per model kind, trained once for the whole module: (script, extra arguments)
 KINDS = {
     "vae": ("VAE-MNIST.py", ["--hidden=32", "--channels=8"]),

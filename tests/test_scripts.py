@@ -8,7 +8,7 @@ import torch
 from conftest import load_script, run_script
 from PIL import Image
 
-TINY = ["--epochs=1", "--batch_size=64"]
+TINY = ["--epochs=1", "--batch_size=64", "--eval_every=0"]
 
 
 def rows(path):

@@ -77,7 +77,13 @@ def test_script_rejects_bad_input_before_writing_anything(tmp_path):
 def test_config_json_records_the_effective_config(tmp_path, mnist_root):
     out = tmp_path / "run"
     result = run_script(
-        "VAE-MNIST.py", f"--data_dir={mnist_root}", f"--out_dir={out}", "--epochs=1", "--batch_size=64", "--beta=0.5"
+        "VAE-MNIST.py",
+        f"--data_dir={mnist_root}",
+        f"--out_dir={out}",
+        "--epochs=1",
+        "--batch_size=64",
+        "--beta=0.5",
+        "--eval_every=0",
     )
     assert result.returncode == 0, result.stderr
     saved = json.loads((out / "config.json").read_text())

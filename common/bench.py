@@ -1,0 +1,565 @@
+"""Training and generation speed: the repo's data path against the standard torchvision DataLoader.
+
+For each model the same networks (same seed, same widths) are trained with the script's own step
+functions at the same batch size, fed two ways, in one run:
+
+- repo: the whole split as a uint8 tensor on the device, shuffled batches by index
+  (`data.Batches`), normalised per batch on the device (`data.to_gan` / `data.to_unit`);
+- DataLoader: torchvision's `datasets.MNIST` (PIL images from IDX files) or an `ImageFolder` of
+  JPEGs (CenterCrop(108), Resize, ToTensor, Normalize), `num_workers` processes, default collate.
+
+Each path gets warm-up steps, then the timed steps (the clock is read after a CUDA synchronise);
+the ratio is repo img/s over DataLoader img/s. Generation img/s is a generator forward pass in
+eval mode under no_grad at a large batch. MNIST comes from the bundled real-digit sample written
+as IDX files (the 4,000 training digits tiled to a 60,000-image epoch); CelebA from synthetic
+178x218 JPEGs (no faces ship with the repo), both in a temporary folder.
+
+    python -m common.bench --quick                        # every model, few steps (< 2 min on 2 CPU cores)
+    python -m common.bench --models dcgan,vae --steps 30  # chosen models; writes outputs/bench.md
+    python -m common.bench --switches --models dcgan      # CUDA: each GPU switch alone vs the baseline
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import inspect
+import os
+import platform
+import shlex
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any, NoReturn
+
+import numpy as np
+import torch
+
+from common import celeba, config, data, device
+from common.config import fail
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST_IMAGES = 60_000  # a full MNIST epoch: the sample's training digits are tiled up to this
+GEN_BATCH = {"mnist": 1024, "celeba": 256}  # images per generator forward pass
+QUICK_CELEBA_SIZE = 32  # --quick trains the CelebA DCGAN at 32x32 (64x64 is ~15 img/s on 2 CPU cores)
+SWITCHES = ("amp", "channels_last", "cudnn_benchmark", "fused_adam", "compile")  # CUDA-only options
+
+
+@dataclass(frozen=True)
+class Model:
+    """One benchmarked model: its script, constants overridden there, and its data."""
+
+    script: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "mnist"  # mnist | celeba
+
+
+MODELS = {
+    "vae": Model("VAE-MNIST.py"),
+    "gan": Model("GAN-MNIST.py", {"CONDITIONAL": False}),
+    "cgan": Model("GAN-MNIST.py", {"CONDITIONAL": True}),
+    "dcgan": Model("DCGAN-MNIST.py"),
+    "cdcgan": Model("CDCGAN-MNIST.py"),
+    "celeba": Model("DCGAN-CelebA.py", dataset="celeba"),
+}
+
+
+@dataclass(frozen=True)
+class Switches:
+    """The GPU speed switches in effect for one measurement (all off: the baseline)."""
+
+    amp: bool = False
+    channels_last: bool = False
+    cudnn_benchmark: bool = False
+    fused_adam: bool = False
+    compile: bool = False
+
+    def label(self) -> str:
+        """The switches that are on, e.g. 'amp+compile', or 'baseline'."""
+        return "+".join(name for name in SWITCHES if getattr(self, name)) or "baseline"
+
+
+@dataclass
+class Result:
+    """The rates measured for one model (img/s; None where not measured)."""
+
+    model: str
+    script: str
+    batch_size: int
+    steps: int
+    repo: float
+    loader: float | None
+    generation: float
+    note: str = ""
+    switches: str = "baseline"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are the repo's one-line `error: ...` with exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(message)
+
+
+def load_script(name: str) -> ModuleType:
+    """Import a hyphenated top-level script as a module (its main() is not run)."""
+    spec = importlib.util.spec_from_file_location(name.replace("-", "_").removesuffix(".py"), ROOT / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def sync(dev: torch.device) -> None:
+    """Wait for queued GPU work, so the clock reads what was really done."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    elif dev.type == "mps":
+        torch.mps.synchronize()
+
+
+# --- the data, written to a temporary folder in the formats the standard path reads ---
+
+
+def write_idx(raw: Path, images: np.ndarray, labels: np.ndarray, prefix: str) -> None:
+    """Write images [N, 28, 28] uint8 and labels [N] as MNIST IDX files, as torchvision reads them."""
+    raw.mkdir(parents=True, exist_ok=True)
+    n, h, w = images.shape
+    with open(raw / f"{prefix}-images-idx3-ubyte", "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, n, h, w))
+        f.write(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
+    with open(raw / f"{prefix}-labels-idx1-ubyte", "wb") as f:
+        f.write(struct.pack(">II", 0x801, n))
+        f.write(np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
+
+
+def write_mnist(root: Path, n_train: int = MNIST_IMAGES) -> Path:
+    """Real digits as torchvision's MNIST layout under root: the sample's train digits tiled to n_train."""
+    train, test = data.load_sample()
+    reps = -(-n_train // len(train))
+    images = np.tile(train.images[:, 0].numpy(), (reps, 1, 1))[:n_train]
+    labels = np.tile(train.labels.numpy(), reps)[:n_train]
+    raw = root / "MNIST" / "raw"
+    write_idx(raw, images, labels, "train")
+    write_idx(raw, test.images[:, 0].numpy(), test.labels.numpy(), "t10k")
+    return root
+
+
+def write_jpegs(folder: Path, n: int, seed: int = 0) -> Path:
+    """n synthetic 178x218 JPEGs (CelebA's aligned size) in folder/faces/: smooth colour fields plus grain."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = folder / "faces"  # ImageFolder wants one sub-folder per class
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        # upsampled coarse colour plus noise: about the file size and decode cost of a real photo
+        coarse = Image.fromarray(rng.integers(0, 256, (7, 6, 3), dtype=np.uint8))
+        smooth = np.asarray(coarse.resize((178, 218), Image.Resampling.BICUBIC), dtype=np.int16)
+        grain = rng.normal(0, 6, smooth.shape).astype(np.int16)
+        pixels = np.clip(smooth + grain, 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(out / f"{i + 1:06d}.jpg", quality=90)
+    return folder
+
+
+# --- models, optimisers and one training step, as the scripts build them ---
+
+
+def script_config(spec: Model, module: ModuleType, size: int) -> dict[str, Any]:
+    """The script's constants with the bench's overrides (and the CelebA image size)."""
+    cfg = {**config.constants(vars(module)), **spec.overrides}
+    if spec.dataset == "celeba":
+        cfg["IMAGE_SIZE"] = size
+    return cfg
+
+
+def build(
+    module: ModuleType,
+    cfg: dict[str, Any],
+    image_shape: tuple[int, int, int],
+    n_classes: int,
+    dev: torch.device,
+    sw: Switches,
+) -> tuple[Callable[[torch.Tensor, torch.Tensor], None], Callable[[int], torch.Tensor]]:
+    """Fresh models (seed 0) and optimisers; returns (one training step, draw n images in eval mode)."""
+    device.seed_all(0)  # both paths start from the very same weights
+    models = {name: m.to(dev) for name, m in module.build_models(cfg, image_shape, n_classes).items()}
+    if sw.channels_last:
+        models = {name: m.to(memory_format=torch.channels_last) for name, m in models.items()}
+    if sw.compile:
+        models = {name: torch.compile(m) for name, m in models.items()}  # type: ignore[misc]
+    fused = {"fused": True} if sw.fused_adam else {}
+    betas = (cfg["BETA1"], 0.999) if "BETA1" in cfg else (0.9, 0.999)  # VAE-MNIST uses Adam's defaults
+    opts = {name: torch.optim.Adam(m.parameters(), lr=cfg["LR"], betas=betas, **fused) for name, m in models.items()}
+    # bf16 needs no GradScaler; the scripts' steps run backward inside their function, so it is under autocast too
+    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if sw.amp else contextlib.nullcontext
+
+    if "vae" in models:
+        beta = cfg["BETA"]
+
+        def vae_step(x: torch.Tensor, labels: torch.Tensor) -> None:
+            with amp():
+                module.train_step(models["vae"], opts["vae"], x, beta)
+
+        vae = models["vae"]
+
+        def decode(n: int) -> torch.Tensor:
+            vae.eval()
+            return vae.sample(torch.randn(n, vae.latent_dim, device=dev))
+
+        return vae_step, decode
+
+    generator, discriminator = models["generator"], models["discriminator"]
+    takes_labels = "labels" in inspect.signature(module.d_step).parameters
+    real_label = cfg["REAL_LABEL"]
+
+    def gan_step(x: torch.Tensor, labels: torch.Tensor) -> None:
+        with amp():
+            if takes_labels:
+                module.d_step(generator, discriminator, opts["discriminator"], x, labels, real_label)
+            else:
+                module.d_step(generator, discriminator, opts["discriminator"], x, real_label)
+            # one G step per D step: every script's default (GAN-MNIST's K_STEPS = 1)
+            module.g_step(generator, discriminator, opts["generator"], len(x), x.device)
+
+    g = models["generator"]  # attribute reads pass through torch.compile's wrapper
+    n_draw = getattr(g, "n_classes", 0)  # conditional generators take a class per image
+
+    def draw(n: int) -> torch.Tensor:
+        g.eval()
+        z = torch.randn(n, g.latent_dim, device=dev)
+        return g(z, torch.randint(0, n_draw, (n,), device=dev)) if n_draw else g(z)
+
+    return gan_step, draw
+
+
+# --- the two data paths ---
+
+
+def repo_batches(
+    split: data.Split, batch_size: int, dev: torch.device, unit: bool, sw: Switches
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The scripts' path: uint8 batches by index from the split, normalised on the device; endless."""
+    batches = data.Batches(split, batch_size, seed=0)
+    normalise = data.to_unit if unit else data.to_gan
+    epoch = 1
+    while True:
+        for images, labels in batches.epoch(epoch, dev):
+            x = normalise(images)
+            yield (x.contiguous(memory_format=torch.channels_last) if sw.channels_last else x), labels
+        epoch += 1
+
+
+def loader_batches(
+    dataset: torch.utils.data.Dataset, batch_size: int, workers: int, dev: torch.device, sw: Switches
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The standard path: a shuffling DataLoader with worker processes and default collate; endless."""
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, num_workers=workers, pin_memory=dev.type == "cuda"
+    )
+    while True:
+        for images, labels in loader:
+            x = images.to(dev, non_blocking=True)
+            yield (x.contiguous(memory_format=torch.channels_last) if sw.channels_last else x), labels.to(dev)
+
+
+def torchvision_dataset(kind: str, root: Path, unit: bool, size: int) -> torch.utils.data.Dataset:
+    """The standard PIL-backed data set with its usual transforms."""
+    from torchvision import datasets, transforms
+
+    if kind == "mnist":
+        steps: list = [transforms.ToTensor()]
+        if not unit:
+            steps.append(transforms.Normalize((0.5,), (0.5,)))
+        return datasets.MNIST(str(root), train=True, download=False, transform=transforms.Compose(steps))
+    crop = [transforms.CenterCrop(108), transforms.Resize(size)]
+    tail = [transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)]
+    return datasets.ImageFolder(str(root / "celeba"), transform=transforms.Compose(crop + tail))
+
+
+def timed(
+    step: Callable[[torch.Tensor, torch.Tensor], None],
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    warmup: int,
+    steps: int,
+    dev: torch.device,
+) -> tuple[int, float]:
+    """(images, seconds) of `steps` training steps after `warmup` untimed ones."""
+    try:
+        for _ in range(warmup):
+            step(*next(batches))
+        sync(dev)
+        start, images = time.perf_counter(), 0
+        for _ in range(steps):
+            x, labels = next(batches)
+            step(x, labels)
+            images += len(x)
+        sync(dev)
+        return images, time.perf_counter() - start
+    finally:
+        batches.close()  # type: ignore[attr-defined]  # ends a DataLoader's workers before the next measurement
+
+
+@torch.no_grad()
+def generation_rate(draw: Callable[[int], torch.Tensor], n: int, reps: int, dev: torch.device, sw: Switches) -> float:
+    """Images per second of the generator (the VAE's decoder) forward pass at batch n, in eval mode."""
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if sw.amp else contextlib.nullcontext()
+    with amp:
+        draw(n)  # warm-up: allocator, cuDNN algorithm choice, compilation
+        sync(dev)
+        start = time.perf_counter()
+        for _ in range(reps):
+            draw(n)
+        sync(dev)
+    return n * reps / (time.perf_counter() - start)
+
+
+# --- one model, both paths ---
+
+
+@dataclass
+class Plan:
+    """What to run: settings shared by every model."""
+
+    dev: torch.device
+    steps: int  # timed steps per path and round
+    warmup: int
+    rounds: int
+    batch_size: int  # 0: each script's BATCH_SIZE
+    workers: int
+    quick: bool
+    gen_reps: int
+    gen_batch: int  # 0: GEN_BATCH of the data set
+    tmp: Path
+
+
+def bench_model(name: str, plan: Plan, sw: Switches, with_loader: bool = True) -> Result:
+    """Train one model on the repo path and (optionally) the DataLoader path; measure generation."""
+    spec = MODELS[name]
+    size = QUICK_CELEBA_SIZE if plan.quick else 64
+    module = load_script(spec.script)
+    cfg = script_config(spec, module, size)
+    batch_size = plan.batch_size or cfg["BATCH_SIZE"]
+    unit = name == "vae"  # the VAE's Bernoulli decoder wants [0, 1]; the GANs' tanh, [-1, 1]
+    note = ""
+    if spec.dataset == "mnist":
+        ds = data.load("mnist", plan.tmp, download=False, device=plan.dev)
+        split, image_shape, n_classes = ds.train, ds.shape, len(ds.classes)
+    else:
+        with contextlib.redirect_stdout(sys.stderr):  # the one-off cache build talks; keep the table clean
+            split = celeba.load(
+                "celeba", plan.tmp, plan.tmp / "celeba", False, 108, size, max(plan.workers, 1), plan.dev
+            )
+        image_shape, n_classes = (3, size, size), 0
+        note = f"{size}x{size}" + (" (--quick; the script trains at 64x64)" if size != 64 else "")
+    if batch_size > len(split):
+        fail(f"--batch-size={batch_size} is larger than the {len(split)} benchmark images")
+
+    torch.backends.cudnn.benchmark = sw.cudnn_benchmark
+    # each path trains its own copy of the same initial weights
+    paths = {"repo": build(module, cfg, image_shape, n_classes, plan.dev, sw)[0]}
+    if with_loader:
+        paths["loader"] = build(module, cfg, image_shape, n_classes, plan.dev, sw)[0]
+        dataset = torchvision_dataset(spec.dataset, plan.tmp, unit, size)
+    totals = {path: [0, 0.0] for path in paths}
+    for round_ in range(plan.rounds):
+        # rounds alternate which path goes first, so a load that drifts on a shared machine hits both alike;
+        # a DataLoader is opened per round and closed after it, so its workers never run beside the repo path
+        for path in sorted(paths, reverse=round_ % 2 == 1):
+            if path == "repo":
+                batches = repo_batches(split, batch_size, plan.dev, unit, sw)
+            else:
+                batches = loader_batches(dataset, batch_size, plan.workers, plan.dev, sw)
+            images, seconds = timed(paths[path], batches, plan.warmup, plan.steps, plan.dev)
+            totals[path][0] += images
+            totals[path][1] += seconds
+    repo = totals["repo"][0] / totals["repo"][1]
+    loader = totals["loader"][0] / totals["loader"][1] if with_loader else None
+    _, draw = build(module, cfg, image_shape, n_classes, plan.dev, sw)
+    generation = generation_rate(draw, plan.gen_batch or GEN_BATCH[spec.dataset], plan.gen_reps, plan.dev, sw)
+    torch.backends.cudnn.benchmark = False
+    return Result(name, spec.script, batch_size, plan.rounds * plan.steps, repo, loader, generation, note, sw.label())
+
+
+# --- output ---
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def table(results: list[Result], switches_mode: bool = False) -> str:
+    """The results as a markdown table."""
+    if switches_mode:
+        base = {r.model: r for r in results if r.switches == "baseline"}
+        lines = [
+            "| model | switches | batch | steps | train img/s | speed-up | generation img/s | speed-up |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in results:
+            b = base[r.model]
+            lines.append(
+                f"| {r.model} | {r.switches} | {r.batch_size} | {r.steps} | {_fmt(r.repo)} | {r.repo / b.repo:.2f}x "
+                f"| {_fmt(r.generation)} | {r.generation / b.generation:.2f}x |"
+            )
+        return "\n".join(lines)
+    lines = [
+        "| model | script | batch | steps | repo img/s | DataLoader img/s | ratio | generation img/s | notes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        ratio = "-" if r.loader is None else f"{r.repo / r.loader:.2f}x"
+        lines.append(
+            f"| {r.model} | {r.script} | {r.batch_size} | {r.steps} | {_fmt(r.repo)} | {_fmt(r.loader)} | {ratio} "
+            f"| {_fmt(r.generation)} | {r.note} |"
+        )
+    return "\n".join(lines)
+
+
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages, where the OS has them."""
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def header(plan: Plan, argv: list[str], load_start: str, sw: Switches, switches_mode: bool) -> list[str]:
+    """The facts a reader needs to compare two bench.md files."""
+    import torchvision
+
+    cpu = platform.processor() or platform.machine()
+    gen = str(plan.gen_batch) if plan.gen_batch else f"{GEN_BATCH['mnist']} (MNIST) / {GEN_BATCH['celeba']} (CelebA)"
+    lines = [
+        f"- device: {device.describe(plan.dev)}; host: {os.cpu_count()} logical CPUs ({cpu}), torch threads "
+        f"{torch.get_num_threads()}",
+        f"- torch {torch.__version__}, torchvision {torchvision.__version__}, Python {platform.python_version()}",
+        "- batch size: " + (str(plan.batch_size) if plan.batch_size else "each script's BATCH_SIZE (column batch)"),
+        f"- steps: {plan.rounds * plan.steps} timed per path: {plan.rounds} round(s) of {plan.warmup} warm-up + "
+        f"{plan.steps} timed steps, the paths taking turns to go first; generation: {plan.gen_reps} "
+        f"forward pass(es) at batch {gen} after one warm-up pass, eval, no_grad",
+        f"- load average (1, 5, 15 min): {load_start} at start, {_load()} at end",
+    ]
+    if switches_mode:
+        lines.append("- switches: each alone against the baseline, repo data path only")
+    else:
+        lines += [
+            "- repo: uint8 split on the device, `data.Batches`, `data.to_gan`/`to_unit` per batch",
+            f"- DataLoader: torchvision dataset with PIL transforms, num_workers={plan.workers}, shuffle, default "
+            f"collate, pin_memory={plan.dev.type == 'cuda'}; ratio = repo img/s / DataLoader img/s",
+            f"- data: MNIST = the bundled 4,000 real training digits tiled to {MNIST_IMAGES:,} as IDX files; "
+            "CelebA = synthetic 178x218 JPEGs (ImageFolder, CenterCrop(108), Resize, ToTensor, Normalize) against "
+            "the repo's uint8 cache of them (cache built once, not timed)",
+            f"- switches: {sw.label()}",
+        ]
+    lines.append(f"- command: python -m common.bench {shlex.join(argv)}".rstrip())
+    return lines
+
+
+# --- command line ---
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command-line options, validated (bad ones exit with a one-line error)."""
+    p = _Parser(prog="python -m common.bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="few steps, CelebA at 32x32: under two minutes on 2 CPU cores")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
+    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from: {', '.join(MODELS)}")
+    p.add_argument(
+        "--out", default="outputs/bench.md", help="markdown file written with the table (default outputs/bench.md)"
+    )
+    p.add_argument("--batch-size", type=int, default=0, help="images per step for every model (default: each script's)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per path and round (default 10; --quick 3)")
+    p.add_argument("--rounds", type=int, default=None, help="rounds of both paths, summed (default 3; --quick 1)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps before each (default 5; --quick 2)")
+    p.add_argument("--gen-batch", type=int, default=0, help="images per generator pass (default 1024; CelebA 256)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's, i.e. OMP_NUM_THREADS)")
+    p.add_argument("--amp", action="store_true", help="CUDA: bf16 autocast")
+    p.add_argument("--channels-last", action="store_true", help="CUDA: models and inputs in channels_last")
+    p.add_argument("--cudnn-benchmark", action="store_true", help="CUDA: torch.backends.cudnn.benchmark = True")
+    p.add_argument("--fused-adam", action="store_true", help="CUDA: torch.optim.Adam(..., fused=True)")
+    p.add_argument("--compile", action="store_true", help="CUDA: torch.compile each model")
+    p.add_argument("--switches", action="store_true", help="CUDA: each switch alone against the baseline")
+    args = p.parse_args(argv)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown or not args.models:
+        fail(f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from: {', '.join(MODELS)}")
+    args.steps = args.steps if args.steps is not None else (3 if args.quick else 10)
+    args.rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    args.warmup = args.warmup if args.warmup is not None else (2 if args.quick else 5)
+    for name in ("steps", "rounds", "batch_size", "gen_batch", "warmup", "workers", "threads"):
+        value, least = getattr(args, name), 1 if name in ("steps", "rounds") else 0
+        if value < least:
+            fail(f"--{name.replace('_', '-')} must be {'positive' if least else '>= 0'}, got {value}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[Result]:
+    """Run the benchmark, print the table and write the markdown file; returns the results."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    load_start = _load()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = device.pick(args.device)
+    sw = Switches(args.amp, args.channels_last, args.cudnn_benchmark, args.fused_adam, args.compile)
+    switches_mode = args.switches
+    if dev.type != "cuda" and (sw != Switches() or switches_mode):
+        print(f"note: --amp, --channels-last, --cudnn-benchmark, --fused-adam, --compile, --switches are for CUDA; "
+              f"ignored on {dev.type}")  # fmt: skip
+        sw, switches_mode = Switches(), False
+
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        reps = 1 if args.quick else 3
+        plan = Plan(
+            dev,
+            args.steps,
+            args.warmup,
+            args.rounds,
+            args.batch_size,
+            args.workers,
+            args.quick,
+            reps,
+            args.gen_batch,
+            tmp,
+        )
+        if any(MODELS[m].dataset == "mnist" for m in args.models):
+            write_mnist(tmp)
+        if "celeba" in args.models:
+            per_step = args.batch_size or load_script(MODELS["celeba"].script).BATCH_SIZE
+            # enough faces that neither path starts a second epoch inside the measurement
+            write_jpegs(tmp / "celeba", max(512, (args.warmup + args.steps + 1) * per_step))
+        print(f"bench on {device.describe(dev)}, torch {torch.__version__}, load average {load_start}", flush=True)
+        results: list[Result] = []
+        for name in args.models:
+            if switches_mode:
+                variants = [Switches()] + [replace(Switches(), **{s: True}) for s in SWITCHES]
+                variants.append(Switches(*(True,) * len(SWITCHES)))  # all together
+                for variant in variants:
+                    results.append(bench_model(name, plan, variant, with_loader=False))
+                    print(f"  {name} {variant.label()}: {results[-1].repo:,.1f} img/s", flush=True)
+            else:
+                results.append(bench_model(name, plan, sw))
+                r = results[-1]
+                print(f"  {name}: repo {r.repo:,.1f} img/s, DataLoader {_fmt(r.loader)} img/s", flush=True)
+
+    title = "# Training and generation speed (python -m common.bench)"
+    text = "\n".join([title, "", *header(plan, argv, load_start, sw, switches_mode), "", table(results, switches_mode)])
+    print("\n" + table(results, switches_mode))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    print(f"wrote {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

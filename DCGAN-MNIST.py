@@ -10,7 +10,9 @@ No upscaling to 64x64: it costs about 5x the compute and draws no better digits.
 
 Writes to outputs/DCGAN-MNIST/ (or OUT_DIR): config.json, samples/epoch_001.png ... (a fixed noise
 batch, comparable across epochs), losses.csv and loss.png (G and D losses, mean D(x) and
-D(G(z))), progress.gif and checkpoints/last.pt. Rerunning resumes; --epochs=N extends a finished run.
+D(G(z))), progress.gif and checkpoints/last.pt; every EVAL_EVERY epochs and at the last, metrics.csv, metrics.png and
+pixel_histogram.png (classifier FID/KID/IS against their real-data floors, class coverage).
+Rerunning resumes; --epochs=N extends a finished run; Ctrl-C saves a checkpoint first.
 Ctrl-C (or SIGTERM) finishes the step, saves a checkpoint and prints the command that resumes.
 Sample a trained model with: python generate.py outputs/DCGAN-MNIST
 

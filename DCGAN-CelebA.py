@@ -217,12 +217,10 @@ def main() -> None:
 
     state = run.resume(out, cfg, SHAPE_KEYS, dev)
     if state is not None:
-        generator.load_state_dict(state["models"]["generator"])
-        discriminator.load_state_dict(state["models"]["discriminator"])
-        opt_g.load_state_dict(state["optimizers"]["opt_g"])
-        opt_d.load_state_dict(state["optimizers"]["opt_d"])
+        run.restore(
+            state, {"generator": generator, "discriminator": discriminator}, {"opt_g": opt_g, "opt_d": opt_d}, LR
+        )
         fixed_noise, history, first_epoch = state["fixed_noise"], state["history"], state["epoch"] + 1
-        device.set_rng_state(state["rng"])
     # training goes through these (DDP under torchrun, else the models themselves); grids and
     # checkpoints use the plain modules. The discriminator runs twice (real, fake) before one
     # backward; DDP's default of copying rank 0's BatchNorm buffers before every forward would

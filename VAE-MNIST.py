@@ -204,11 +204,9 @@ def main() -> None:
 
     state = run.resume(out, cfg, SHAPE_KEYS, dev)
     if state is not None:
-        vae.load_state_dict(state["models"]["vae"])
-        opt.load_state_dict(state["optimizers"]["opt"])
+        run.restore(state, {"vae": vae}, {"opt": opt}, LR)
         fixed_z, history, first_epoch = state["fixed_noise"], state["history"], state["epoch"] + 1
         metric_history = state.get("metrics", [])
-        device.set_rng_state(state["rng"])
     ddp_vae = distributed.wrap(vae)  # DDP under torchrun, else the model itself
 
     def snapshot(done: int) -> dict:

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from common import checkpoint, config, distributed, plots
-from common.device import describe, rng_state
+from common.device import describe, rng_state, set_rng_state
 
 DIVERGED = 3  # exit code of a run stopped by a NaN or infinite loss
 PER_RANK = ("rng", "partial", "shard")  # checkpoint entries each process keeps its own of
@@ -133,6 +133,22 @@ def _pick_own(state: dict[str, Any], cfg: dict[str, Any]) -> None:
             state[key] = rng_state()
         else:
             del state[key]
+
+
+def restore(
+    state: dict[str, Any],
+    models: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    lr: float,
+) -> None:
+    """Load a checkpoint's models, optimizers and random state into a run being resumed."""
+    for name, model in models.items():
+        model.load_state_dict(state["models"][name])
+    for name, opt in optimizers.items():
+        opt.load_state_dict(state["optimizers"][name])
+        for group in opt.param_groups:
+            group["lr"] = lr  # the saved state holds the old rate: a changed --lr must take effect
+    set_rng_state(state["rng"])
 
 
 def resume_epoch(state: dict | None, epoch: int, sums: dict[str, float], timer: Timer) -> int:

@@ -157,3 +157,13 @@ def test_gan_shapes_and_ranges(conditional):
             generator(torch.zeros(2, 100), torch.tensor([0, 1]))[0],
             generator(torch.zeros(2, 100), torch.tensor([0, 1]))[1],
         )
+
+
+def test_a_changed_lr_takes_effect_when_resuming(tmp_path, mnist_root):
+    out = tmp_path / "vae"
+    args = [f"--data_dir={mnist_root}", f"--out_dir={out}", "--batch_size=64", "--eval_every=0", "--hidden=32"]
+    assert run_script("VAE-MNIST.py", *args, "--epochs=1").returncode == 0
+    result = run_script("VAE-MNIST.py", *args, "--epochs=2", "--lr=0.0004")
+    assert result.returncode == 0, result.stderr
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert state["epoch"] == 2 and state["optimizers"]["opt"]["param_groups"][0]["lr"] == 0.0004

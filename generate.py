@@ -18,7 +18,6 @@ and, for conditional models, `labels`.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import sys
 from collections.abc import Callable
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
-from common import checkpoint, device, plots
+from common import checkpoint, device, plots, run
 from common.config import fail
 
 ROOT = Path(__file__).resolve().parent
@@ -41,9 +40,7 @@ class Sampler:
         script = ROOT / str(state.get("script", ""))
         if not state.get("script") or not script.is_file():
             fail(f"the checkpoint names no known training script ({state.get('script')!r})")
-        spec = importlib.util.spec_from_file_location(script.stem.replace("-", "_"), script)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = run.load_script(script.name)
         self.classes: tuple[str, ...] = tuple(state.get("classes") or ())
         models = module.build_models(state["config"], tuple(state["image_shape"]), len(self.classes))
         for name, model in models.items():

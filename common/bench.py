@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import inspect
 import os
 import platform
 import shlex
-import struct
 import sys
 import tempfile
 import time
@@ -41,10 +39,9 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from common import celeba, config, data, device
+from common import celeba, config, data, device, run
 from common.config import fail
 
-ROOT = Path(__file__).resolve().parents[1]
 MNIST_IMAGES = 60_000  # a full MNIST epoch: the sample's training digits are tiled up to this
 GEN_BATCH = {"mnist": 1024, "celeba": 256}  # images per generator forward pass
 QUICK_CELEBA_SIZE = 32  # --quick trains the CelebA DCGAN at 32x32 (64x64 is ~15 img/s on 2 CPU cores)
@@ -107,14 +104,6 @@ class _Parser(argparse.ArgumentParser):
         fail(message)
 
 
-def load_script(name: str) -> ModuleType:
-    """Import a hyphenated top-level script as a module (its main() is not run)."""
-    spec = importlib.util.spec_from_file_location(name.replace("-", "_").removesuffix(".py"), ROOT / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
 def sync(dev: torch.device) -> None:
     """Wait for queued GPU work, so the clock reads what was really done."""
     if dev.type == "cuda":
@@ -126,18 +115,6 @@ def sync(dev: torch.device) -> None:
 # --- the data, written to a temporary folder in the formats the standard path reads ---
 
 
-def write_idx(raw: Path, images: np.ndarray, labels: np.ndarray, prefix: str) -> None:
-    """Write images [N, 28, 28] uint8 and labels [N] as MNIST IDX files, as torchvision reads them."""
-    raw.mkdir(parents=True, exist_ok=True)
-    n, h, w = images.shape
-    with open(raw / f"{prefix}-images-idx3-ubyte", "wb") as f:
-        f.write(struct.pack(">IIII", 0x803, n, h, w))
-        f.write(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
-    with open(raw / f"{prefix}-labels-idx1-ubyte", "wb") as f:
-        f.write(struct.pack(">II", 0x801, n))
-        f.write(np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
-
-
 def write_mnist(root: Path, n_train: int = MNIST_IMAGES) -> Path:
     """Real digits as torchvision's MNIST layout under root: the sample's train digits tiled to n_train."""
     train, test = data.load_sample()
@@ -145,8 +122,8 @@ def write_mnist(root: Path, n_train: int = MNIST_IMAGES) -> Path:
     images = np.tile(train.images[:, 0].numpy(), (reps, 1, 1))[:n_train]
     labels = np.tile(train.labels.numpy(), reps)[:n_train]
     raw = root / "MNIST" / "raw"
-    write_idx(raw, images, labels, "train")
-    write_idx(raw, test.images[:, 0].numpy(), test.labels.numpy(), "t10k")
+    data.write_idx(raw, images, labels, "train")
+    data.write_idx(raw, test.images[:, 0].numpy(), test.labels.numpy(), "t10k")
     return root
 
 
@@ -342,7 +319,7 @@ def bench_model(name: str, plan: Plan, sw: Switches, with_loader: bool = True) -
     """Train one model on the repo path and (optionally) the DataLoader path; measure generation."""
     spec = MODELS[name]
     size = QUICK_CELEBA_SIZE if plan.quick else 64
-    module = load_script(spec.script)
+    module = run.load_script(spec.script)
     cfg = script_config(spec, module, size)
     batch_size = plan.batch_size or cfg["BATCH_SIZE"]
     unit = name == "vae"  # the VAE's Bernoulli decoder wants [0, 1]; the GANs' tanh, [-1, 1]
@@ -534,7 +511,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
         if any(MODELS[m].dataset == "mnist" for m in args.models):
             write_mnist(tmp)
         if "celeba" in args.models:
-            per_step = args.batch_size or load_script(MODELS["celeba"].script).BATCH_SIZE
+            per_step = args.batch_size or run.load_script(MODELS["celeba"].script).BATCH_SIZE
             # enough faces that neither path starts a second epoch inside the measurement
             write_jpegs(tmp / "celeba", max(512, (args.warmup + args.steps + 1) * per_step))
         print(f"bench on {device.describe(dev)}, torch {torch.__version__}, load average {load_start}", flush=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import struct
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -110,6 +111,18 @@ def _load_torchvision(name: str, data_dir: Path, download: bool) -> tuple[Split,
     except Exception as exc:  # offline, mirror down, partial file: all mean "not available"
         print(f"Download of {name} failed: {str(exc).splitlines()[0] if str(exc) else exc!r}")
         return None
+
+
+def write_idx(raw: Path, images: np.ndarray, labels: np.ndarray, prefix: str) -> None:
+    """Write images [N, 28, 28] uint8 and labels [N] as MNIST IDX files, as torchvision reads them."""
+    raw.mkdir(parents=True, exist_ok=True)
+    n, h, w = images.shape
+    with open(raw / f"{prefix}-images-idx3-ubyte", "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, n, h, w))
+        f.write(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
+    with open(raw / f"{prefix}-labels-idx1-ubyte", "wb") as f:
+        f.write(struct.pack(">II", 0x801, n))
+        f.write(np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
 
 
 def load_sample() -> tuple[Split, Split]:

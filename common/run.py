@@ -8,6 +8,7 @@ prints and writes, and the per-epoch numbers are reduced over all processes firs
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import math
 import os
 import shlex
@@ -16,7 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType, ModuleType, TracebackType
 from typing import Any, NoReturn
 
 import torch
@@ -27,6 +28,17 @@ from common.device import describe, rng_state, set_rng_state
 
 DIVERGED = 3  # exit code of a run stopped by a NaN or infinite loss
 PER_RANK = ("rng", "partial", "shard")  # checkpoint entries each process keeps its own of
+
+
+ROOT = Path(__file__).resolve().parents[1]  # where the training scripts live
+
+
+def load_script(name: str) -> ModuleType:
+    """Import a hyphenated top-level training script (e.g. "DCGAN-MNIST.py") as a module; main() is not run."""
+    spec = importlib.util.spec_from_file_location(name.replace("-", "_").removesuffix(".py"), ROOT / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
 
 
 def default_out_dir(script_file: str, dataset: str | None = None) -> Path:

@@ -17,12 +17,15 @@ pixel_histogram.png (classifier FID/KID/IS against their real-data floors, class
 Rerunning resumes; --epochs=N extends a finished run; Ctrl-C saves a checkpoint first.
 """
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from common import config, data, device, distributed, metrics, plots, run
 from common.run import Timer
+from common.speed import Autocast, Speed
 
 # --- data ---
 DATASET = "mnist"  # mnist | fashion-mnist | mnist-sample | fake
@@ -44,6 +47,12 @@ DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 OUT_DIR = ""  # empty: outputs/CDCGAN-MNIST (plus -<dataset> for other data sets)
 RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
 SYNC_BN = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
+# --- speed (CUDA only: ignored on CPU and MPS; measured in the README) ---
+AMP = False  # bf16 autocast of the forward passes and losses
+CHANNELS_LAST = False  # NHWC weights and inputs for the convolutions
+CUDNN_BENCHMARK = False  # let cuDNN time its convolution algorithms on the first batches
+FUSED_ADAM = False  # Adam's update as one fused kernel
+COMPILE = False  # torch.compile the networks (a slower first epoch)
 # --- evaluation ---
 EVAL_EVERY = 1  # epochs between metric evaluations (the last epoch is always evaluated); 0 disables
 EVAL_SAMPLES = 2000  # generated images scored per evaluation
@@ -125,15 +134,17 @@ def d_step(
     real: torch.Tensor,
     labels: torch.Tensor,
     real_label: float,
+    autocast: Autocast = nullcontext,
 ) -> tuple[float, float, float]:
     """One discriminator step on a real batch and fakes of the same classes; returns loss, D(x), D(G(z))."""
-    z = torch.randn(len(real), generator.latent_dim, device=real.device)
-    with torch.no_grad():
-        fake = generator(z, labels)
-    logits_real, logits_fake = discriminator(real, labels), discriminator(fake, labels)
-    loss_d = F.binary_cross_entropy_with_logits(
-        logits_real, torch.full_like(logits_real, real_label)
-    ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+    with autocast():  # forward and loss only: backward and the optimizer step run outside autocast
+        z = torch.randn(len(real), generator.latent_dim, device=real.device)
+        with torch.no_grad():
+            fake = generator(z, labels)
+        logits_real, logits_fake = discriminator(real, labels), discriminator(fake, labels)
+        loss_d = F.binary_cross_entropy_with_logits(
+            logits_real, torch.full_like(logits_real, real_label)
+        ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
@@ -146,6 +157,7 @@ def g_step(
     opt_g: torch.optim.Optimizer,
     batch_size: int,
     device_: torch.device,
+    autocast: Autocast = nullcontext,
 ) -> float:
     """One generator step (non-saturating loss) on fresh noise and uniformly drawn classes."""
     z = torch.randn(batch_size, generator.latent_dim, device=device_)
@@ -153,8 +165,9 @@ def g_step(
     # D's gradients from this backward are never used (d_step zeroes them before its own), so under
     # torchrun they stay local instead of being averaged across processes for nothing
     with distributed.no_sync(discriminator):
-        logits = discriminator(generator(z, labels), labels)
-        loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        with autocast():
+            logits = discriminator(generator(z, labels), labels)
+            loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
     opt_g.step()
@@ -185,9 +198,10 @@ def main() -> None:
     evaluator = metrics.Evaluator.for_dataset(ds, DATA_DIR, dev) if EVAL_EVERY and dist.is_main else None
 
     models = build_models(cfg, ds.shape, len(ds.classes))
-    generator, discriminator = models["generator"].to(dev), models["discriminator"].to(dev)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=LR, betas=(BETA1, 0.999))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=LR, betas=(BETA1, 0.999))
+    speed = Speed.from_config(cfg, dev)  # the CUDA speed switches (all off elsewhere)
+    generator, discriminator = (speed.prepare(models[k].to(dev)) for k in ("generator", "discriminator"))
+    opt_g = speed.adam(generator.parameters(), LR, (BETA1, 0.999))
+    opt_d = speed.adam(discriminator.parameters(), LR, (BETA1, 0.999))
     n_classes = len(ds.classes)  # one row per class, one shared noise vector per column
     fixed_noise = torch.randn(10, LATENT_DIM, device=dev).repeat(n_classes, 1)
     fixed_labels = torch.arange(n_classes, device=dev).repeat_interleave(10)
@@ -208,8 +222,8 @@ def main() -> None:
     # overwrite, between the two, running statistics the first saved for backward (older PyTorch
     # fails with "modified by an inplace operation"). D never runs in eval mode, so its running
     # statistics are unused: each process keeps its own, and three broadcasts a step are saved
-    ddp_g = distributed.wrap(generator, sync_bn=SYNC_BN)
-    ddp_d = distributed.wrap(discriminator, sync_bn=SYNC_BN, sync_buffers=False)
+    ddp_g = speed.compiled(distributed.wrap(generator, sync_bn=SYNC_BN))
+    ddp_d = speed.compiled(distributed.wrap(discriminator, sync_bn=SYNC_BN, sync_buffers=False))
 
     def snapshot(done: int) -> dict:
         """Everything a resume needs, after `done` complete epochs."""
@@ -235,8 +249,9 @@ def main() -> None:
             for step, (images, labels) in enumerate(batches.epoch(epoch), start=1):
                 if step <= skip:
                     continue
-                loss_d, d_real, d_fake = d_step(ddp_g, ddp_d, opt_d, data.to_gan(images), labels, REAL_LABEL)
-                loss_g = g_step(ddp_g, ddp_d, opt_g, len(images), dev)
+                real = speed.input(data.to_gan(images))
+                loss_d, d_real, d_fake = d_step(ddp_g, ddp_d, opt_d, real, labels, REAL_LABEL, speed.autocast)
+                loss_g = g_step(ddp_g, ddp_d, opt_g, len(images), dev, speed.autocast)
                 for key, value in zip(sums, (loss_d, loss_g, d_real, d_fake)):
                     sums[key] += value
                 bar.update(len(images))

@@ -23,6 +23,7 @@ Ctrl-C (or SIGTERM) finishes the step, saves a checkpoint and prints the command
 
 import math
 import os
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,7 @@ from torch import nn
 
 from common import celeba, config, data, device, distributed, metrics, plots, run
 from common.run import Timer
+from common.speed import Autocast, Speed
 
 # --- data ---
 DATASET = "celeba"  # celeba | fake (random images, for smoke runs with no data)
@@ -56,6 +58,12 @@ DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 OUT_DIR = ""  # empty: outputs/DCGAN-CelebA (plus -fake for the fake data set)
 RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
 SYNC_BN = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
+# --- speed (CUDA only: ignored on CPU and MPS; measured in the README) ---
+AMP = False  # bf16 autocast of the forward passes and losses
+CHANNELS_LAST = False  # NHWC weights and inputs for the convolutions
+CUDNN_BENCHMARK = False  # let cuDNN time its convolution algorithms on the first batches
+FUSED_ADAM = False  # Adam's update as one fused kernel
+COMPILE = False  # torch.compile the networks (a slower first epoch)
 # --- evaluation ---
 FID_SAMPLES = 10000  # images for the Inception FID at the end of the run (0 disables)
 INCEPTION_WEIGHTS = ""  # a local pt_inception-2015-12-05 weights file, for boxes without internet
@@ -145,16 +153,18 @@ def d_step(
     opt_d: torch.optim.Optimizer,
     real: torch.Tensor,
     real_label: float,
+    autocast: Autocast = nullcontext,
 ) -> tuple[float, float, float]:
     """One discriminator step on a real batch and as many fakes; returns loss, D(x), D(G(z))."""
-    z = torch.randn(len(real), generator.latent_dim, device=real.device)
-    with torch.no_grad():
-        fake = generator(z)
-    logits_real = discriminator(real)
-    logits_fake = discriminator(fake)
-    loss_d = F.binary_cross_entropy_with_logits(
-        logits_real, torch.full_like(logits_real, real_label)
-    ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+    with autocast():  # forward and loss only: backward and the optimizer step run outside autocast
+        z = torch.randn(len(real), generator.latent_dim, device=real.device)
+        with torch.no_grad():
+            fake = generator(z)
+        logits_real = discriminator(real)
+        logits_fake = discriminator(fake)
+        loss_d = F.binary_cross_entropy_with_logits(
+            logits_real, torch.full_like(logits_real, real_label)
+        ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
@@ -167,14 +177,16 @@ def g_step(
     opt_g: torch.optim.Optimizer,
     batch_size: int,
     device_: torch.device,
+    autocast: Autocast = nullcontext,
 ) -> float:
     """One generator step (non-saturating loss: make D call fresh fakes real)."""
     z = torch.randn(batch_size, generator.latent_dim, device=device_)
     # D's gradients from this backward are never used (d_step zeroes them before its own), so under
     # torchrun they stay local instead of being averaged across processes for nothing
     with distributed.no_sync(discriminator):
-        logits = discriminator(generator(z))
-        loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        with autocast():
+            logits = discriminator(generator(z))
+            loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
     opt_g.step()
@@ -208,9 +220,10 @@ def main() -> None:
     image_shape = (3, IMAGE_SIZE, IMAGE_SIZE)
 
     models = build_models(cfg, image_shape)
-    generator, discriminator = models["generator"].to(dev), models["discriminator"].to(dev)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=LR, betas=(BETA1, 0.999))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=LR, betas=(BETA1, 0.999))
+    speed = Speed.from_config(cfg, dev)  # the CUDA speed switches (all off elsewhere)
+    generator, discriminator = (speed.prepare(models[k].to(dev)) for k in ("generator", "discriminator"))
+    opt_g = speed.adam(generator.parameters(), LR, (BETA1, 0.999))
+    opt_d = speed.adam(discriminator.parameters(), LR, (BETA1, 0.999))
     fixed_noise = torch.randn(64, LATENT_DIM, device=dev)
     history: list[dict] = []
     first_epoch = 1
@@ -227,8 +240,8 @@ def main() -> None:
     # overwrite, between the two, running statistics the first saved for backward (older PyTorch
     # fails with "modified by an inplace operation"). D never runs in eval mode, so its running
     # statistics are unused: each process keeps its own, and three broadcasts a step are saved
-    ddp_g = distributed.wrap(generator, sync_bn=SYNC_BN)
-    ddp_d = distributed.wrap(discriminator, sync_bn=SYNC_BN, sync_buffers=False)
+    ddp_g = speed.compiled(distributed.wrap(generator, sync_bn=SYNC_BN))
+    ddp_d = speed.compiled(distributed.wrap(discriminator, sync_bn=SYNC_BN, sync_buffers=False))
 
     def snapshot(done: int) -> dict:
         """Everything a resume needs, after `done` complete epochs."""
@@ -254,8 +267,9 @@ def main() -> None:
             for step, (real, _) in enumerate(batches.epoch(epoch, dev), start=1):
                 if step <= skip:
                     continue
-                loss_d, d_real, d_fake = d_step(ddp_g, ddp_d, opt_d, data.to_gan(real), REAL_LABEL)
-                loss_g = g_step(ddp_g, ddp_d, opt_g, len(real), dev)
+                real = speed.input(data.to_gan(real))
+                loss_d, d_real, d_fake = d_step(ddp_g, ddp_d, opt_d, real, REAL_LABEL, speed.autocast)
+                loss_g = g_step(ddp_g, ddp_d, opt_g, len(real), dev, speed.autocast)
                 for key, value in zip(sums, (loss_d, loss_g, d_real, d_fake)):
                     sums[key] += value
                 bar.update(len(real))

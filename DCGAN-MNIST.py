@@ -19,12 +19,15 @@ Sample a trained model with: python generate.py outputs/DCGAN-MNIST
     torchrun --nproc_per_node=4 DCGAN-MNIST.py       # 4 GPUs (DDP), each a quarter of every epoch
 """
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from common import config, data, device, distributed, metrics, plots, run
 from common.run import Timer
+from common.speed import Autocast, Speed
 
 # --- data ---
 DATASET = "mnist"  # mnist | fashion-mnist | mnist-sample | fake
@@ -46,6 +49,12 @@ DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 OUT_DIR = ""  # empty: outputs/DCGAN-MNIST (plus -<dataset> for other data sets)
 RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
 SYNC_BN = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
+# --- speed (CUDA only: ignored on CPU and MPS; measured in the README) ---
+AMP = False  # bf16 autocast of the forward passes and losses
+CHANNELS_LAST = False  # NHWC weights and inputs for the convolutions
+CUDNN_BENCHMARK = False  # let cuDNN time its convolution algorithms on the first batches
+FUSED_ADAM = False  # Adam's update as one fused kernel
+COMPILE = False  # torch.compile the networks (a slower first epoch)
 # --- evaluation ---
 EVAL_EVERY = 1  # epochs between metric evaluations (the last epoch is always evaluated); 0 disables
 EVAL_SAMPLES = 2000  # generated images scored per evaluation
@@ -119,15 +128,17 @@ def d_step(
     opt_d: torch.optim.Optimizer,
     real: torch.Tensor,
     real_label: float,
+    autocast: Autocast = nullcontext,
 ) -> tuple[float, float, float]:
     """One discriminator step on a real batch and as many fakes; returns loss, D(x), D(G(z))."""
-    z = torch.randn(len(real), generator.latent_dim, device=real.device)
-    with torch.no_grad():
-        fake = generator(z)
-    logits_real, logits_fake = discriminator(real), discriminator(fake)
-    loss_d = F.binary_cross_entropy_with_logits(
-        logits_real, torch.full_like(logits_real, real_label)
-    ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+    with autocast():  # forward and loss only: backward and the optimizer step run outside autocast
+        z = torch.randn(len(real), generator.latent_dim, device=real.device)
+        with torch.no_grad():
+            fake = generator(z)
+        logits_real, logits_fake = discriminator(real), discriminator(fake)
+        loss_d = F.binary_cross_entropy_with_logits(
+            logits_real, torch.full_like(logits_real, real_label)
+        ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
@@ -140,14 +151,16 @@ def g_step(
     opt_g: torch.optim.Optimizer,
     batch_size: int,
     device_: torch.device,
+    autocast: Autocast = nullcontext,
 ) -> float:
     """One generator step with the non-saturating loss: make D call fresh fakes real."""
     z = torch.randn(batch_size, generator.latent_dim, device=device_)
     # D's gradients from this backward are never used (d_step zeroes them before its own), so under
     # torchrun they stay local instead of being averaged across processes for nothing
     with distributed.no_sync(discriminator):
-        logits = discriminator(generator(z))
-        loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        with autocast():
+            logits = discriminator(generator(z))
+            loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
     opt_g.step()
@@ -178,9 +191,10 @@ def main() -> None:
     evaluator = metrics.Evaluator.for_dataset(ds, DATA_DIR, dev) if EVAL_EVERY and dist.is_main else None
 
     models = build_models(cfg, ds.shape, len(ds.classes))
-    generator, discriminator = models["generator"].to(dev), models["discriminator"].to(dev)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=LR, betas=(BETA1, 0.999))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=LR, betas=(BETA1, 0.999))
+    speed = Speed.from_config(cfg, dev)  # the CUDA speed switches (all off elsewhere)
+    generator, discriminator = (speed.prepare(models[k].to(dev)) for k in ("generator", "discriminator"))
+    opt_g = speed.adam(generator.parameters(), LR, (BETA1, 0.999))
+    opt_d = speed.adam(discriminator.parameters(), LR, (BETA1, 0.999))
     fixed_noise = torch.randn(64, LATENT_DIM, device=dev)
     history: list[dict] = []
     metric_history: list[dict] = []
@@ -199,8 +213,8 @@ def main() -> None:
     # overwrite, between the two, running statistics the first saved for backward (older PyTorch
     # fails with "modified by an inplace operation"). D never runs in eval mode, so its running
     # statistics are unused: each process keeps its own, and three broadcasts a step are saved
-    ddp_g = distributed.wrap(generator, sync_bn=SYNC_BN)
-    ddp_d = distributed.wrap(discriminator, sync_bn=SYNC_BN, sync_buffers=False)
+    ddp_g = speed.compiled(distributed.wrap(generator, sync_bn=SYNC_BN))
+    ddp_d = speed.compiled(distributed.wrap(discriminator, sync_bn=SYNC_BN, sync_buffers=False))
 
     def snapshot(done: int) -> dict:
         """Everything a resume needs, after `done` complete epochs."""
@@ -226,8 +240,9 @@ def main() -> None:
             for step, (images, _) in enumerate(batches.epoch(epoch), start=1):
                 if step <= skip:
                     continue
-                loss_d, d_real, d_fake = d_step(ddp_g, ddp_d, opt_d, data.to_gan(images), REAL_LABEL)
-                loss_g = g_step(ddp_g, ddp_d, opt_g, len(images), dev)
+                real = speed.input(data.to_gan(images))
+                loss_d, d_real, d_fake = d_step(ddp_g, ddp_d, opt_d, real, REAL_LABEL, speed.autocast)
+                loss_g = g_step(ddp_g, ddp_d, opt_g, len(images), dev, speed.autocast)
                 for key, value in zip(sums, (loss_d, loss_g, d_real, d_fake)):
                     sums[key] += value
                 bar.update(len(images))

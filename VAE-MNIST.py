@@ -17,6 +17,7 @@ bound at the last epoch), pixel_histogram.png. Rerunning resumes; --epochs=N ext
 """
 
 import math
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ from torch import nn
 
 from common import config, data, device, distributed, metrics, plots, run
 from common.run import Timer
+from common.speed import Autocast, Speed
 
 # --- data ---
 DATASET = "mnist"  # mnist | fashion-mnist | mnist-sample | fake
@@ -44,6 +46,12 @@ DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 OUT_DIR = ""  # empty: outputs/VAE-MNIST (plus -<dataset> for other data sets)
 RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
 N_SAMPLES = 64  # images in the per-epoch sample grid
+# --- speed (CUDA only: ignored on CPU and MPS; measured in the README) ---
+AMP = False  # bf16 autocast of the forward passes and losses
+CHANNELS_LAST = False  # NHWC weights and inputs for the convolutions
+CUDNN_BENCHMARK = False  # let cuDNN time its convolution algorithms on the first batches
+FUSED_ADAM = False  # Adam's update as one fused kernel
+COMPILE = False  # torch.compile the networks (a slower first epoch)
 # --- evaluation ---
 EVAL_EVERY = 1  # epochs between metric evaluations (the last epoch is always evaluated); 0 disables
 EVAL_SAMPLES = 2000  # generated images scored per evaluation
@@ -125,15 +133,19 @@ def vae_loss(
     logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float
 ) -> torch.Tensor:
     """Negative ELBO summed over the batch: BCE reconstruction + beta x KL(q(z|x) || N(0, I))."""
+    logits, mu, logvar = logits.float(), mu.float(), logvar.float()  # a sum of 10^5 terms needs fp32 under AMP
     reconstruction = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
     kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
     return reconstruction + beta * kl
 
 
-def train_step(vae: VAE, opt: torch.optim.Optimizer, x: torch.Tensor, beta: float) -> float:
+def train_step(
+    vae: VAE, opt: torch.optim.Optimizer, x: torch.Tensor, beta: float, autocast: Autocast = nullcontext
+) -> float:
     """One Adam step on a batch in [0, 1]; returns the summed loss of the batch."""
-    logits, mu, logvar = vae(x)
-    loss = vae_loss(logits, x, mu, logvar, beta)
+    with autocast():  # forward and loss only: backward and the optimizer step run outside autocast
+        logits, mu, logvar = vae(x)
+        loss = vae_loss(logits, x, mu, logvar, beta)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -194,8 +206,9 @@ def main() -> None:
     out = run.start(cfg, __file__, dev, ds.name, SHAPE_KEYS)  # the last check: files are written from here on
     evaluator = metrics.Evaluator.for_dataset(ds, DATA_DIR, dev) if EVAL_EVERY and dist.is_main else None
 
-    vae = build_models(cfg, ds.shape)["vae"].to(dev)
-    opt = torch.optim.Adam(vae.parameters(), lr=LR)
+    speed = Speed.from_config(cfg, dev)  # the CUDA speed switches (all off elsewhere)
+    vae = speed.prepare(build_models(cfg, ds.shape)["vae"].to(dev))
+    opt = speed.adam(vae.parameters(), LR, (0.9, 0.999))
     fixed_z = torch.randn(N_SAMPLES, LATENT_DIM, device=dev)
     recon_x = data.to_unit(ds.test.images[:32])  # the same test images every epoch
     history: list[dict] = []
@@ -207,7 +220,7 @@ def main() -> None:
         run.restore(state, {"vae": vae}, {"opt": opt}, LR)
         fixed_z, history, first_epoch = state["fixed_noise"], state["history"], state["epoch"] + 1
         metric_history = state.get("metrics", [])
-    ddp_vae = distributed.wrap(vae)  # DDP under torchrun, else the model itself
+    ddp_vae = speed.compiled(distributed.wrap(vae))  # DDP under torchrun, else the model itself
 
     def snapshot(done: int) -> dict:
         """Everything a resume needs, after `done` complete epochs."""
@@ -232,7 +245,7 @@ def main() -> None:
             for step, (images, _) in enumerate(batches.epoch(epoch), start=1):
                 if step <= skip:
                     continue
-                loss = train_step(ddp_vae, opt, data.to_unit(images), BETA)
+                loss = train_step(ddp_vae, opt, speed.input(data.to_unit(images)), BETA, speed.autocast)
                 sums["total"] += loss
                 bar.update(len(images))
                 bar.set_postfix(neg_elbo=f"{loss / len(images):.1f}", refresh=False)

@@ -39,13 +39,13 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from common import celeba, config, data, device, run
+from common import celeba, config, data, device, run, speed
 from common.config import fail
 
 MNIST_IMAGES = 60_000  # a full MNIST epoch: the sample's training digits are tiled up to this
 GEN_BATCH = {"mnist": 1024, "celeba": 256}  # images per generator forward pass
 QUICK_CELEBA_SIZE = 32  # --quick trains the CelebA DCGAN at 32x32 (64x64 is ~15 img/s on 2 CPU cores)
-SWITCHES = ("amp", "channels_last", "cudnn_benchmark", "fused_adam", "compile")  # CUDA-only options
+SWITCHES = tuple(speed.NAMES)  # the CUDA-only switches, as the scripts have them
 
 
 @dataclass(frozen=True)
@@ -67,19 +67,7 @@ MODELS = {
 }
 
 
-@dataclass(frozen=True)
-class Switches:
-    """The GPU speed switches in effect for one measurement (all off: the baseline)."""
-
-    amp: bool = False
-    channels_last: bool = False
-    cudnn_benchmark: bool = False
-    fused_adam: bool = False
-    compile: bool = False
-
-    def label(self) -> str:
-        """The switches that are on, e.g. 'amp+compile', or 'baseline'."""
-        return "+".join(name for name in SWITCHES if getattr(self, name)) or "baseline"
+Switches = speed.Speed  # the switches in effect for one measurement (all off: the baseline)
 
 
 @dataclass
@@ -165,23 +153,18 @@ def build(
 ) -> tuple[Callable[[torch.Tensor, torch.Tensor], None], Callable[[int], torch.Tensor]]:
     """Fresh models (seed 0) and optimisers; returns (one training step, draw n images in eval mode)."""
     device.seed_all(0)  # both paths start from the very same weights
-    models = {name: m.to(dev) for name, m in module.build_models(cfg, image_shape, n_classes).items()}
-    if sw.channels_last:
-        models = {name: m.to(memory_format=torch.channels_last) for name, m in models.items()}
-    if sw.compile:
-        models = {name: torch.compile(m) for name, m in models.items()}  # type: ignore[misc]
-    fused = {"fused": True} if sw.fused_adam else {}
+    # the switches are applied by the scripts' own helper (common/speed.py), as in a training run
+    plain = {name: sw.prepare(m.to(dev)) for name, m in module.build_models(cfg, image_shape, n_classes).items()}
     betas = (cfg["BETA1"], 0.999) if "BETA1" in cfg else (0.9, 0.999)  # VAE-MNIST uses Adam's defaults
-    opts = {name: torch.optim.Adam(m.parameters(), lr=cfg["LR"], betas=betas, **fused) for name, m in models.items()}
-    # bf16 needs no GradScaler; the scripts' steps run backward inside their function, so it is under autocast too
-    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if sw.amp else contextlib.nullcontext
+    opts = {name: sw.adam(m.parameters(), cfg["LR"], betas) for name, m in plain.items()}
+    models = {name: sw.compiled(m) for name, m in plain.items()}
+    amp = sw.autocast  # the steps autocast their forward passes themselves (bf16 needs no GradScaler)
 
     if "vae" in models:
         beta = cfg["BETA"]
 
         def vae_step(x: torch.Tensor, labels: torch.Tensor) -> None:
-            with amp():
-                module.train_step(models["vae"], opts["vae"], x, beta)
+            module.train_step(models["vae"], opts["vae"], x, beta, amp)
 
         vae = models["vae"]
 
@@ -196,13 +179,12 @@ def build(
     real_label = cfg["REAL_LABEL"]
 
     def gan_step(x: torch.Tensor, labels: torch.Tensor) -> None:
-        with amp():
-            if takes_labels:
-                module.d_step(generator, discriminator, opts["discriminator"], x, labels, real_label)
-            else:
-                module.d_step(generator, discriminator, opts["discriminator"], x, real_label)
-            # one G step per D step: every script's default (GAN-MNIST's K_STEPS = 1)
-            module.g_step(generator, discriminator, opts["generator"], len(x), x.device)
+        if takes_labels:
+            module.d_step(generator, discriminator, opts["discriminator"], x, labels, real_label, amp)
+        else:
+            module.d_step(generator, discriminator, opts["discriminator"], x, real_label, amp)
+        # one G step per D step: every script's default (GAN-MNIST's K_STEPS = 1)
+        module.g_step(generator, discriminator, opts["generator"], len(x), x.device, amp)
 
     g = models["generator"]  # attribute reads pass through torch.compile's wrapper
     n_draw = getattr(g, "n_classes", 0)  # conditional generators take a class per image
@@ -228,7 +210,7 @@ def repo_batches(
     while True:
         for images, labels in batches.epoch(epoch, dev):
             x = normalise(images)
-            yield (x.contiguous(memory_format=torch.channels_last) if sw.channels_last else x), labels
+            yield sw.input(x), labels
         epoch += 1
 
 
@@ -242,7 +224,7 @@ def loader_batches(
     while True:
         for images, labels in loader:
             x = images.to(dev, non_blocking=True)
-            yield (x.contiguous(memory_format=torch.channels_last) if sw.channels_last else x), labels.to(dev)
+            yield sw.input(x), labels.to(dev)
 
 
 def torchvision_dataset(kind: str, root: Path, unit: bool, size: int) -> torch.utils.data.Dataset:
@@ -285,8 +267,7 @@ def timed(
 @torch.no_grad()
 def generation_rate(draw: Callable[[int], torch.Tensor], n: int, reps: int, dev: torch.device, sw: Switches) -> float:
     """Images per second of the generator (the VAE's decoder) forward pass at batch n, in eval mode."""
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if sw.amp else contextlib.nullcontext()
-    with amp:
+    with sw.autocast():
         draw(n)  # warm-up: allocator, cuDNN algorithm choice, compilation
         sync(dev)
         start = time.perf_counter()

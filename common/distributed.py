@@ -165,7 +165,11 @@ def wrap(model: nn.Module, sync_bn: bool = False, sync_buffers: bool = True) -> 
 
 
 def no_sync(model: nn.Module) -> contextlib.AbstractContextManager:
-    """Within it, backward through a DDP model leaves its gradients local (no all-reduce)."""
+    """Within it, backward through a DDP model leaves its gradients local (no all-reduce).
+
+    Looks through torch.compile's wrapper (COMPILE=True compiles the DDP model).
+    """
+    model = getattr(model, "_orig_mod", model)
     return model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext()
 
 

@@ -28,6 +28,7 @@ from common.device import describe, rng_state, set_rng_state
 
 DIVERGED = 3  # exit code of a run stopped by a NaN or infinite loss
 PER_RANK = ("rng", "partial", "shard")  # checkpoint entries each process keeps its own of
+IMPLEMENTATION = ("fused", "foreach", "capturable")  # optimizer flags of this run, never of the checkpoint
 
 
 ROOT = Path(__file__).resolve().parents[1]  # where the training scripts live
@@ -157,9 +158,12 @@ def restore(
     for name, model in models.items():
         model.load_state_dict(state["models"][name])
     for name, opt in optimizers.items():
+        # the saved groups hold the old rate and the old implementation flags: a changed --lr or
+        # FUSED_ADAM (a GPU run resumed on a CPU, say) must take effect
+        kept = [{key: group[key] for key in IMPLEMENTATION if key in group} for group in opt.param_groups]
         opt.load_state_dict(state["optimizers"][name])
-        for group in opt.param_groups:
-            group["lr"] = lr  # the saved state holds the old rate: a changed --lr must take effect
+        for group, flags in zip(opt.param_groups, kept):
+            group.update(flags, lr=lr)
     set_rng_state(state["rng"])
 
 

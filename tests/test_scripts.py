@@ -56,8 +56,10 @@ def test_vae_writes_every_output(tmp_path, mnist_root):
 
 def test_gan_writes_every_output_and_logs_d_outputs(tmp_path, mnist_root):
     out = tmp_path / "gan"
-    result = run_script("GAN-MNIST.py", f"--data_dir={mnist_root}", f"--out_dir={out}", *TINY, "--k_steps=2")
+    args = [f"--data_dir={mnist_root}", f"--out_dir={out}", *TINY, "--k_steps=2", "--amp=true", "--compile=true"]
+    result = run_script("GAN-MNIST.py", *args)
     assert result.returncode == 0, result.stderr
+    assert "AMP, COMPILE act on CUDA only; ignored on cpu" in result.stdout  # the switches are accepted, and off
     assert_image(out / "samples" / "epoch_001.png")
     assert_image(out / "loss.png")
     (row,) = rows(out / "losses.csv")

@@ -302,10 +302,13 @@ def main() -> None:
         if FID_SAMPLES:  # Inception FID, comparable with published CelebA 64x64 figures
             n = min(FID_SAMPLES, len(images))
             z = torch.randn(n, LATENT_DIM, generator=gen).to(dev)
-            with torch.no_grad():
+
+            @torch.no_grad()
+            def draw() -> torch.Tensor:  # called only when the Inception weights could be loaded
                 fake = torch.cat([generator(z[i : i + 500]) for i in range(0, n, 500)])
-            fake = fake.add(1).mul(127.5).round().clamp(0, 255).byte()
-            value, message = metrics.inception_fid(images.images[:n], fake, INCEPTION_WEIGHTS, dev)
+                return fake.add(1).mul(127.5).round().clamp(0, 255).byte()
+
+            value, message = metrics.inception_fid(images.images[:n], draw, INCEPTION_WEIGHTS, dev)
             print(message)
             if value is not None:
                 plots.write_csv([{"epoch": EPOCHS, "n": n, "inception_fid": value}], out / "metrics.csv")

@@ -19,7 +19,7 @@ import hashlib
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -468,9 +468,16 @@ def _inception(weights_path: str) -> nn.Module:
 
 
 def inception_fid(
-    real_uint8: torch.Tensor, fake_uint8: torch.Tensor, weights_path: str = "", device: torch.device | str = "cpu"
+    real_uint8: torch.Tensor,
+    fake_uint8: torch.Tensor | Callable[[], torch.Tensor],
+    weights_path: str = "",
+    device: torch.device | str = "cpu",
 ) -> tuple[float | None, str]:
-    """The usual Inception FID of uint8 images [N, C, H, W], or (None, why it was skipped) when no weights can be had."""
+    """The usual Inception FID of uint8 images [N, C, H, W], or (None, why it was skipped) when no weights can be had.
+
+    `fake_uint8` may be a function that draws the images: it is called only once the network is
+    loaded, so a run without the weights does not spend minutes generating images for nothing.
+    """
     if weights_path and not Path(weights_path).is_file():
         return None, f"Inception FID skipped: the weights file {weights_path} does not exist"
     try:
@@ -485,6 +492,8 @@ def inception_fid(
         )
     from torchmetrics.image.fid import FrechetInceptionDistance
 
+    if callable(fake_uint8):
+        fake_uint8 = fake_uint8()
     fid = FrechetInceptionDistance(feature=feature, normalize=False).to(device)
     for images, real in ((real_uint8, True), (fake_uint8, False)):
         if images.shape[1] == 1:

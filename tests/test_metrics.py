@@ -137,6 +137,12 @@ def test_inception_fid_skips_without_weights(tmp_path, monkeypatch):
     value, message = metrics.inception_fid(images, images, str(tmp_path / "missing.pth"))
     assert value is None and "missing.pth" in message
 
+    def draw() -> torch.Tensor:
+        raise AssertionError("images drawn for an FID that cannot be computed")
+
+    value, _ = metrics.inception_fid(images, draw, str(tmp_path / "missing.pth"))  # the draw is never called
+    assert value is None
+
 
 class TinyFeatures(torch.nn.Module):
     """Stands in for Inception: uint8 RGB images -> 4 pooled features."""
@@ -158,3 +164,4 @@ def test_inception_fid_when_weights_are_available(monkeypatch):
     near, message = metrics.inception_fid(dark, dark2)
     far, _ = metrics.inception_fid(dark, bright)
     assert 0 <= near < far and message.startswith("Inception FID")
+    assert metrics.inception_fid(dark, lambda: bright)[0] == pytest.approx(far)  # images drawn on demand

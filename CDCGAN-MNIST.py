@@ -47,7 +47,7 @@ DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 OUT_DIR = ""  # empty: outputs/CDCGAN-MNIST (plus -<dataset> for other data sets)
 RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
 SYNC_BN = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
-# --- speed (CUDA only: ignored on CPU and MPS; measured in the README) ---
+# --- speed (CUDA only: ignored on CPU and MPS; see "Speed" in the README) ---
 AMP = False  # bf16 autocast of the forward passes and losses
 CHANNELS_LAST = False  # NHWC weights and inputs for the convolutions
 CUDNN_BENCHMARK = False  # let cuDNN time its convolution algorithms on the first batches

@@ -45,7 +45,7 @@ DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 OUT_DIR = ""  # empty: outputs/GAN-MNIST (plus -<dataset>, -conditional)
 RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
 SYNC_BN = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
-# --- speed (CUDA only: ignored on CPU and MPS; measured in the README) ---
+# --- speed (CUDA only: ignored on CPU and MPS; see "Speed" in the README) ---
 AMP = False  # bf16 autocast of the forward passes and losses
 FUSED_ADAM = False  # Adam's update as one fused kernel
 COMPILE = False  # torch.compile the networks (a slower first epoch)

@@ -89,12 +89,14 @@ def help_text(namespace: dict[str, Any]) -> str:
     notes = comments(namespace["__file__"]) if namespace.get("__file__") else {}
     lines = [doc, "", "Options (any constant, as --lower_case_name=value):"]
     group = None
-    for name, value in constants(namespace).items():
+    options = {name: f"--{name.lower()}={value!r}" for name, value in constants(namespace).items()}
+    width = max(map(len, options.values()), default=0)
+    for name, option in options.items():
         comment, heading = notes.get(name, ("", ""))
         if heading != group:
             group = heading
             lines.append(f"\n  [{heading}]" if heading else "")
-        lines.append(f"  --{name.lower()}={value!r:<24} {comment}")
+        lines.append(f"  {option:<{width}}  {comment}".rstrip())
     return "\n".join(lines)
 
 

@@ -4,7 +4,7 @@ import json
 import re
 
 import pytest
-from conftest import run_script
+from conftest import load_script, run_script
 
 from common import config
 
@@ -55,8 +55,12 @@ def test_comments_and_groups_are_read_from_the_source(tmp_path):
 def test_script_help_lists_every_constant_with_comment():
     result = run_script("VAE-MNIST.py", "--help")
     assert result.returncode == 0
-    for line in ("--latent_dim=20", "size of z", "--dataset='mnist'", "[optimisation]", "--resume=True"):
+    for line in ("--latent_dim=20", "size of z", "--dataset='mnist'", "[optimisation]", "--resume=True", "--amp=False"):
         assert line in result.stdout
+    options = [line for line in result.stdout.splitlines() if line.startswith("  --")]
+    assert len(options) == len(config.constants(vars(load_script("VAE-MNIST.py"))))
+    columns = {re.match(r"  --\S+ +", line).end() for line in options}  # where the comments start
+    assert len(columns) == 1, "the comments are not aligned"
 
 
 def test_script_rejects_bad_input_before_writing_anything(tmp_path):

@@ -2,8 +2,8 @@
 
 Each script has one constant per switch (AMP, CHANNELS_LAST, CUDNN_BENCHMARK, FUSED_ADAM, COMPILE).
 They act on CUDA only: on CPU and MPS `Speed.from_config` turns them all off and says so once.
-`python -m common.bench --switches` measures each one against the baseline; the README has the
-figures and which are on by default.
+`python -m common.bench --switches` measures each one against the baseline; the README records
+what was measured and which are on by default.
 
     speed = Speed.from_config(cfg, dev)        # also sets cudnn.benchmark
     speed.prepare(model)                       # channels_last weights, in place

@@ -37,8 +37,8 @@ NGF = 64  # generator width: channels of its last hidden layer (the first has 4x
 NDF = 64  # discriminator width: channels of its first layer (the second has 2x)
 # --- optimisation ---
 EPOCHS = 10  # passes over the training set
-BATCH_SIZE = 64  # images per step
-LR = 2e-4  # Adam learning rate of both networks
+BATCH_SIZE = 128  # images per step (why 128: "Larger batches" in the README)
+LR = 4e-4  # Adam learning rate of both networks (2x the paper's 2e-4: measured better at batch 128)
 BETA1 = 0.5  # Adam beta1 (0.5 is the DCGAN choice)
 REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)
 # --- run ---

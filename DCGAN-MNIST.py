@@ -1,7 +1,8 @@
 """Deep convolutional GAN (Radford et al., 2016) on MNIST or Fashion-MNIST at the native 28x28.
 
 Transposed convolutions 7 -> 14 -> 28 with BatchNorm and ReLU in the generator, strided
-convolutions with LeakyReLU in the discriminator, N(0, 0.02) init, BCE with logits, Adam(2e-4, 0.5).
+convolutions with LeakyReLU in the discriminator, N(0, 0.02) init, BCE with logits,
+Adam(lr 4e-4, beta1 0.5) at batch 128: twice the paper's rate, which measured better on real digits.
 No upscaling to 64x64: it costs about 5x the compute and draws no better digits.
 
     python DCGAN-MNIST.py                            # 10 epochs on MNIST
@@ -39,8 +40,8 @@ NGF = 64  # generator width: channels of its last hidden layer (the first has 4x
 NDF = 64  # discriminator width: channels of its first layer (the second has 2x)
 # --- optimisation ---
 EPOCHS = 10  # passes over the training set
-BATCH_SIZE = 64  # images per step
-LR = 2e-4  # Adam learning rate of both networks
+BATCH_SIZE = 128  # images per step (why 128: "Larger batches" in the README)
+LR = 4e-4  # Adam learning rate of both networks (2x the paper's 2e-4: measured better at batch 128)
 BETA1 = 0.5  # Adam beta1 (0.5 is the DCGAN choice)
 REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)
 # --- run ---

@@ -28,6 +28,7 @@ from common.device import describe, rng_state, set_rng_state
 
 DIVERGED = 3  # exit code of a run stopped by a NaN or infinite loss
 PER_RANK = ("rng", "partial", "shard")  # checkpoint entries each process keeps its own of
+UNTRACKED = ("EPOCHS", "RESUME")  # constants that may change on resume without a note
 IMPLEMENTATION = ("fused", "foreach", "capturable")  # optimizer flags of this run, never of the checkpoint
 
 
@@ -122,6 +123,14 @@ def resume(out: Path, cfg: dict[str, Any], shape_keys: Sequence[str], device: to
     _check_resumable(state, cfg, tuple(shape_keys))
     _pick_own(state, cfg)
     done = state["epoch"]
+    saved = state.get("config", {})
+    changed = [
+        f"--{key.lower()} {saved[key]!r} -> {value!r}"
+        for key, value in cfg.items()
+        if key in saved and key not in UNTRACKED and saved[key] != value
+    ]
+    if changed:  # allowed (say, a higher LR from here on, or a GPU switch), but never silently
+        print(f"note: resuming with settings that differ from the checkpoint's: {', '.join(changed)}")
     if "partial" in state:
         print(f"Resuming from {out}/checkpoints in epoch {done + 1}, after step {state['partial']['step']}.")
     elif done >= cfg["EPOCHS"]:

@@ -167,5 +167,7 @@ def test_a_changed_lr_takes_effect_when_resuming(tmp_path, mnist_root):
     assert run_script("VAE-MNIST.py", *args, "--epochs=1").returncode == 0
     result = run_script("VAE-MNIST.py", *args, "--epochs=2", "--lr=0.0004")
     assert result.returncode == 0, result.stderr
+    # said once, naming only what changed (not --epochs, which a resume raises on purpose)
+    assert "note: resuming with settings that differ from the checkpoint's: --lr 0.001 -> 0.0004\n" in result.stdout
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
     assert state["epoch"] == 2 and state["optimizers"]["opt"]["param_groups"][0]["lr"] == 0.0004

@@ -39,13 +39,14 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from common import celeba, config, data, device, run, speed
+from common import celeba, config, data, device, run
 from common.config import fail
+from common.speed import NAMES, Speed
 
 MNIST_IMAGES = 60_000  # a full MNIST epoch: the sample's training digits are tiled up to this
 GEN_BATCH = {"mnist": 1024, "celeba": 256}  # images per generator forward pass
 QUICK_CELEBA_SIZE = 32  # --quick trains the CelebA DCGAN at 32x32 (64x64 is ~15 img/s on 2 CPU cores)
-SWITCHES = tuple(speed.NAMES)  # the CUDA-only switches, as the scripts have them
+SWITCHES = tuple(NAMES)  # the CUDA-only switches, as the scripts have them
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,6 @@ MODELS = {
     "cdcgan": Model("CDCGAN-MNIST.py"),
     "celeba": Model("DCGAN-CelebA.py", dataset="celeba"),
 }
-
-
-Switches = speed.Speed  # the switches in effect for one measurement (all off: the baseline)
 
 
 @dataclass
@@ -149,7 +147,7 @@ def build(
     image_shape: tuple[int, int, int],
     n_classes: int,
     dev: torch.device,
-    sw: Switches,
+    sw: Speed,
 ) -> tuple[Callable[[torch.Tensor, torch.Tensor], None], Callable[[int], torch.Tensor]]:
     """Fresh models (seed 0) and optimisers; returns (one training step, draw n images in eval mode)."""
     device.seed_all(0)  # both paths start from the very same weights
@@ -201,7 +199,7 @@ def build(
 
 
 def repo_batches(
-    split: data.Split, batch_size: int, dev: torch.device, unit: bool, sw: Switches
+    split: data.Split, batch_size: int, dev: torch.device, unit: bool, sw: Speed
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The scripts' path: uint8 batches by index from the split, normalised on the device; endless."""
     batches = data.Batches(split, batch_size, seed=0)
@@ -215,7 +213,7 @@ def repo_batches(
 
 
 def loader_batches(
-    dataset: torch.utils.data.Dataset, batch_size: int, workers: int, dev: torch.device, sw: Switches
+    dataset: torch.utils.data.Dataset, batch_size: int, workers: int, dev: torch.device, sw: Speed
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The standard path: a shuffling DataLoader with worker processes and default collate; endless."""
     loader = torch.utils.data.DataLoader(
@@ -265,7 +263,7 @@ def timed(
 
 
 @torch.no_grad()
-def generation_rate(draw: Callable[[int], torch.Tensor], n: int, reps: int, dev: torch.device, sw: Switches) -> float:
+def generation_rate(draw: Callable[[int], torch.Tensor], n: int, reps: int, dev: torch.device, sw: Speed) -> float:
     """Images per second of the generator (the VAE's decoder) forward pass at batch n, in eval mode."""
     with sw.autocast():
         draw(n)  # warm-up: allocator, cuDNN algorithm choice, compilation
@@ -296,7 +294,7 @@ class Plan:
     tmp: Path
 
 
-def bench_model(name: str, plan: Plan, sw: Switches, with_loader: bool = True) -> Result:
+def bench_model(name: str, plan: Plan, sw: Speed, with_loader: bool = True) -> Result:
     """Train one model on the repo path and (optionally) the DataLoader path; measure generation."""
     spec = MODELS[name]
     size = QUICK_CELEBA_SIZE if plan.quick else 64
@@ -387,7 +385,7 @@ def _load() -> str:
         return "n/a"
 
 
-def header(plan: Plan, argv: list[str], load_start: str, sw: Switches, switches_mode: bool) -> list[str]:
+def header(plan: Plan, argv: list[str], load_start: str, sw: Speed, switches_mode: bool) -> list[str]:
     """The facts a reader needs to compare two bench.md files."""
     import torchvision
 
@@ -467,12 +465,12 @@ def main(argv: list[str] | None = None) -> list[Result]:
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = device.pick(args.device)
-    sw = Switches(args.amp, args.channels_last, args.cudnn_benchmark, args.fused_adam, args.compile)
+    sw = Speed(**{name: getattr(args, name) for name in SWITCHES})  # argparse names them as Speed does
     switches_mode = args.switches
-    if dev.type != "cuda" and (sw != Switches() or switches_mode):
+    if dev.type != "cuda" and (sw != Speed() or switches_mode):
         print(f"note: --amp, --channels-last, --cudnn-benchmark, --fused-adam, --compile, --switches are for CUDA; "
               f"ignored on {dev.type}")  # fmt: skip
-        sw, switches_mode = Switches(), False
+        sw, switches_mode = Speed(), False
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -499,8 +497,8 @@ def main(argv: list[str] | None = None) -> list[Result]:
         results: list[Result] = []
         for name in args.models:
             if switches_mode:
-                variants = [Switches()] + [replace(Switches(), **{s: True}) for s in SWITCHES]
-                variants.append(Switches(*(True,) * len(SWITCHES)))  # all together
+                variants = [Speed()] + [replace(Speed(), **{s: True}) for s in SWITCHES]
+                variants.append(Speed(**dict.fromkeys(SWITCHES, True)))  # all together
                 for variant in variants:
                     results.append(bench_model(name, plan, variant, with_loader=False))
                     print(f"  {name} {variant.label()}: {results[-1].repo:,.1f} img/s", flush=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -53,7 +53,7 @@ class Speed:
         """The switches the config turns on (missing constants are off); all off unless dev is CUDA."""
         wanted = {f: bool(cfg.get(const, False)) for f, const in NAMES.items()}
         if dev.type != "cuda":
-            on = [f"{NAMES[f]}" for f, value in wanted.items() if value]
+            on = [NAMES[f] for f, value in wanted.items() if value]
             if on:
                 print(f"note: {', '.join(on)} act on CUDA only; ignored on {dev.type}")
             return cls(device_type=dev.type)
@@ -63,7 +63,7 @@ class Speed:
 
     def label(self) -> str:
         """The switches that are on, e.g. 'amp+compile', or 'baseline'."""
-        return "+".join(f.name for f in fields(self) if f.name in NAMES and getattr(self, f.name)) or "baseline"
+        return "+".join(name for name in NAMES if getattr(self, name)) or "baseline"
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast when AMP is on, else a no-op."""

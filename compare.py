@@ -1,20 +1,31 @@
-"""Compare every run in a folder: the final samples side by side, and one table of speed, size and scores.
+"""Compare runs: one page of every run's grids by epoch, curves and scores, a figure and a table.
 
-    python compare.py [OUTPUTS_DIR]   # default outputs/; writes OUTPUTS_DIR/comparison.png and comparison.md
+    python compare.py                 # every run in outputs/
+    python compare.py OUTPUTS_DIR     # every run in OUTPUTS_DIR (a folder of runs)
+    python compare.py RUN_DIR ...     # the chosen runs (folders that hold config.json)
 
-A run is a sub-folder holding config.json (written when a run starts). Its losses.csv,
-metrics.csv, samples/epoch_NNN.png and checkpoints/last.pt are read when present; a missing file
-leaves blanks. comparison.md has one row per run (data set, epochs, training time, images/s,
-parameters per network, FID, KID, IS, class coverage, label accuracy, negative ELBO, IWAE, with
-the real-versus-real floors) and a short note per run on its stability. With no runs it prints one
-line and exits 0, writing nothing; a folder that does not exist is an error (exit 2).
+Writes index.html, comparison.png and comparison.md into OUTPUTS_DIR or, for chosen runs, into
+the folder that holds them all (their common parent: outputs/ for runs of outputs/). Every training
+run rewrites OUTPUTS_DIR/index.html for all runs at its end.
+
+A run is a folder holding config.json (written when a run starts). Its losses.csv, metrics.csv,
+samples/epoch_NNN.png and checkpoints/last.pt are read when present; a missing file leaves blanks
+and, on the page, a note. index.html (see common/page.py) opens from disk with no server: one
+column per run, a shared epoch slider (or the arrow keys, or index.html#epoch=N) over the
+fixed-noise grids, the settings that differ, the final scores beside their real-data floors, the
+per-class shares, the loss and metric curves, the progress GIF and links to each run's files.
+comparison.md has one row per run (data set, epochs, training time, images/s, parameters per
+network, FID, KID, IS, class coverage, label accuracy, negative ELBO, IWAE, with the
+real-versus-real floors) and a short note per run on its stability. With no runs the page says so
+and nothing else is written; a folder that does not exist, or a RUN_DIR without config.json, is an
+error (exit 2).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -26,7 +37,8 @@ matplotlib.use("Agg")  # headless
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from common import checkpoint, config  # noqa: E402
+from common import checkpoint, config, page  # noqa: E402
+from common.page import find_runs, read_csv  # noqa: E402
 
 WINDOW = 5  # stability is judged on the last this-many epochs
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # state-dict entries that are not parameters
@@ -50,30 +62,6 @@ COLUMNS = (
     ("test neg. ELBO", "test_neg_elbo"),
     ("test IWAE", "test_iwae"),
 )
-
-
-def read_csv(path: Path) -> list[dict[str, Any]]:
-    """Rows of a CSV file with numbers parsed (empty cells dropped); [] when the file is missing."""
-    if not path.is_file():
-        return []
-    rows = []
-    with open(path, newline="") as f:
-        for raw in csv.DictReader(f):
-            row: dict[str, Any] = {}
-            for key, value in raw.items():
-                if value in ("", None):
-                    continue
-                try:
-                    row[key] = float(value)
-                except ValueError:
-                    row[key] = value
-            rows.append(row)
-    return rows
-
-
-def find_runs(root: Path) -> list[Path]:
-    """The sub-folders of root that are runs (they hold config.json), in name order."""
-    return sorted(p for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file())
 
 
 def param_counts(run: Path) -> tuple[dict[str, int], list[str]]:
@@ -101,7 +89,11 @@ def last_samples(run: Path) -> Path | None:
 
 def summarize(run: Path) -> dict[str, Any]:
     """Everything the table and the notes need about one run; absent facts are simply missing."""
-    cfg = json.loads((run / "config.json").read_text())
+    try:
+        cfg = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError):  # damaged: the row is still listed, with blanks (the page says why)
+        cfg = {}
+    cfg = cfg if isinstance(cfg, dict) else {}
     losses, scores = read_csv(run / "losses.csv"), read_csv(run / "metrics.csv")
     model = Path(str(cfg.get("script", run.name))).stem + ("-conditional" if cfg.get("conditional") else "")
     info: dict[str, Any] = {"run": run.name, "model": model, "dataset": cfg.get("dataset", ""), "losses": losses}
@@ -240,19 +232,34 @@ def write_figure(runs: list[dict[str, Any]], path: Path, per_row: int = 4) -> No
     plt.close(fig)
 
 
+def choose(argv: list[str]) -> tuple[Path, list[Path] | None]:
+    """The folder to write into, and the runs named on the command line (None: every run in that folder)."""
+    if len(argv) <= 1 and not (argv and (Path(argv[0]) / "config.json").is_file()):
+        root = Path(argv[0] if argv else "outputs")
+        if not root.is_dir():
+            config.fail(f"{root} is not a folder of runs (train a model first, e.g. python VAE-MNIST.py)")
+        return root, None
+    runs = [Path(a) for a in argv]
+    for run in runs:
+        if not (run / "config.json").is_file():
+            config.fail(f"{run} is not a run: it has no config.json")
+    return Path(os.path.commonpath([run.resolve().parent for run in runs])), runs
+
+
 def main(argv: list[str]) -> int:
-    """Read the runs of a folder and write comparison.png and comparison.md into it."""
+    """Write index.html, comparison.png and comparison.md for the runs asked for."""
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip())
         return 0
-    if len(argv) > 1:
-        config.fail("usage: python compare.py [OUTPUTS_DIR]")
-    root = Path(argv[0] if argv else "outputs")
-    if not root.is_dir():
-        config.fail(f"{root} is not a folder of runs (train a model first, e.g. python VAE-MNIST.py)")
-    runs = [summarize(run) for run in find_runs(root)]
+    if any(a.startswith("-") for a in argv):
+        config.fail("usage: python compare.py [OUTPUTS_DIR | RUN_DIR ...]")
+    root, chosen = choose(argv)
+    index = page.write_index(root, chosen)
+    if index is not None:
+        print(f"compare: page -> {index}")
+    runs = [summarize(run) for run in (find_runs(root) if chosen is None else chosen)]
     if not runs:
-        print(f"compare: no runs in {root}/ (a run is a folder with config.json); nothing written")
+        print(f"compare: no runs in {root}/ (a run is a folder with config.json); no table or figure written")
         return 0
     write_markdown(runs, root / "comparison.md")
     write_figure(runs, root / "comparison.png")

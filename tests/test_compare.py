@@ -51,6 +51,13 @@ def test_runs_write_metrics_files(runs):
     assert (data_dir / "evaluators" / "mnist.pt").exists()
 
 
+def test_every_training_run_writes_the_page_of_its_outputs_folder(runs):
+    outputs, _ = runs  # before any compare.py: what the two training runs left
+    page = (outputs / "index.html").read_text()
+    assert ">cgan<" in page and ">vae<" in page  # the second run's page shows the first run too
+    assert "cgan/samples/epoch_001.png" in page and "vae/samples/epoch_001.png" in page
+
+
 def test_compare_writes_a_row_and_a_picture_per_run(runs, tmp_path):
     outputs, _ = runs
     (outputs / "bare").mkdir(exist_ok=True)  # a run that died early: only config.json
@@ -66,13 +73,36 @@ def test_compare_writes_a_row_and_a_picture_per_run(runs, tmp_path):
     assert "Too few epochs" in table
     with Image.open(outputs / "comparison.png") as im:
         assert im.size[0] >= 3 * 300
+    assert f"compare: page -> {outputs / 'index.html'}" in result.stdout
+    index = (outputs / "index.html").read_text()
+    assert all(f'href="{name}/"' in index for name in ("bare", "cgan", "vae"))
+    assert "cgan/samples/epoch_001.png" in index and "no sample grids yet" in index  # bare: listed, with notes
 
 
 def test_compare_without_runs(tmp_path):
     result = run_script("compare.py", str(tmp_path))
     assert result.returncode == 0 and "no runs" in result.stdout and not (tmp_path / "comparison.md").exists()
+    assert "No runs here yet" in (tmp_path / "index.html").read_text()
     result = run_script("compare.py", str(tmp_path / "missing"))
     assert result.returncode == 2 and result.stderr.startswith("error:")
+
+
+def test_compare_chosen_runs(tmp_path, capsys):
+    for name in ("a/gan", "a/vae", "b/dcgan", "a/nothing"):
+        (tmp_path / name).mkdir(parents=True)
+        if name != "a/nothing":
+            (tmp_path / name / "config.json").write_text(json.dumps({"script": f"{name[2:].upper()}-MNIST.py"}))
+    assert compare.main([str(tmp_path / "a" / "gan")]) == 0  # one run: the page goes beside it
+    assert "a/index.html" in capsys.readouterr().out and "vae" not in (tmp_path / "a" / "index.html").read_text()
+    assert compare.main([str(tmp_path / "a")]) == 0  # a folder of runs: all of them
+    assert 'href="vae/"' in (tmp_path / "a" / "index.html").read_text()
+    assert compare.main([str(tmp_path / "a" / "vae"), str(tmp_path / "b" / "dcgan")]) == 0  # into the common parent
+    index = (tmp_path / "index.html").read_text()
+    assert 'href="a/vae/"' in index and 'href="b/dcgan/"' in index and "a/gan" not in index
+    assert "| vae |" in (tmp_path / "comparison.md").read_text()
+    with pytest.raises(SystemExit) as stop:
+        compare.main([str(tmp_path / "a" / "gan"), str(tmp_path / "a" / "nothing")])
+    assert stop.value.code == 2 and "is not a run" in capsys.readouterr().err
 
 
 def test_eval_every_zero_writes_no_metrics(tmp_path, runs):

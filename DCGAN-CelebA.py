@@ -54,6 +54,7 @@ BETA1 = 0.5  # Adam beta1 (0.5, as in the DCGAN paper)
 REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)
 # --- run ---
 SEED = 0  # seeds weights, shuffling and sampling
+DETERMINISTIC = False  # only repeatable kernels, so a CUDA resume matches number for number (slower; see "Devices")
 DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 OUT_DIR = ""  # empty: outputs/DCGAN-CelebA (plus -fake for the fake data set)
 RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
@@ -163,8 +164,8 @@ def d_step(
         logits_real = discriminator(real)
         logits_fake = discriminator(fake)
         loss_d = F.binary_cross_entropy_with_logits(
-            logits_real, torch.full_like(logits_real, real_label)
-        ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+            logits_real, torch.full_like(logits_real, real_label, dtype=torch.float32)
+        ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake, dtype=torch.float32))
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
@@ -186,7 +187,7 @@ def g_step(
     with distributed.no_sync(discriminator):
         with autocast():
             logits = discriminator(generator(z))
-            loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+            loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits, dtype=torch.float32))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
     opt_g.step()
@@ -212,7 +213,7 @@ def main() -> None:
         config.fail(f"--image_size={IMAGE_SIZE} must be a power of two >= 16 (e.g. 32, 64, 128)")
     dist = distributed.setup(DEVICE, SYNC_BN)  # one process: just the device; under torchrun also the rank
     dev = dist.device
-    device.seed_all(SEED + dist.rank)  # each process its own noise; DDP copies rank 0's initial weights
+    device.seed_all(SEED + dist.rank, DETERMINISTIC)  # each process its own noise; DDP copies rank 0's initial weights
     with distributed.main_first():  # rank 0 builds the image cache once; the others then read it
         images = celeba.load(DATASET, DATA_DIR, IMAGE_DIR, DOWNLOAD, CROP, IMAGE_SIZE, WORKERS, dev, REBUILD_CACHE)
     batches = data.Batches(images, BATCH_SIZE, SEED, dist.rank, dist.world_size)  # this process's shard
@@ -228,12 +229,12 @@ def main() -> None:
     history: list[dict] = []
     first_epoch = 1
 
-    state = run.resume(out, cfg, SHAPE_KEYS, dev)
+    state = run.resume(out, cfg, SHAPE_KEYS)
     if state is not None:
         run.restore(
             state, {"generator": generator, "discriminator": discriminator}, {"opt_g": opt_g, "opt_d": opt_d}, LR
         )
-        fixed_noise, history, first_epoch = state["fixed_noise"], state["history"], state["epoch"] + 1
+        fixed_noise, history, first_epoch = state["fixed_noise"].to(dev), state["history"], state["epoch"] + 1
     # training goes through these (DDP under torchrun, else the models themselves); grids and
     # checkpoints use the plain modules. The discriminator runs twice (real, fake) before one
     # backward; DDP's default of copying rank 0's BatchNorm buffers before every forward would

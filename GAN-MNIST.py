@@ -41,6 +41,7 @@ K_STEPS = 1  # discriminator steps per generator step
 REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)
 # --- run ---
 SEED = 0  # seeds weights, shuffling and sampling
+DETERMINISTIC = False  # only repeatable kernels, so a CUDA resume matches number for number (slower; see "Devices")
 DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 OUT_DIR = ""  # empty: outputs/GAN-MNIST (plus -<dataset>, -conditional)
 RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
@@ -130,8 +131,8 @@ def d_step(
         logits_real = discriminator(real, labels)
         logits_fake = discriminator(fake, labels)
         loss_d = F.binary_cross_entropy_with_logits(
-            logits_real, torch.full_like(logits_real, real_label)
-        ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+            logits_real, torch.full_like(logits_real, real_label, dtype=torch.float32)
+        ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake, dtype=torch.float32))
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
@@ -154,7 +155,7 @@ def g_step(
     with distributed.no_sync(discriminator):
         with autocast():
             logits = discriminator(generator(z, labels), labels)
-            loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+            loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits, dtype=torch.float32))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
     opt_g.step()
@@ -182,7 +183,7 @@ def main() -> None:
         cfg["OUT_DIR"] = f"{run.default_out_dir(__file__, DATASET)}-conditional"
     dist = distributed.setup(DEVICE, SYNC_BN)  # one process: just the device; under torchrun also the rank
     dev = dist.device
-    device.seed_all(SEED + dist.rank)  # each process its own noise; DDP copies rank 0's initial weights
+    device.seed_all(SEED + dist.rank, DETERMINISTIC)  # each process its own noise; DDP copies rank 0's initial weights
     with distributed.main_first():  # rank 0 downloads when needed; the others then read the files
         ds = data.load(DATASET, DATA_DIR, DOWNLOAD, dev)
     batches = data.Batches(ds.train, BATCH_SIZE, SEED, dist.rank, dist.world_size)  # this process's shard
@@ -205,12 +206,12 @@ def main() -> None:
     metric_history: list[dict] = []
     first_epoch = 1
 
-    state = run.resume(out, cfg, SHAPE_KEYS, dev)
+    state = run.resume(out, cfg, SHAPE_KEYS)
     if state is not None:
         run.restore(
             state, {"generator": generator, "discriminator": discriminator}, {"opt_g": opt_g, "opt_d": opt_d}, LR
         )
-        fixed_noise, history, first_epoch = state["fixed_noise"], state["history"], state["epoch"] + 1
+        fixed_noise, history, first_epoch = state["fixed_noise"].to(dev), state["history"], state["epoch"] + 1
         metric_history = state.get("metrics", [])
     # training goes through these (DDP under torchrun, else the models themselves); grids and
     # checkpoints use the plain modules. See DCGAN-MNIST.py for why D's buffers are not synced.

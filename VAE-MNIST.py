@@ -42,6 +42,7 @@ BATCH_SIZE = 128  # images per step
 LR = 1e-3  # Adam learning rate
 # --- run ---
 SEED = 0  # seeds weights, shuffling and sampling
+DETERMINISTIC = False  # only repeatable kernels, so a CUDA resume matches number for number (slower; see "Devices")
 DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 OUT_DIR = ""  # empty: outputs/VAE-MNIST (plus -<dataset> for other data sets)
 RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
@@ -199,7 +200,7 @@ def main() -> None:
     cfg = config.setup(globals(), choices={"DATASET": data.DATASETS})
     dist = distributed.setup(DEVICE)  # one process: just the device; under torchrun also the rank
     dev = dist.device
-    device.seed_all(SEED + dist.rank)  # each process its own noise; DDP copies rank 0's initial weights
+    device.seed_all(SEED + dist.rank, DETERMINISTIC)  # each process its own noise; DDP copies rank 0's initial weights
     with distributed.main_first():  # rank 0 downloads when needed; the others then read the files
         ds = data.load(DATASET, DATA_DIR, DOWNLOAD, dev)
     batches = data.Batches(ds.train, BATCH_SIZE, SEED, dist.rank, dist.world_size)  # this process's shard
@@ -215,10 +216,10 @@ def main() -> None:
     metric_history: list[dict] = []
     first_epoch = 1
 
-    state = run.resume(out, cfg, SHAPE_KEYS, dev)
+    state = run.resume(out, cfg, SHAPE_KEYS)
     if state is not None:
         run.restore(state, {"vae": vae}, {"opt": opt}, LR)
-        fixed_z, history, first_epoch = state["fixed_noise"], state["history"], state["epoch"] + 1
+        fixed_z, history, first_epoch = state["fixed_noise"].to(dev), state["history"], state["epoch"] + 1
         metric_history = state.get("metrics", [])
     ddp_vae = speed.compiled(distributed.wrap(vae))  # DDP under torchrun, else the model itself
 

@@ -43,11 +43,27 @@ def prepare_out_dir(out_dir: str | Path, resume: bool) -> Path:
     return out
 
 
+def to_host(value: Any) -> Any:
+    """`value` with every tensor in it (nested in dicts, lists, tuples) copied to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: to_host(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):  # not a NamedTuple
+        return type(value)(to_host(item) for item in value)
+    return value
+
+
 def save(state: dict[str, Any], folder: str | Path) -> Path:
-    """Write `state` to folder/last.pt atomically, keeping the one before as previous.pt."""
+    """Write `state` to folder/last.pt atomically, keeping the one before as previous.pt.
+
+    Every tensor is written from the CPU, so the file is the same whichever device wrote it and
+    loads on any machine: a run trained on a GPU resumes on a Mac or a CPU and the other way round.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     last, tmp = folder / LAST, folder / f".{LAST}.tmp"
+    state = to_host(state)
     with open(tmp, "wb") as f:
         torch.save(state, f)
         f.flush()
@@ -74,15 +90,19 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load one checkpoint file (raises on a missing or damaged file)."""
-    state = torch.load(path, map_location=map_location, weights_only=False)
+def read(path: str | Path) -> dict[str, Any]:
+    """Load one checkpoint file onto the CPU (raises on a missing or damaged file).
+
+    Always the CPU: the random states must stay host tensors, and weights and optimizer states
+    reach their device through load_state_dict (which leaves Adam's step counters on the host).
+    """
+    state = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(state, dict) or "config" not in state:
         raise ValueError("not a checkpoint written by this repo")
     return state
 
 
-def load_latest(folder: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+def load_latest(folder: str | Path) -> dict[str, Any] | None:
     """The newest readable checkpoint in a folder (last.pt, else previous.pt), or None."""
     folder = Path(folder)
     for name in (LAST, PREVIOUS):
@@ -90,7 +110,7 @@ def load_latest(folder: str | Path, map_location: str | torch.device = "cpu") ->
         if not path.exists():
             continue
         try:
-            return read(path, map_location)
+            return read(path)
         except Exception as exc:  # truncated or foreign file: try the older one
             warnings.warn(f"skipping unreadable checkpoint {path}: {exc}", stacklevel=2)
             print(f"warning: skipping unreadable checkpoint {path} ({type(exc).__name__})")

@@ -1,7 +1,8 @@
-"""Device selection (cuda, then mps, then cpu) and seeding."""
+"""Device selection (cuda, then mps, then cpu), seeding, random states and the DETERMINISTIC switch."""
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -46,25 +47,50 @@ def describe(device: torch.device) -> str:
     return str(device)
 
 
-def seed_all(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) so a CPU run repeats exactly."""
+def seed_all(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (all devices); `deterministic` also picks only repeatable kernels."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    if deterministic:
+        make_deterministic()
+
+
+def make_deterministic() -> None:
+    """Only repeatable kernels from here on, so a CUDA run (and its resume) repeats number for number.
+
+    cuDNN's fastest convolution algorithms and some atomics-based CUDA kernels differ in the last
+    bits from run to run; this trades some speed for runs that repeat. Ops with no deterministic
+    CUDA kernel warn instead of stopping the run (warn_only). Call it before the first CUDA work:
+    cuBLAS reads CUBLAS_WORKSPACE_CONFIG when it starts.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 def rng_state() -> dict:
-    """The random states of Python, NumPy and torch, for a checkpoint."""
+    """The random states of Python, NumPy and torch (CPU, every CUDA device, MPS), all on the host, for a checkpoint."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
+    if torch.backends.mps.is_available():
+        state["mps"] = torch.mps.get_rng_state().cpu()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    """Restore the random states saved by `rng_state`."""
+    """Restore the random states saved by `rng_state`, whatever machine saved them.
+
+    The device states are restored where this machine has that device: a run saved on 8 GPUs
+    resumes on 1 with GPU 0's state, and a CUDA or MPS state is ignored on a machine without one.
+    """
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state.cpu(), index)
+    if "mps" in state and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"].cpu())

@@ -46,13 +46,14 @@ class Dist:
 
 
 def launched() -> bool:
-    """True when started by torchrun with more than one process."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """True when started by torchrun (even with one process) or with a WORLD_SIZE over 1 set by hand."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def setup(device_name: str = "auto", sync_bn: bool = False) -> Dist:
     """Pick the device and, under torchrun, join the process group (NCCL on CUDA, gloo on CPU).
 
+    `device_id=` binds NCCL to this process's GPU at once (torch >= 2.3, the floor in requirements.txt).
     `sync_bn` is only checked here (it needs CUDA), so that bad input stops before anything is written.
     """
     if not launched():
@@ -96,8 +97,9 @@ def _quiet_stdout() -> None:
 
 
 def active() -> bool:
-    """True inside a process group of more than one process."""
-    return torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1
+    """True inside a process group (torchrun), even one of a single process: then DDP and the
+    collectives run as they would with several, on one."""
+    return torch_dist.is_available() and torch_dist.is_initialized()
 
 
 def rank() -> int:

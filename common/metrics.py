@@ -105,8 +105,11 @@ class _Logits(nn.Module):
 def keep_rng(device: torch.device | str = "cpu", seed: int | None = None) -> Iterator[None]:
     """Run a block without touching the global random state (so evaluating never changes training)."""
     device = torch.device(device)
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    if device.type in ("cuda", "mps"):  # that device's generator is put back too
+        forked = torch.random.fork_rng(devices=[device], device_type=device.type)
+    else:
+        forked = torch.random.fork_rng(devices=[])
+    with forked:
         if seed is not None:
             torch.manual_seed(seed)
         yield
@@ -201,12 +204,29 @@ def label_accuracy(pred: torch.Tensor, asked: torch.Tensor, n_classes: int) -> t
     return sum(asked_classes) / max(len(asked_classes), 1), per_class
 
 
+def _not_distributed() -> bool:
+    """torchmetrics' test for a process group to gather over: never, whatever torchrun set up."""
+    return False
+
+
+# Only rank 0 evaluates. Left to itself, torchmetrics' compute() gathers its states over the
+# default process group whenever one exists, and would wait forever for ranks that never evaluate.
+LOCAL = {"sync_on_compute": False, "distributed_available_fn": _not_distributed}
+
+
+def evaluation_device(device: torch.device | str) -> torch.device:
+    """Where the evaluator runs: the training device, except the CPU for MPS (no float64 there,
+    which torchmetrics' FID and KID keep their sums in)."""
+    device = torch.device(device)
+    return torch.device("cpu") if device.type == "mps" else device
+
+
 class Evaluator:
     """A trained classifier for one data set, its reference images, and the real-versus-real floors."""
 
     def __init__(self, ds: data.Dataset, classifier: Classifier, accuracy: float, device: torch.device | str):
         self.name, self.classes = ds.name, ds.classes
-        self.device = torch.device(device)
+        self.device = evaluation_device(device)
         self.classifier = classifier.to(self.device).eval()
         self.accuracy = accuracy
         self.train, self.test = ds.train, ds.test  # uint8, converted to [0, 1] only where used
@@ -295,12 +315,13 @@ class Evaluator:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "will save all extracted features in buffer": a few MB here
-            fid = FrechetInceptionDistance(feature=_Penultimate(self.classifier), reset_real_features=False)
+            fid = FrechetInceptionDistance(feature=_Penultimate(self.classifier), reset_real_features=False, **LOCAL)
             kid = KernelInceptionDistance(
                 feature=_Penultimate(self.classifier),
                 subsets=KID_SUBSETS,
                 subset_size=min(KID_SUBSET, n_real, n_fake),
                 reset_real_features=False,
+                **LOCAL,
             )
         return fid.to(self.device), kid.to(self.device)
 
@@ -315,9 +336,8 @@ class Evaluator:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            metric = InceptionScore(feature=_Logits(self.classifier), splits=min(IS_SPLITS, len(images) // 2)).to(
-                self.device
-            )
+            splits = min(IS_SPLITS, len(images) // 2)
+            metric = InceptionScore(feature=_Logits(self.classifier), splits=splits, **LOCAL).to(self.device)
         self._update(metric, images)
         return metric.compute()[0].item()
 
@@ -494,7 +514,8 @@ def inception_fid(
 
     if callable(fake_uint8):
         fake_uint8 = fake_uint8()
-    fid = FrechetInceptionDistance(feature=feature, normalize=False).to(device)
+    device = evaluation_device(device)
+    fid = FrechetInceptionDistance(feature=feature, normalize=False, **LOCAL).to(device)
     for images, real in ((real_uint8, True), (fake_uint8, False)):
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)  # Inception wants RGB

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import torch
 from tqdm import tqdm
 
-from common import checkpoint, config, distributed, plots
+from common import checkpoint, config, distributed, page, plots
 from common.device import describe, rng_state, set_rng_state
 
 DIVERGED = 3  # exit code of a run stopped by a NaN or infinite loss
@@ -109,15 +109,16 @@ def _check_resumable(saved: dict[str, Any], cfg: dict[str, Any], shape_keys: tup
             )
 
 
-def resume(out: Path, cfg: dict[str, Any], shape_keys: Sequence[str], device: torch.device) -> dict | None:
+def resume(out: Path, cfg: dict[str, Any], shape_keys: Sequence[str]) -> dict | None:
     """The run's last checkpoint when RESUME is on and one exists, after checking it fits.
 
-    Every process loads it. Entries kept per process ("rng", "partial") come back as this
+    Every process loads it, onto the CPU whatever the device: `restore` moves the weights and
+    optimizer states onto the models' device, and the script moves its fixed noise. Entries kept per process ("rng", "partial") come back as this
     process's own, so a script restores them the same way with one process or several.
     """
     if not cfg["RESUME"]:
         return None
-    state = checkpoint.load_latest(out / "checkpoints", map_location=device)
+    state = checkpoint.load_latest(out / "checkpoints")  # on the CPU: restore() puts each piece where it goes
     if state is None:
         return None
     _check_resumable(state, cfg, tuple(shape_keys))
@@ -256,6 +257,7 @@ def end_epoch(
         plots.make_gif(out / "samples", out / "progress.gif")
         state["history"] = history
         checkpoint.save(state, out / "checkpoints")
+        page.write_index(out.parent)  # outputs/index.html: every run side by side (a few ms; never raises)
         values = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "time_s", "img_per_s"))
         print(
             f"epoch {row['epoch']}/{epochs}  {values}  {row['time_s']:.1f}s ({row['img_per_s']:.0f} img/s)", flush=True

@@ -1,4 +1,9 @@
-"""Shared test helpers: tiny MNIST IDX files that torchvision reads, and running scripts."""
+"""Shared test helpers: tiny MNIST IDX files that torchvision reads, running scripts, and the
+`--device=cpu|cuda|mps` option under which the end-to-end tests train on that device.
+
+    python -m pytest                      # everything on the CPU (CI)
+    python -m pytest --device=cuda        # the end-to-end tests on the GPU
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,42 @@ from common import data, run  # noqa: E402
 
 # Every network attempt fails at once (connection refused), so "offline" is the same everywhere.
 OFFLINE_ENV = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": ""}
+# scripts that take --device: run_script passes the suite's device to them unless a test chose one
+TAKES_DEVICE = ("VAE-MNIST.py", "GAN-MNIST.py", "DCGAN-MNIST.py", "CDCGAN-MNIST.py", "DCGAN-CelebA.py", "generate.py")
+_device = "cpu"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda", "mps"),
+        help="the device the end-to-end tests train on (default cpu)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _device
+    _device = config.getoption("--device")
+    import torch
+
+    if _device == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError("--device=cuda but CUDA is not available here")
+    if _device == "mps" and not torch.backends.mps.is_available():
+        raise pytest.UsageError("--device=mps but MPS is not available here")
+
+
+def test_device() -> str:
+    """The device the end-to-end tests run on: cpu, cuda or mps (pytest --device)."""
+    return _device
+
+
+test_device.__test__ = False  # a helper, not a test
+
+
+def device_args(*args: str) -> list[str]:
+    """`--device=<the suite's device>` unless `args` already name one."""
+    return [] if any(a.startswith("--device") for a in args) else [f"--device={_device}"]
 
 
 def make_idx_dataset(root: Path, folder: str = "MNIST", n_train: int = 256, n_test: int = 128) -> Path:
@@ -36,8 +77,9 @@ def mnist_root(tmp_path: Path) -> Path:
 def run_script(script: str, *args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 300):
     """Run a top-level script as a subprocess; returns the CompletedProcess (text)."""
     full_env = {**os.environ, **OFFLINE_ENV, "PYTHONUNBUFFERED": "1", **(env or {})}
+    extra = device_args(*args) if script in TAKES_DEVICE else []
     return subprocess.run(
-        [sys.executable, str(ROOT / script), *args],
+        [sys.executable, str(ROOT / script), *args, *extra],
         cwd=cwd or ROOT,
         env=full_env,
         capture_output=True,

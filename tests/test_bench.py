@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import OFFLINE_ENV, ROOT
+from conftest import OFFLINE_ENV, ROOT, device_args
 
 from common import bench
 
@@ -57,7 +57,7 @@ def test_quick_run_prints_the_table_and_writes_bench_md(tmp_path: Path):
     ]
     env = {**os.environ, **OFFLINE_ENV, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "common.bench", *args, "--out", str(out)],
+        [sys.executable, "-m", "common.bench", *args, *device_args(), "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import OFFLINE_ENV, ROOT, load_script
+from conftest import OFFLINE_ENV, ROOT, load_script, test_device
 
 from common import data
 
@@ -25,11 +25,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(script: str, *args: str, nproc: int = 2) -> subprocess.CompletedProcess:
-    """Run a script under torchrun (as `python -m torch.distributed.run`) with gloo on CPU."""
+def torchrun(
+    script: str, *args: str, nproc: int = 2, device: str = "cpu", timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """Run a script under torchrun (as `python -m torch.distributed.run`): gloo on CPU, NCCL on CUDA.
+
+    A hang fails the test: subprocess.run raises TimeoutExpired after `timeout` seconds.
+    """
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
-    command += [f"--master_port={free_port()}", str(ROOT / script), "--device=cpu", *args]
-    return subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    command += [f"--master_port={free_port()}", str(ROOT / script), f"--device={device}", *args]
+    return subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
 def rows(path: Path) -> list[dict]:
@@ -139,3 +144,33 @@ def test_sync_bn_on_cpu_is_refused_under_torchrun_before_writing(tmp_path):
     result = torchrun("DCGAN-MNIST.py", "--dataset=fake", "--ngf=4", "--ndf=4", "--sync_bn=true", f"--out_dir={out}")
     assert result.returncode != 0 and "--sync_bn=True needs CUDA" in result.stderr
     assert not out.exists()
+
+
+def test_torchrun_two_processes_with_evaluation_on_finish_and_write_metrics(tmp_path):
+    """The default EVAL_EVERY: rank 0 evaluates while rank 1 waits at the end of the epoch. Before
+    the fix torchmetrics' compute() waited for rank 1 to join a gather it never called: a hang."""
+    out = tmp_path / "run"
+    args = ["--dataset=mnist-sample", "--ngf=8", "--ndf=8", "--batch_size=100", "--eval_samples=300"]
+    result = torchrun("DCGAN-MNIST.py", *args, "--epochs=1", f"--out_dir={out}", f"--data_dir={tmp_path}", timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("metrics epoch 1:") == 1  # rank 0 alone evaluates
+    (row,) = rows(out / "metrics.csv")
+    assert float(row["fid"]) > 0 and int(row["coverage"]) >= 1
+    assert (out / "metrics.png").exists() and "Done:" in result.stdout
+
+
+def test_torchrun_one_process_on_the_suites_device(tmp_path):
+    """torchrun with one process joins a real process group (NCCL under --device=cuda, else gloo)
+    and trains through DDP, evaluates and resumes as a plain run does."""
+    dev = test_device()
+    if dev == "mps":
+        pytest.skip("torchrun has no MPS backend: the scripts refuse --device=mps under torchrun")
+    out = tmp_path / "run"
+    args = ["--dataset=mnist-sample", "--hidden=64", "--batch_size=200", "--eval_samples=300"]
+    args += [f"--out_dir={out}", f"--data_dir={tmp_path}"]
+    result = torchrun("GAN-MNIST.py", *args, "--epochs=1", nproc=1, device=dev, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "x 1 processes" in result.stdout and "metrics epoch 1:" in result.stdout
+    result = torchrun("GAN-MNIST.py", *args, "--epochs=2", nproc=1, device=dev, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming" in result.stdout and [r["epoch"] for r in rows(out / "metrics.csv")] == ["1", "2"]

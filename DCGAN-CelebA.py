@@ -24,14 +24,14 @@ Ctrl-C (or SIGTERM) finishes the step, saves a checkpoint and prints the command
 import math
 import os
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import celeba, config, data, device, distributed, metrics, plots, run
-from common.run import Timer
-from common.speed import Autocast, Speed
+from common import celeba, config, data, inception, plots, run, steps
+from common.speed import Autocast
 
 # --- data ---
 DATASET = "celeba"  # celeba | fake (random images, for smoke runs with no data)
@@ -98,8 +98,8 @@ class Generator(nn.Module):
         ]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(z.reshape(len(z), self.latent_dim, 1, 1))  # labels: unused (unconditional)
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.reshape(len(z), self.latent_dim, 1, 1))
 
 
 class Discriminator(nn.Module):
@@ -123,17 +123,8 @@ class Discriminator(nn.Module):
         layers.append(nn.Conv2d(width, 1, kernel_size=4, stride=1, padding=0, bias=False))  # [B, 1, 1, 1]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).view(-1)
-
-
-def init_weights(module: nn.Module) -> None:
-    """The DCGAN initialisation: convolutions N(0, 0.02); BatchNorm scale N(1, 0.02), shift 0."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.normal_(module.weight, mean=0.0, std=0.02)
-    elif isinstance(module, nn.BatchNorm2d):
-        nn.init.normal_(module.weight, mean=1.0, std=0.02)
-        nn.init.zeros_(module.bias)
 
 
 def build_models(
@@ -143,55 +134,37 @@ def build_models(
     channels, size = image_shape[0], image_shape[-1]
     generator = Generator(cfg["LATENT_DIM"], size, cfg["NGF"], channels)
     discriminator = Discriminator(size, cfg["NDF"], channels)
-    generator.apply(init_weights)
-    discriminator.apply(init_weights)
+    generator.apply(steps.dcgan_init)
+    discriminator.apply(steps.dcgan_init)
     return {"generator": generator, "discriminator": discriminator}
 
 
 def d_step(
-    generator: Generator,
-    discriminator: Discriminator,
-    opt_d: torch.optim.Optimizer,
-    real: torch.Tensor,
-    real_label: float,
-    autocast: Autocast = nullcontext,
-) -> tuple[float, float, float]:
-    """One discriminator step on a real batch and as many fakes; returns loss, D(x), D(G(z))."""
+    generator: Generator, discriminator: Discriminator, opt_d: torch.optim.Optimizer, real: torch.Tensor,
+    real_label: float, autocast: Autocast = nullcontext,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One discriminator step on a batch of faces and as many fakes; returns loss, D(x), D(G(z)) as device tensors."""
+    z = torch.randn(len(real), generator.latent_dim, device=real.device)
     with autocast():  # forward and loss only: backward and the optimizer step run outside autocast
-        z = torch.randn(len(real), generator.latent_dim, device=real.device)
         with torch.no_grad():
             fake = generator(z)
-        logits_real = discriminator(real)
-        logits_fake = discriminator(fake)
-        loss_d = F.binary_cross_entropy_with_logits(
-            logits_real, torch.full_like(logits_real, real_label, dtype=torch.float32)
-        ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake, dtype=torch.float32))
-    opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
-    opt_d.step()
-    return loss_d.item(), torch.sigmoid(logits_real).mean().item(), torch.sigmoid(logits_fake).mean().item()
+        logits_real, logits_fake = discriminator(real), discriminator(fake)
+        loss_d = steps.d_loss(logits_real, logits_fake, real_label)
+    steps.update(opt_d, loss_d)
+    return loss_d.detach(), steps.mean_prob(logits_real), steps.mean_prob(logits_fake)
 
 
 def g_step(
-    generator: Generator,
-    discriminator: Discriminator,
-    opt_g: torch.optim.Optimizer,
-    batch_size: int,
-    device_: torch.device,
-    autocast: Autocast = nullcontext,
-) -> float:
-    """One generator step (non-saturating loss: make D call fresh fakes real)."""
-    z = torch.randn(batch_size, generator.latent_dim, device=device_)
-    # D's gradients from this backward are never used (d_step zeroes them before its own), so under
-    # torchrun they stay local instead of being averaged across processes for nothing
-    with distributed.no_sync(discriminator):
+    generator: Generator, discriminator: Discriminator, opt_g: torch.optim.Optimizer, batch_size: int,
+    device: torch.device, autocast: Autocast = nullcontext,
+) -> torch.Tensor:  # fmt: skip
+    """One generator step with the non-saturating loss on fresh noise: make D call G(z) real."""
+    z = torch.randn(batch_size, generator.latent_dim, device=device)
+    with steps.frozen(discriminator):  # gradients flow through D to G, but none are kept for D's weights
         with autocast():
-            logits = discriminator(generator(z))
-            loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits, dtype=torch.float32))
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-    opt_g.step()
-    return loss_g.item()
+            loss_g = steps.g_loss(discriminator(generator(z)))
+        steps.update(opt_g, loss_g)
+    return loss_g.detach()
 
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
@@ -206,114 +179,58 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
     return (torch.sin((1 - t) * omega) * z0[:, None] + torch.sin(t * omega) * z1[:, None]) / torch.sin(omega)
 
 
+def final_pictures(
+    generator: Generator, real: data.Split, out: Path, seed: int, fid_samples: int, weights: str, epoch: int
+) -> None:
+    """interpolation.png (8 spherical walks between two faces, 10 steps each) and, when the Inception
+    weights load (from `weights`, a local file, or the internet), the Inception FID in metrics.csv."""
+    gen = torch.Generator().manual_seed(seed + 1)  # its own seed, so reruns draw the same walks
+    device = next(generator.parameters()).device
+    z0, z1 = torch.randn(2, 8, generator.latent_dim, generator=gen).to(device)
+    with steps.eval_mode([generator]):
+        plots.save_grid(
+            generator(slerp(z0, z1, 10).reshape(-1, generator.latent_dim)), out / "interpolation.png", nrow=10
+        )
+    if not fid_samples:
+        return
+    n = min(fid_samples, len(real))  # comparable with published CelebA 64x64 figures
+    z = torch.randn(n, generator.latent_dim, generator=gen).to(device)
+
+    def draw() -> torch.Tensor:  # called only when the Inception weights could be loaded
+        with steps.eval_mode([generator]):
+            fake = torch.cat([generator(z[i : i + 500]) for i in range(0, n, 500)])
+        return fake.add(1).mul(127.5).round().clamp(0, 255).byte()
+
+    value, message = inception.inception_fid(real.images[:n], draw, weights, device)
+    print(message)
+    if value is not None:
+        plots.write_csv([{"epoch": epoch, "n": n, "inception_fid": value}], out / "metrics.csv")
+
+
 def main() -> None:
-    cfg = config.setup(globals(), choices={"DATASET": celeba.DATASETS})
-    config.check_positive(cfg, "WORKERS", "LATENT_DIM", "NGF", "NDF")
+    config.setup(globals(), choices={"DATASET": celeba.DATASETS})
+    config.check_positive(config.constants(globals()), "WORKERS", "LATENT_DIM", "NGF", "NDF")
     if IMAGE_SIZE < 16 or IMAGE_SIZE & (IMAGE_SIZE - 1):
         config.fail(f"--image_size={IMAGE_SIZE} must be a power of two >= 16 (e.g. 32, 64, 128)")
-    dist = distributed.setup(DEVICE, SYNC_BN)  # one process: just the device; under torchrun also the rank
-    dev = dist.device
-    device.seed_all(SEED + dist.rank, DETERMINISTIC)  # each process its own noise; DDP copies rank 0's initial weights
-    with distributed.main_first():  # rank 0 builds the image cache once; the others then read it
-        images = celeba.load(DATASET, DATA_DIR, IMAGE_DIR, DOWNLOAD, CROP, IMAGE_SIZE, WORKERS, dev, REBUILD_CACHE)
-    batches = data.Batches(images, BATCH_SIZE, SEED, dist.rank, dist.world_size)  # this process's shard
-    out = run.start(cfg, __file__, dev, shape_keys=SHAPE_KEYS)  # the last check: files are written from here on
-    image_shape = (3, IMAGE_SIZE, IMAGE_SIZE)
-
-    models = build_models(cfg, image_shape)
-    speed = Speed.from_config(cfg, dev)  # the CUDA speed switches (all off elsewhere)
-    generator, discriminator = (speed.prepare(models[k].to(dev)) for k in ("generator", "discriminator"))
-    opt_g = speed.adam(generator.parameters(), LR, (BETA1, 0.999))
-    opt_d = speed.adam(discriminator.parameters(), LR, (BETA1, 0.999))
-    fixed_noise = torch.randn(64, LATENT_DIM, device=dev)
-    history: list[dict] = []
-    first_epoch = 1
-
-    state = run.resume(out, cfg, SHAPE_KEYS)
-    if state is not None:
-        run.restore(
-            state, {"generator": generator, "discriminator": discriminator}, {"opt_g": opt_g, "opt_d": opt_d}, LR
-        )
-        fixed_noise, history, first_epoch = state["fixed_noise"].to(dev), state["history"], state["epoch"] + 1
-    # training goes through these (DDP under torchrun, else the models themselves); grids and
-    # checkpoints use the plain modules. The discriminator runs twice (real, fake) before one
-    # backward; DDP's default of copying rank 0's BatchNorm buffers before every forward would
-    # overwrite, between the two, running statistics the first saved for backward (older PyTorch
-    # fails with "modified by an inplace operation"). D never runs in eval mode, so its running
-    # statistics are unused: each process keeps its own, and three broadcasts a step are saved
-    ddp_g = speed.compiled(distributed.wrap(generator, sync_bn=SYNC_BN))
-    ddp_d = speed.compiled(distributed.wrap(discriminator, sync_bn=SYNC_BN, sync_buffers=False))
-
-    def snapshot(done: int) -> dict:
-        """Everything a resume needs, after `done` complete epochs."""
-        return {
-            "config": cfg,
-            "script": "DCGAN-CelebA.py",
-            "image_shape": image_shape,
-            "classes": (),
-            "epoch": done,
-            "models": {"generator": generator.state_dict(), "discriminator": discriminator.state_dict()},
-            "optimizers": {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()},
-            "fixed_noise": fixed_noise,
-            "rng": device.rng_state(),
-        }
-
-    guard = run.guard()  # Ctrl-C / SIGTERM: finish the step, save a checkpoint, exit 130 / 143
-    for epoch in range(first_epoch, EPOCHS + 1):
-        timer = Timer(dev)
-        sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0}
-        skip = run.resume_epoch(state, epoch, sums, timer)  # steps of this epoch done before a stop
-        with run.progress(batches.shard_size, epoch, EPOCHS, initial=skip * BATCH_SIZE) as bar:
-            # batches come from the device, or from host memory when the images did not fit there
-            for step, (real, _) in enumerate(batches.epoch(epoch, dev), start=1):
-                if step <= skip:
-                    continue
-                real = speed.input(data.to_gan(real))
-                loss_d, d_real, d_fake = d_step(ddp_g, ddp_d, opt_d, real, REAL_LABEL, speed.autocast)
-                loss_g = g_step(ddp_g, ddp_d, opt_g, len(real), dev, speed.autocast)
-                for key, value in zip(sums, (loss_d, loss_g, d_real, d_fake)):
-                    sums[key] += value
-                bar.update(len(real))
-                bar.set_postfix(loss_d=f"{loss_d:.3f}", d_x=f"{d_real:.2f}", d_gz=f"{d_fake:.2f}", refresh=False)
-                if guard.check(epoch, step, loss_d=loss_d, loss_g=loss_g):  # a NaN/inf loss exits here (code 3)
-                    guard.stop(out, snapshot(epoch - 1), history, step, sums, timer.seconds())
-        seconds = timer.seconds()
-
-        if dist.is_main:
-            generator.eval()
-            with torch.no_grad():
-                grid = generator(fixed_noise)
-            generator.train()
-            plots.save_grid(grid, out / "samples" / f"epoch_{epoch:03d}.png", nrow=8)
-
-        row = {"epoch": epoch, **{k: v / len(batches) for k, v in sums.items()}}
-        row.update(time_s=seconds, img_per_s=batches.shard_size / seconds)
-        panels = [("losses", ("loss_d", "loss_g")), ("mean discriminator output", ("d_real", "d_fake"))]
-        # every process calls this: it averages the row over them, and rank 0 writes
-        run.end_epoch(out, history, row, panels, {**snapshot(epoch), "shard": run.shard(batches, epoch)}, EPOCHS)
-
-    if dist.is_main:
-        # 8 rows, each a walk between two random faces in 10 steps; its own seed, so reruns match
-        gen = torch.Generator().manual_seed(SEED + 1)
-        z0, z1 = torch.randn(2, 8, LATENT_DIM, generator=gen).to(dev)
-        generator.eval()
-        with torch.no_grad():
-            walk = generator(slerp(z0, z1, 10).reshape(-1, LATENT_DIM))
-        plots.save_grid(walk, out / "interpolation.png", nrow=10)
-        if FID_SAMPLES:  # Inception FID, comparable with published CelebA 64x64 figures
-            n = min(FID_SAMPLES, len(images))
-            z = torch.randn(n, LATENT_DIM, generator=gen).to(dev)
-
-            @torch.no_grad()
-            def draw() -> torch.Tensor:  # called only when the Inception weights could be loaded
-                fake = torch.cat([generator(z[i : i + 500]) for i in range(0, n, 500)])
-                return fake.add(1).mul(127.5).round().clamp(0, 255).byte()
-
-            value, message = metrics.inception_fid(images.images[:n], draw, INCEPTION_WEIGHTS, dev)
-            print(message)
-            if value is not None:
-                plots.write_csv([{"epoch": EPOCHS, "n": n, "inception_fid": value}], out / "metrics.csv")
-    print(f"Done: {out}/")
+    with run.Run(globals(), SHAPE_KEYS) as r:  # device, torchrun, seed, resume, Ctrl-C, NaN stop, checkpoints
+        # rank 0 builds the image cache once; the others then read it. On the GPU when it fits there
+        args = (DATASET, DATA_DIR, IMAGE_DIR, DOWNLOAD, CROP, IMAGE_SIZE, WORKERS)
+        faces = r.load(lambda device: celeba.load(*args, device, REBUILD_CACHE))
+        models = r.models(build_models(r.cfg, (3, IMAGE_SIZE, IMAGE_SIZE)))  # on the device, saved by name
+        generator, discriminator = models["generator"], models["discriminator"]
+        opt_g = r.adam("opt_g", generator, LR, (BETA1, 0.999))
+        opt_d = r.adam("opt_d", discriminator, LR, (BETA1, 0.999))
+        fixed_noise = r.fixed("fixed_noise", torch.randn(64, LATENT_DIM))
+        train_g, train_d = r.wrap(generator), r.wrap(discriminator, sync_buffers=False)  # see DCGAN-MNIST.py
+        for _ in r.epochs({"losses": ("loss_d", "loss_g"), "mean discriminator output": ("d_real", "d_fake")}):
+            for real, _ in r.batches():
+                real = r.input(data.to_gan(real))
+                loss_d, d_real, d_fake = d_step(train_g, train_d, opt_d, real, REAL_LABEL, r.autocast)
+                loss_g = g_step(train_g, train_d, opt_g, len(real), r.device, r.autocast)
+                r.log(loss_d=loss_d, loss_g=loss_g, d_real=d_real, d_fake=d_fake)
+            r.grid(lambda: generator(fixed_noise), nrow=8)
+        if r.is_main:
+            final_pictures(generator, faces, r.out, SEED, FID_SAMPLES, INCEPTION_WEIGHTS, EPOCHS)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,10 @@ Sample a trained model with: python generate.py outputs/DCGAN-MNIST
 from contextlib import nullcontext
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from common import config, data, device, distributed, metrics, plots, run
-from common.run import Timer
-from common.speed import Autocast, Speed
+from common import config, data, metrics, run, steps
+from common.speed import Autocast
 
 # --- data ---
 DATASET = "mnist"  # mnist | fashion-mnist | mnist-sample | fake
@@ -64,15 +62,6 @@ EVAL_SAMPLES = 2000  # generated images scored per evaluation
 SHAPE_KEYS = ("DATASET", "LATENT_DIM", "NGF", "NDF")  # resuming with other values refuses
 
 
-def init_weights(module: nn.Module) -> None:
-    """DCGAN init: convolutions N(0, 0.02); BatchNorm scale N(1, 0.02), shift 0."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-    elif isinstance(module, nn.BatchNorm2d):
-        nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.zeros_(module.bias)
-
-
 class Generator(nn.Module):
     """z [B, latent_dim] -> images [B, C, 28, 28] in [-1, 1]."""
 
@@ -89,9 +78,9 @@ class Generator(nn.Module):
             nn.ConvTranspose2d(2 * ngf, image_channels, kernel_size=4, stride=2, padding=1),  # -> C x 28 x 28
             nn.Tanh(),
         )
-        self.apply(init_weights)
+        self.apply(steps.dcgan_init)
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z[:, :, None, None])
 
 
@@ -108,9 +97,9 @@ class Discriminator(nn.Module):
             nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(2 * ndf, 1, kernel_size=7, stride=1, padding=0),  # -> 1 x 1 x 1
         )
-        self.apply(init_weights)
+        self.apply(steps.dcgan_init)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).view(-1)
 
 
@@ -125,149 +114,60 @@ def build_models(
 
 
 def d_step(
-    generator: Generator,
-    discriminator: Discriminator,
-    opt_d: torch.optim.Optimizer,
-    real: torch.Tensor,
-    real_label: float,
-    autocast: Autocast = nullcontext,
-) -> tuple[float, float, float]:
-    """One discriminator step on a real batch and as many fakes; returns loss, D(x), D(G(z))."""
+    generator: Generator, discriminator: Discriminator, opt_d: torch.optim.Optimizer, real: torch.Tensor,
+    real_label: float, autocast: Autocast = nullcontext,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One discriminator step on a real batch and as many fakes; returns loss, D(x), D(G(z)) as device tensors."""
     with autocast():  # forward and loss only: backward and the optimizer step run outside autocast
-        z = torch.randn(len(real), generator.latent_dim, device=real.device)
         with torch.no_grad():
-            fake = generator(z)
+            fake = generator(torch.randn(len(real), generator.latent_dim, device=real.device))
         logits_real, logits_fake = discriminator(real), discriminator(fake)
-        loss_d = F.binary_cross_entropy_with_logits(
-            logits_real, torch.full_like(logits_real, real_label, dtype=torch.float32)
-        ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake, dtype=torch.float32))
-    opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
-    opt_d.step()
-    return loss_d.item(), torch.sigmoid(logits_real).mean().item(), torch.sigmoid(logits_fake).mean().item()
+        loss_d = steps.d_loss(logits_real, logits_fake, real_label)
+    steps.update(opt_d, loss_d)
+    return loss_d.detach(), steps.mean_prob(logits_real), steps.mean_prob(logits_fake)
 
 
 def g_step(
-    generator: Generator,
-    discriminator: Discriminator,
-    opt_g: torch.optim.Optimizer,
-    batch_size: int,
-    device_: torch.device,
-    autocast: Autocast = nullcontext,
-) -> float:
+    generator: Generator, discriminator: Discriminator, opt_g: torch.optim.Optimizer, batch_size: int,
+    device: torch.device, autocast: Autocast = nullcontext,
+) -> torch.Tensor:  # fmt: skip
     """One generator step with the non-saturating loss: make D call fresh fakes real."""
-    z = torch.randn(batch_size, generator.latent_dim, device=device_)
-    # D's gradients from this backward are never used (d_step zeroes them before its own), so under
-    # torchrun they stay local instead of being averaged across processes for nothing
-    with distributed.no_sync(discriminator):
+    z = torch.randn(batch_size, generator.latent_dim, device=device)
+    with steps.frozen(discriminator):  # gradients flow through D to G, but none are kept for D's weights
         with autocast():
-            logits = discriminator(generator(z))
-            loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits, dtype=torch.float32))
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-    opt_g.step()
-    return loss_g.item()
+            loss_g = steps.g_loss(discriminator(generator(z)))
+        steps.update(opt_g, loss_g)
+    return loss_g.detach()
 
 
-@torch.no_grad()
-def sample_for_eval(
-    generator: Generator, n: int, device_: torch.device, seed: int
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """n images in [0, 1] from the same evaluation noise every time."""
-    z, labels = metrics.eval_noise(n, generator.latent_dim, 0, device_, seed)
-    generator.eval()
-    fake = torch.cat([generator(z[i : i + 500]) for i in range(0, n, 500)])
-    generator.train()
-    return fake.add(1).div(2), labels
+def sample_for_eval(generator: Generator, n: int, device: torch.device, seed: int) -> tuple[torch.Tensor, None]:
+    """n images in [0, 1] from the same evaluation noise every time (no labels: unconditional)."""
+    z, _ = metrics.eval_noise(n, generator.latent_dim, 0, device, seed)
+    return torch.cat([generator(z[i : i + 500]) for i in range(0, n, 500)]).add(1).div(2), None
 
 
 def main() -> None:
-    cfg = config.setup(globals(), choices={"DATASET": data.DATASETS})
-    dist = distributed.setup(DEVICE, SYNC_BN)  # one process: just the device; under torchrun also the rank
-    dev = dist.device
-    device.seed_all(SEED + dist.rank, DETERMINISTIC)  # each process its own noise; DDP copies rank 0's initial weights
-    with distributed.main_first():  # rank 0 downloads when needed; the others then read the files
-        ds = data.load(DATASET, DATA_DIR, DOWNLOAD, dev)
-    batches = data.Batches(ds.train, BATCH_SIZE, SEED, dist.rank, dist.world_size)  # this process's shard
-    out = run.start(cfg, __file__, dev, ds.name, SHAPE_KEYS)  # the last check: files are written from here on
-    evaluator = metrics.Evaluator.for_dataset(ds, DATA_DIR, dev) if EVAL_EVERY and dist.is_main else None
-
-    models = build_models(cfg, ds.shape, len(ds.classes))
-    speed = Speed.from_config(cfg, dev)  # the CUDA speed switches (all off elsewhere)
-    generator, discriminator = (speed.prepare(models[k].to(dev)) for k in ("generator", "discriminator"))
-    opt_g = speed.adam(generator.parameters(), LR, (BETA1, 0.999))
-    opt_d = speed.adam(discriminator.parameters(), LR, (BETA1, 0.999))
-    fixed_noise = torch.randn(64, LATENT_DIM, device=dev)
-    history: list[dict] = []
-    metric_history: list[dict] = []
-    first_epoch = 1
-
-    state = run.resume(out, cfg, SHAPE_KEYS)
-    if state is not None:
-        run.restore(
-            state, {"generator": generator, "discriminator": discriminator}, {"opt_g": opt_g, "opt_d": opt_d}, LR
-        )
-        fixed_noise, history, first_epoch = state["fixed_noise"].to(dev), state["history"], state["epoch"] + 1
-        metric_history = state.get("metrics", [])
-    # training goes through these (DDP under torchrun, else the models themselves); grids and
-    # checkpoints use the plain modules. The discriminator runs twice (real, fake) before one
-    # backward; DDP's default of copying rank 0's BatchNorm buffers before every forward would
-    # overwrite, between the two, running statistics the first saved for backward (older PyTorch
-    # fails with "modified by an inplace operation"). D never runs in eval mode, so its running
-    # statistics are unused: each process keeps its own, and three broadcasts a step are saved
-    ddp_g = speed.compiled(distributed.wrap(generator, sync_bn=SYNC_BN))
-    ddp_d = speed.compiled(distributed.wrap(discriminator, sync_bn=SYNC_BN, sync_buffers=False))
-
-    def snapshot(done: int) -> dict:
-        """Everything a resume needs, after `done` complete epochs."""
-        return {
-            "config": cfg,
-            "script": "DCGAN-MNIST.py",
-            "image_shape": ds.shape,
-            "classes": ds.classes,
-            "epoch": done,
-            "models": {"generator": generator.state_dict(), "discriminator": discriminator.state_dict()},
-            "optimizers": {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()},
-            "fixed_noise": fixed_noise,
-            "rng": device.rng_state(),
-            "metrics": metric_history,
-        }
-
-    guard = run.guard()  # Ctrl-C / SIGTERM: finish the step, save a checkpoint, exit 130 / 143
-    for epoch in range(first_epoch, EPOCHS + 1):
-        timer = Timer(dev)
-        sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0}
-        skip = run.resume_epoch(state, epoch, sums, timer)  # steps of this epoch done before a stop
-        with run.progress(batches.shard_size, epoch, EPOCHS, initial=skip * BATCH_SIZE) as bar:
-            for step, (images, _) in enumerate(batches.epoch(epoch), start=1):
-                if step <= skip:
-                    continue
-                real = speed.input(data.to_gan(images))
-                loss_d, d_real, d_fake = d_step(ddp_g, ddp_d, opt_d, real, REAL_LABEL, speed.autocast)
-                loss_g = g_step(ddp_g, ddp_d, opt_g, len(images), dev, speed.autocast)
-                for key, value in zip(sums, (loss_d, loss_g, d_real, d_fake)):
-                    sums[key] += value
-                bar.update(len(images))
-                bar.set_postfix(loss_d=f"{loss_d:.3f}", loss_g=f"{loss_g:.3f}", d_x=f"{d_real:.2f}", refresh=False)
-                if guard.check(epoch, step, loss_d=loss_d, loss_g=loss_g):  # a NaN/inf loss exits here (code 3)
-                    guard.stop(out, snapshot(epoch - 1), history, step, sums, timer.seconds())
-        seconds = timer.seconds()
-
-        if dist.is_main:
-            generator.eval()
-            with torch.no_grad():
-                plots.save_grid(generator(fixed_noise), out / "samples" / f"epoch_{epoch:03d}.png", nrow=8)
-            generator.train()
-            if evaluator and (epoch % EVAL_EVERY == 0 or epoch == EPOCHS):
-                fake, asked = sample_for_eval(generator, EVAL_SAMPLES, dev, SEED)
-                metrics.record(out, metric_history, epoch, evaluator, fake, asked)
-
-        row = {"epoch": epoch, **{k: v / len(batches) for k, v in sums.items()}}
-        row.update(time_s=seconds, img_per_s=batches.shard_size / seconds)
-        panels = [("losses", ("loss_d", "loss_g")), ("mean discriminator output", ("d_real", "d_fake"))]
-        # every process calls this: it averages the row over them, and rank 0 writes
-        run.end_epoch(out, history, row, panels, {**snapshot(epoch), "shard": run.shard(batches, epoch)}, EPOCHS)
-    print(f"Done: {out}/")
+    config.setup(globals(), choices={"DATASET": data.DATASETS})
+    with run.Run(globals(), SHAPE_KEYS) as r:  # device, torchrun, seed, resume, Ctrl-C, NaN stop, checkpoints
+        ds = r.load(lambda device: data.load(DATASET, DATA_DIR, DOWNLOAD, device))
+        models = r.models(build_models(r.cfg, ds.shape))  # on the device, saved in checkpoints by name
+        generator, discriminator = models["generator"], models["discriminator"]
+        opt_g = r.adam("opt_g", generator, LR, (BETA1, 0.999))
+        opt_d = r.adam("opt_d", discriminator, LR, (BETA1, 0.999))
+        fixed_noise = r.fixed("fixed_noise", torch.randn(64, LATENT_DIM))
+        # the steps train through DDP under torchrun. D runs twice (real, fake) before one backward:
+        # DDP's default of copying rank 0's BatchNorm buffers before every forward would overwrite,
+        # between the two, statistics the first saved for backward. D never runs in eval mode, so
+        # each process keeps its own running statistics (and three broadcasts a step are saved)
+        train_g, train_d = r.wrap(generator), r.wrap(discriminator, sync_buffers=False)
+        for _ in r.epochs({"losses": ("loss_d", "loss_g"), "mean discriminator output": ("d_real", "d_fake")}):
+            for images, _ in r.batches():
+                real = r.input(data.to_gan(images))
+                loss_d, d_real, d_fake = d_step(train_g, train_d, opt_d, real, REAL_LABEL, r.autocast)
+                loss_g = g_step(train_g, train_d, opt_g, len(real), r.device, r.autocast)
+                r.log(loss_d=loss_d, loss_g=loss_g, d_real=d_real, d_fake=d_fake)
+            r.grid(lambda: generator(fixed_noise), nrow=8)
+            r.evaluate(lambda: sample_for_eval(generator, EVAL_SAMPLES, r.device, SEED))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import config, data, device, distributed, metrics, plots, run
-from common.run import Timer
-from common.speed import Autocast, Speed
+from common import config, data, metrics, run, steps
+from common.speed import Autocast
 
 # --- data ---
 DATASET = "mnist"  # mnist | fashion-mnist | mnist-sample | fake
@@ -115,173 +114,67 @@ def build_models(
 
 
 def d_step(
-    generator: Generator,
-    discriminator: Discriminator,
-    opt_d: torch.optim.Optimizer,
-    real: torch.Tensor,
-    labels: torch.Tensor,
-    real_label: float,
-    autocast: Autocast = nullcontext,
-) -> tuple[float, float, float]:
-    """One discriminator step on a real batch and as many fakes; returns loss, D(x), D(G(z))."""
+    generator: Generator, discriminator: Discriminator, opt_d: torch.optim.Optimizer, real: torch.Tensor,
+    labels: torch.Tensor, real_label: float, autocast: Autocast = nullcontext,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One discriminator step on a real batch and as many fakes (of the same labels when conditional)."""
+    labels = labels if generator.n_classes else None
     with autocast():  # forward and loss only: backward and the optimizer step run outside autocast
-        z = torch.randn(len(real), generator.latent_dim, device=real.device)
         with torch.no_grad():
-            fake = generator(z, labels)
-        logits_real = discriminator(real, labels)
-        logits_fake = discriminator(fake, labels)
-        loss_d = F.binary_cross_entropy_with_logits(
-            logits_real, torch.full_like(logits_real, real_label, dtype=torch.float32)
-        ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake, dtype=torch.float32))
-    opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
-    opt_d.step()
-    return loss_d.item(), torch.sigmoid(logits_real).mean().item(), torch.sigmoid(logits_fake).mean().item()
+            fake = generator(torch.randn(len(real), generator.latent_dim, device=real.device), labels)
+        logits_real, logits_fake = discriminator(real, labels), discriminator(fake, labels)
+        loss_d = steps.d_loss(logits_real, logits_fake, real_label)
+    steps.update(opt_d, loss_d)
+    return loss_d.detach(), steps.mean_prob(logits_real), steps.mean_prob(logits_fake)
 
 
 def g_step(
-    generator: Generator,
-    discriminator: Discriminator,
-    opt_g: torch.optim.Optimizer,
-    batch_size: int,
-    device_: torch.device,
-    autocast: Autocast = nullcontext,
-) -> float:
-    """One generator step (non-saturating loss) on fresh noise and random labels."""
-    z = torch.randn(batch_size, generator.latent_dim, device=device_)
-    labels = torch.randint(0, max(generator.n_classes, 1), (batch_size,), device=device_)
-    # D's gradients from this backward are never used (d_step zeroes them before its own), so under
-    # torchrun they stay local instead of being averaged across processes for nothing
-    with distributed.no_sync(discriminator):
+    generator: Generator, discriminator: Discriminator, opt_g: torch.optim.Optimizer, batch_size: int,
+    device: torch.device, autocast: Autocast = nullcontext,
+) -> torch.Tensor:  # fmt: skip
+    """One generator step (non-saturating loss) on fresh noise, and random labels when conditional."""
+    z = torch.randn(batch_size, generator.latent_dim, device=device)
+    labels = torch.randint(0, generator.n_classes, (batch_size,), device=device) if generator.n_classes else None
+    with steps.frozen(discriminator):  # gradients flow through D to G, but none are kept for D's weights
         with autocast():
-            logits = discriminator(generator(z, labels), labels)
-            loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits, dtype=torch.float32))
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-    opt_g.step()
-    return loss_g.item()
+            loss_g = steps.g_loss(discriminator(generator(z, labels), labels))
+        steps.update(opt_g, loss_g)
+    return loss_g.detach()
 
 
-@torch.no_grad()
 def sample_for_eval(
-    generator: Generator, n: int, device_: torch.device, seed: int
+    generator: Generator, n: int, device: torch.device, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """n images in [0, 1] from the same evaluation noise every time, and the labels asked for (conditional)."""
-    z, labels = metrics.eval_noise(n, generator.latent_dim, generator.n_classes, device_, seed)
-    generator.eval()
-    fake = torch.cat(
-        [generator(z[i : i + 500], None if labels is None else labels[i : i + 500]) for i in range(0, n, 500)]
-    )
-    generator.train()
-    return fake.add(1).div(2), labels
+    z, labels = metrics.eval_noise(n, generator.latent_dim, generator.n_classes, device, seed)
+    chunks = [(z[i : i + 500], None if labels is None else labels[i : i + 500]) for i in range(0, n, 500)]
+    return torch.cat([generator(*chunk) for chunk in chunks]).add(1).div(2), labels
 
 
 def main() -> None:
-    cfg = config.setup(globals(), choices={"DATASET": data.DATASETS})
-    config.check_positive(cfg, "K_STEPS")
-    if not OUT_DIR and CONDITIONAL:
-        cfg["OUT_DIR"] = f"{run.default_out_dir(__file__, DATASET)}-conditional"
-    dist = distributed.setup(DEVICE, SYNC_BN)  # one process: just the device; under torchrun also the rank
-    dev = dist.device
-    device.seed_all(SEED + dist.rank, DETERMINISTIC)  # each process its own noise; DDP copies rank 0's initial weights
-    with distributed.main_first():  # rank 0 downloads when needed; the others then read the files
-        ds = data.load(DATASET, DATA_DIR, DOWNLOAD, dev)
-    batches = data.Batches(ds.train, BATCH_SIZE, SEED, dist.rank, dist.world_size)  # this process's shard
-    out = run.start(cfg, __file__, dev, ds.name, SHAPE_KEYS)  # the last check: files are written from here on
-    evaluator = metrics.Evaluator.for_dataset(ds, DATA_DIR, dev) if EVAL_EVERY and dist.is_main else None
-
-    models = build_models(cfg, ds.shape, len(ds.classes))
-    speed = Speed.from_config(cfg, dev)  # the CUDA speed switches (all off elsewhere)
-    generator, discriminator = (speed.prepare(models[k].to(dev)) for k in ("generator", "discriminator"))
-    opt_g = speed.adam(generator.parameters(), LR, (BETA1, 0.999))
-    opt_d = speed.adam(discriminator.parameters(), LR, (BETA1, 0.999))
-    if CONDITIONAL:  # one row per class, one shared noise vector per column
-        n_classes = len(ds.classes)
-        fixed_noise = torch.randn(10, LATENT_DIM, device=dev).repeat(n_classes, 1)
-        fixed_labels = torch.arange(n_classes, device=dev).repeat_interleave(10)
-    else:
-        fixed_noise = torch.randn(64, LATENT_DIM, device=dev)
-        fixed_labels = None
-    history: list[dict] = []
-    metric_history: list[dict] = []
-    first_epoch = 1
-
-    state = run.resume(out, cfg, SHAPE_KEYS)
-    if state is not None:
-        run.restore(
-            state, {"generator": generator, "discriminator": discriminator}, {"opt_g": opt_g, "opt_d": opt_d}, LR
-        )
-        fixed_noise, history, first_epoch = state["fixed_noise"].to(dev), state["history"], state["epoch"] + 1
-        metric_history = state.get("metrics", [])
-    # training goes through these (DDP under torchrun, else the models themselves); grids and
-    # checkpoints use the plain modules. See DCGAN-MNIST.py for why D's buffers are not synced.
-    ddp_g = speed.compiled(distributed.wrap(generator, sync_bn=SYNC_BN))
-    ddp_d = speed.compiled(distributed.wrap(discriminator, sync_bn=SYNC_BN, sync_buffers=False))
-
-    def snapshot(done: int) -> dict:
-        """Everything a resume needs, after `done` complete epochs."""
-        return {
-            "config": cfg,
-            "script": "GAN-MNIST.py",
-            "image_shape": ds.shape,
-            "classes": ds.classes,
-            "epoch": done,
-            "models": {"generator": generator.state_dict(), "discriminator": discriminator.state_dict()},
-            "optimizers": {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()},
-            "fixed_noise": fixed_noise,
-            "rng": device.rng_state(),
-            "metrics": metric_history,
-        }
-
-    guard = run.guard()  # Ctrl-C / SIGTERM: finish the step, save a checkpoint, exit 130 / 143
-    for epoch in range(first_epoch, EPOCHS + 1):
-        timer = Timer(dev)
-        sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0, "n_g": 0}
-        skip = run.resume_epoch(state, epoch, sums, timer)  # steps of this epoch done before a stop
-        with run.progress(batches.shard_size, epoch, EPOCHS, initial=skip * BATCH_SIZE) as bar:
-            for step, (images, labels) in enumerate(batches.epoch(epoch), start=1):
-                if step <= skip:
-                    continue
+    config.setup(globals(), choices={"DATASET": data.DATASETS})
+    config.check_positive(config.constants(globals()), "K_STEPS")
+    with run.Run(globals(), SHAPE_KEYS, out_suffix="-conditional" if CONDITIONAL else "") as r:
+        ds = r.load(lambda device: data.load(DATASET, DATA_DIR, DOWNLOAD, device))
+        models = r.models(build_models(r.cfg, ds.shape, len(ds.classes)))  # on the device, saved by name
+        generator, discriminator = models["generator"], models["discriminator"]
+        opt_g = r.adam("opt_g", generator, LR, (BETA1, 0.999))
+        opt_d = r.adam("opt_d", discriminator, LR, (BETA1, 0.999))
+        n_classes = len(ds.classes)  # conditional: a row per class, one noise vector per column shared by the rows
+        noise = torch.randn(10, LATENT_DIM).repeat(n_classes, 1) if CONDITIONAL else torch.randn(64, LATENT_DIM)
+        fixed_noise = r.fixed("fixed_noise", noise)
+        fixed_labels = torch.arange(n_classes, device=r.device).repeat_interleave(10) if CONDITIONAL else None
+        train_g, train_d = r.wrap(generator), r.wrap(discriminator, sync_buffers=False)  # see DCGAN-MNIST.py
+        for _ in r.epochs({"losses": ("loss_d", "loss_g"), "mean discriminator output": ("d_real", "d_fake")}):
+            for images, labels in r.batches():
                 real = data.to_gan(images)
-                loss_d, d_real, d_fake = d_step(ddp_g, ddp_d, opt_d, real, labels, REAL_LABEL, speed.autocast)
-                for key, value in zip(("loss_d", "d_real", "d_fake"), (loss_d, d_real, d_fake)):
-                    sums[key] += value
-                losses = {"loss_d": loss_d}
-                if step % K_STEPS == 0:
-                    losses["loss_g"] = g_step(ddp_g, ddp_d, opt_g, len(images), dev, speed.autocast)
-                    sums["loss_g"] += losses["loss_g"]
-                    sums["n_g"] += 1
-                bar.update(len(images))
-                bar.set_postfix(loss_d=f"{loss_d:.3f}", d_x=f"{d_real:.2f}", d_gz=f"{d_fake:.2f}", refresh=False)
-                if guard.check(epoch, step, **losses):  # a NaN/inf loss exits here (code 3)
-                    guard.stop(out, snapshot(epoch - 1), history, step, sums, timer.seconds())
-        seconds = timer.seconds()
-
-        if dist.is_main:
-            generator.eval()
-            with torch.no_grad():
-                grid = generator(fixed_noise, fixed_labels)
-            generator.train()
+                loss_d, d_real, d_fake = d_step(train_g, train_d, opt_d, real, labels, REAL_LABEL, r.autocast)
+                r.log(loss_d=loss_d, d_real=d_real, d_fake=d_fake)
+                if r.step % K_STEPS == 0:  # K_STEPS discriminator steps per generator step
+                    r.log(loss_g=g_step(train_g, train_d, opt_g, len(images), r.device, r.autocast))
             row_labels = ds.classes if CONDITIONAL else None
-            nrow = 10 if CONDITIONAL else 8
-            plots.save_grid(grid, out / "samples" / f"epoch_{epoch:03d}.png", nrow=nrow, row_labels=row_labels)
-            if evaluator and (epoch % EVAL_EVERY == 0 or epoch == EPOCHS):
-                fake, asked = sample_for_eval(generator, EVAL_SAMPLES, dev, SEED)
-                metrics.record(out, metric_history, epoch, evaluator, fake, asked)
-
-        row = {
-            "epoch": epoch,
-            "loss_d": sums["loss_d"] / len(batches),
-            "loss_g": sums["loss_g"] / max(sums["n_g"], 1),
-            "d_real": sums["d_real"] / len(batches),
-            "d_fake": sums["d_fake"] / len(batches),
-            "time_s": seconds,
-            "img_per_s": batches.shard_size / seconds,
-        }
-        panels = [("losses", ("loss_d", "loss_g")), ("mean discriminator output", ("d_real", "d_fake"))]
-        # every process calls this: it averages the row over them, and rank 0 writes
-        run.end_epoch(out, history, row, panels, {**snapshot(epoch), "shard": run.shard(batches, epoch)}, EPOCHS)
-    print(f"Done: {out}/")
+            r.grid(lambda: generator(fixed_noise, fixed_labels), nrow=10 if CONDITIONAL else 8, row_labels=row_labels)
+            r.evaluate(lambda: sample_for_eval(generator, EVAL_SAMPLES, r.device, SEED))
 
 
 if __name__ == "__main__":

@@ -18,14 +18,15 @@ bound at the last epoch), pixel_histogram.png. Rerunning resumes; --epochs=N ext
 
 import math
 from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import config, data, device, distributed, metrics, plots, run
-from common.run import Timer
-from common.speed import Autocast, Speed
+from common import config, data, metrics, plots, run, steps
+from common.speed import Autocast
 
 # --- data ---
 DATASET = "mnist"  # mnist | fashion-mnist | mnist-sample | fake
@@ -142,36 +143,33 @@ def vae_loss(
 
 def train_step(
     vae: VAE, opt: torch.optim.Optimizer, x: torch.Tensor, beta: float, autocast: Autocast = nullcontext
-) -> float:
-    """One Adam step on a batch in [0, 1]; returns the summed loss of the batch."""
+) -> torch.Tensor:
+    """One Adam step on a batch in [0, 1]; returns the batch's summed loss, a device tensor."""
     with autocast():  # forward and loss only: backward and the optimizer step run outside autocast
         logits, mu, logvar = vae(x)
         loss = vae_loss(logits, x, mu, logvar, beta)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss.item()
+    steps.update(opt, loss)
+    return loss.detach()
 
 
 @torch.no_grad()
 def evaluate(vae: VAE, split: data.Split, beta: float, batch_size: int = 1000) -> tuple[float, torch.Tensor]:
     """Mean negative ELBO per image on a split, and the latent means of all its images."""
     vae.eval()
-    total, means = 0.0, []
+    total, means = torch.zeros((), device=split.images.device), []
     for start in range(0, len(split), batch_size):
         x = data.to_unit(split.images[start : start + batch_size])
         logits, mu, logvar = vae(x)
-        total += vae_loss(logits, x, mu, logvar, beta).item()
+        total += vae_loss(logits, x, mu, logvar, beta)
         means.append(mu)
     vae.train()
-    return total / len(split), torch.cat(means)
+    return total.item() / len(split), torch.cat(means)
 
 
 @torch.no_grad()
 def iwae_bound(vae: VAE, images: torch.Tensor, k: int, batch_size: int = 50) -> float:
     """Importance-weighted estimate of -log p(x) per image (Burda et al., 2016) with k samples, in nats."""
-    vae.eval()
-    total = 0.0
+    total = torch.zeros((), device=images.device)
     for start in range(0, len(images), batch_size):
         x = data.to_unit(images[start : start + batch_size])
         mu, logvar = vae.encoder(x)
@@ -181,118 +179,63 @@ def iwae_bound(vae: VAE, images: torch.Tensor, k: int, batch_size: int = 50) -> 
         log_px_z = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").flatten(2).sum(2)
         log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(2)
         log_qz = torch.distributions.Normal(mu, std).log_prob(z).sum(2)
-        total -= (torch.logsumexp(log_px_z + log_pz - log_qz, dim=0) - math.log(k)).sum().item()
-    vae.train()
-    return total / len(images)
+        total -= (torch.logsumexp(log_px_z + log_pz - log_qz, dim=0) - math.log(k)).sum()
+    return total.item() / len(images)
 
 
-@torch.no_grad()
-def sample_for_eval(vae: VAE, n: int, device_: torch.device, seed: int) -> torch.Tensor:
-    """n images in [0, 1] decoded from the same evaluation latents every time."""
-    z, _ = metrics.eval_noise(n, vae.latent_dim, 0, device_, seed)
-    vae.eval()
-    images = torch.cat([vae.sample(z[i : i + 500]) for i in range(0, n, 500)])
-    vae.train()
-    return images
+def bounds(vae: VAE, test: data.Split, iwae_k: int, iwae_images: int) -> dict[str, float]:
+    """The test set's negative ELBO (at beta 1: the bound itself) and, with iwae_k > 0, the tighter IWAE bound."""
+    found = {"test_neg_elbo": evaluate(vae, test, 1.0)[0]}
+    if iwae_k:
+        found["test_iwae"] = iwae_bound(vae, test.images[:iwae_images], iwae_k)
+    vae.eval()  # evaluate() leaves it in train mode; the run puts it back after the evaluation
+    return found
+
+
+def sample_for_eval(vae: VAE, n: int, device: torch.device, seed: int) -> tuple[torch.Tensor, None]:
+    """n images in [0, 1] decoded from the same evaluation latents every time (no labels)."""
+    z, _ = metrics.eval_noise(n, vae.latent_dim, 0, device, seed)
+    return torch.cat([vae.sample(z[i : i + 500]) for i in range(0, n, 500)]), None
+
+
+def reconstructions(vae: VAE, x: torch.Tensor) -> torch.Tensor:
+    """Rows of 8 real images in [0, 1], each above its reconstruction (x: [32, C, H, W])."""
+    recon = torch.sigmoid(vae(x)[0])
+    return torch.stack([x.view(4, 8, *x.shape[1:]), recon.view(4, 8, *x.shape[1:])], dim=1).flatten(0, 2)
+
+
+def draw_latent_space(vae: VAE, test: data.Split, classes: tuple[str, ...], out: Path) -> None:
+    """latent.png (the test set's latent means coloured by class) and, for a 2-D z, manifold.png."""
+    _, means = evaluate(vae, test, 1.0)
+    plots.latent_scatter(means, test.labels, out / "latent.png", classes, "test-set latent means")
+    if vae.latent_dim == 2:
+        levels = torch.linspace(0.03, 0.97, 20, device=means.device)
+        q = torch.distributions.Normal(0.0, 1.0).icdf(levels)  # evenly spaced in probability mass
+        grid_z = torch.stack(torch.meshgrid(q.flip(0), q, indexing="ij"), dim=-1).view(-1, 2)[:, [1, 0]]
+        plots.save_grid(vae.sample(grid_z), out / "manifold.png", nrow=20, value_range=(0, 1))
 
 
 def main() -> None:
-    cfg = config.setup(globals(), choices={"DATASET": data.DATASETS})
-    dist = distributed.setup(DEVICE)  # one process: just the device; under torchrun also the rank
-    dev = dist.device
-    device.seed_all(SEED + dist.rank, DETERMINISTIC)  # each process its own noise; DDP copies rank 0's initial weights
-    with distributed.main_first():  # rank 0 downloads when needed; the others then read the files
-        ds = data.load(DATASET, DATA_DIR, DOWNLOAD, dev)
-    batches = data.Batches(ds.train, BATCH_SIZE, SEED, dist.rank, dist.world_size)  # this process's shard
-    out = run.start(cfg, __file__, dev, ds.name, SHAPE_KEYS)  # the last check: files are written from here on
-    evaluator = metrics.Evaluator.for_dataset(ds, DATA_DIR, dev) if EVAL_EVERY and dist.is_main else None
-
-    speed = Speed.from_config(cfg, dev)  # the CUDA speed switches (all off elsewhere)
-    vae = speed.prepare(build_models(cfg, ds.shape)["vae"].to(dev))
-    opt = speed.adam(vae.parameters(), LR, (0.9, 0.999))
-    fixed_z = torch.randn(N_SAMPLES, LATENT_DIM, device=dev)
-    recon_x = data.to_unit(ds.test.images[:32])  # the same test images every epoch
-    history: list[dict] = []
-    metric_history: list[dict] = []
-    first_epoch = 1
-
-    state = run.resume(out, cfg, SHAPE_KEYS)
-    if state is not None:
-        run.restore(state, {"vae": vae}, {"opt": opt}, LR)
-        fixed_z, history, first_epoch = state["fixed_noise"].to(dev), state["history"], state["epoch"] + 1
-        metric_history = state.get("metrics", [])
-    ddp_vae = speed.compiled(distributed.wrap(vae))  # DDP under torchrun, else the model itself
-
-    def snapshot(done: int) -> dict:
-        """Everything a resume needs, after `done` complete epochs."""
-        return {
-            "config": cfg,
-            "script": "VAE-MNIST.py",
-            "image_shape": ds.shape,
-            "classes": ds.classes,
-            "epoch": done,
-            "models": {"vae": vae.state_dict()},
-            "optimizers": {"opt": opt.state_dict()},
-            "fixed_noise": fixed_z,
-            "rng": device.rng_state(),
-            "metrics": metric_history,
-        }
-
-    guard = run.guard()  # Ctrl-C / SIGTERM: finish the step, save a checkpoint, exit 130 / 143
-    for epoch in range(first_epoch, EPOCHS + 1):
-        timer, sums = Timer(dev), {"total": 0.0}
-        skip = run.resume_epoch(state, epoch, sums, timer)  # steps of this epoch done before a stop
-        with run.progress(batches.shard_size, epoch, EPOCHS, initial=skip * BATCH_SIZE) as bar:
-            for step, (images, _) in enumerate(batches.epoch(epoch), start=1):
-                if step <= skip:
-                    continue
-                loss = train_step(ddp_vae, opt, speed.input(data.to_unit(images)), BETA, speed.autocast)
-                sums["total"] += loss
-                bar.update(len(images))
-                bar.set_postfix(neg_elbo=f"{loss / len(images):.1f}", refresh=False)
-                if guard.check(epoch, step, neg_elbo=loss):  # a NaN/inf loss exits here (code 3)
-                    guard.stop(out, snapshot(epoch - 1), history, step, sums, timer.seconds())
-        seconds = timer.seconds()
-        test_loss, _ = evaluate(vae, ds.test, BETA)
-
-        if dist.is_main:
-            vae.eval()
-            plots.save_grid(vae.sample(fixed_z), out / "samples" / f"epoch_{epoch:03d}.png", nrow=8, value_range=(0, 1))
-            with torch.no_grad():
-                recon = torch.sigmoid(vae(recon_x)[0])
-            pairs = torch.stack([recon_x.view(4, 8, *ds.shape), recon.view(4, 8, *ds.shape)], dim=1).flatten(0, 2)
-            plots.save_grid(pairs, out / "reconstructions" / f"epoch_{epoch:03d}.png", nrow=8, value_range=(0, 1))
-            vae.train()
-            if evaluator and (epoch % EVAL_EVERY == 0 or epoch == EPOCHS):
-                with metrics.keep_rng(dev, SEED):  # evaluating never changes what training draws
-                    extra = {"test_neg_elbo": test_loss if BETA == 1 else evaluate(vae, ds.test, 1.0)[0]}
-                    if epoch == EPOCHS:
-                        extra["test_iwae"] = iwae_bound(vae, ds.test.images[:IWAE_IMAGES], IWAE_K)
-                fake = sample_for_eval(vae, EVAL_SAMPLES, dev, SEED)
-                metrics.record(out, metric_history, epoch, evaluator, fake, extra=extra)
-
-        row = {
-            "epoch": epoch,
-            "train_neg_elbo": sums["total"] / batches.shard_size,
-            "test_neg_elbo": test_loss,
-            "time_s": seconds,
-            "img_per_s": batches.shard_size / seconds,
-        }
-        panels = [("negative ELBO per image (nats)", ("train_neg_elbo", "test_neg_elbo"))]
-        # every process calls this: it averages the row over them, and rank 0 writes
-        run.end_epoch(out, history, row, panels, {**snapshot(epoch), "shard": run.shard(batches, epoch)}, EPOCHS)
-
-    if not dist.is_main:
-        return
-    # the latent space: test-set means coloured by class, and the decoded manifold for 2-D z
-    _, means = evaluate(vae, ds.test, BETA)
-    plots.latent_scatter(means, ds.test.labels, out / "latent.png", ds.classes, "test-set latent means")
-    if LATENT_DIM == 2:
-        steps = torch.linspace(0.03, 0.97, 20, device=dev)
-        q = torch.distributions.Normal(0.0, 1.0).icdf(steps)  # evenly spaced in probability mass
-        grid_z = torch.stack(torch.meshgrid(q.flip(0), q, indexing="ij"), dim=-1).view(-1, 2)[:, [1, 0]]
-        plots.save_grid(vae.sample(grid_z), out / "manifold.png", nrow=20, value_range=(0, 1))
-    print(f"Done: {out}/")
+    config.setup(globals(), choices={"DATASET": data.DATASETS})
+    with run.Run(globals(), SHAPE_KEYS) as r:  # device, torchrun, seed, resume, Ctrl-C, NaN stop, checkpoints
+        ds = r.load(lambda device: data.load(DATASET, DATA_DIR, DOWNLOAD, device))
+        vae = r.models(build_models(r.cfg, ds.shape))["vae"]  # on the device, saved in checkpoints by name
+        opt = r.adam("opt", vae, LR, (0.9, 0.999))
+        fixed_z = r.fixed("fixed_noise", torch.randn(N_SAMPLES, LATENT_DIM))
+        recon_x = data.to_unit(ds.test.images[:32])  # the same test images every epoch
+        train_vae = r.wrap(vae)  # DDP under torchrun, else the model itself
+        for epoch in r.epochs({"negative ELBO per image (nats)": ("train_neg_elbo", "test_neg_elbo")}):
+            for images, _ in r.batches():
+                x = r.input(data.to_unit(images))
+                r.log(train_neg_elbo=train_step(train_vae, opt, x, BETA, r.autocast) / len(x))
+            r.record(test_neg_elbo=evaluate(vae, ds.test, BETA)[0])
+            r.grid(lambda: vae.sample(fixed_z), nrow=8, value_range=(0, 1))
+            r.grid(lambda: reconstructions(vae, recon_x), folder="reconstructions", nrow=8, value_range=(0, 1))
+            iwae_k = IWAE_K if epoch == EPOCHS else 0  # the IWAE bound is costly: at the last epoch only
+            bounds_now = partial(bounds, vae, ds.test, iwae_k, IWAE_IMAGES)
+            r.evaluate(lambda: sample_for_eval(vae, EVAL_SAMPLES, r.device, SEED), bounds_now)
+        if r.is_main:
+            draw_latent_space(vae, ds.test, ds.classes, r.out)
 
 
 if __name__ == "__main__":

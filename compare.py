@@ -219,7 +219,7 @@ def write_figure(runs: list[dict[str, Any]], path: Path, per_row: int = 4) -> No
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(4 * n_cols, 4.4 * n_rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, info in zip(axes.flat, runs):
+    for ax, info in zip(axes.flat, runs, strict=False):  # the last row may have empty cells
         if info["samples"] is not None:
             with Image.open(info["samples"]) as im:
                 ax.imshow(im.convert("RGB"))

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
-from common import checkpoint, device, plots, run
+from common import checkpoint, config, device, plots
 from common.config import fail
 
 ROOT = Path(__file__).resolve().parent
@@ -40,7 +40,7 @@ class Sampler:
         script = ROOT / str(state.get("script", ""))
         if not state.get("script") or not script.is_file():
             fail(f"the checkpoint names no known training script ({state.get('script')!r})")
-        module = run.load_script(script.name)
+        module = config.load_script(script.name)
         self.classes: tuple[str, ...] = tuple(state.get("classes") or ())
         models = module.build_models(state["config"], tuple(state["image_shape"]), len(self.classes))
         for name, model in models.items():
@@ -54,7 +54,7 @@ class Sampler:
         else:
             generator = models["generator"]
             self.latent_dim, self.n_classes = generator.latent_dim, getattr(generator, "n_classes", 0)
-            self.decode = lambda z, labels: (generator(z, labels) + 1) / 2
+            self.decode = lambda z, labels: (generator(z) if labels is None else generator(z, labels)).add(1).div(2)
 
     @torch.no_grad()
     def __call__(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:

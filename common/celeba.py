@@ -252,7 +252,7 @@ def _decode_all(source: Source, crop: int, size: int, workers: int, out: np.ndar
     try:
         results = pool.imap(job, paths, chunksize=32) if pool else map(job, paths)
         for name, image in zip(
-            source.files, tqdm(results, total=len(paths), desc="decoding", unit="img", mininterval=0.5)
+            source.files, tqdm(results, total=len(paths), desc="decoding", unit="img", mininterval=0.5), strict=True
         ):
             if image is None:
                 bad.append(name)

@@ -1,4 +1,11 @@
-"""Run folders and checkpoints: atomic writes, the previous checkpoint kept, safe resume."""
+"""Run folders and checkpoints: what a checkpoint holds, atomic writes, the previous one kept, safe resume.
+
+A checkpoint is one dict: "format", "config" (the constants), "script", "image_shape", "classes",
+"epoch" (complete epochs), "models" and "optimizers" (state dicts by name), the fixed tensors by
+name (e.g. "fixed_noise"), "rng", "history" (losses.csv rows), "metrics" (metrics.csv rows), and
+after a Ctrl-C "partial" (the step within the next epoch and its running sums). Under torchrun
+"rng" and "partial" hold every process's own ({"per_rank": [...]}) and "world_size" is set.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +17,16 @@ from typing import Any
 
 import torch
 
+from common import config, distributed
 from common.config import fail
+from common.device import describe, rng_state, set_rng_state
 
 LAST = "last.pt"
 PREVIOUS = "previous.pt"
+FORMAT = 2  # 1 (no "format" key): written before the run helper; such a run resumes only from an epoch's end
+PER_RANK = ("rng", "partial")  # entries each process keeps its own of
+UNTRACKED = ("EPOCHS", "RESUME")  # constants that may change on resume without a note
+IMPLEMENTATION = ("fused", "foreach", "capturable")  # optimizer flags of this run, never of the checkpoint
 
 
 def prepare_out_dir(out_dir: str | Path, resume: bool) -> Path:
@@ -123,3 +136,139 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], keys: tuple
     if changed:
         diffs = ", ".join(f"--{k.lower()} (saved {saved[k]!r}, now {current.get(k)!r})" for k in changed)
         fail(f"cannot resume: {diffs} changed. Use the saved values, or --resume=False to start afresh")
+
+
+def check_resumable(saved: dict[str, Any], cfg: dict[str, Any], shape_keys: tuple[str, ...], where: Path) -> None:
+    """Refuse (exit 2) to resume a checkpoint that does not fit this config, version or process count."""
+    check_compatible(saved["config"], cfg, shape_keys)
+    if "partial" not in saved:
+        return
+    if saved.get("format", 1) < FORMAT:
+        fail(
+            f"cannot resume: {where} was written mid-epoch by an older version of this repo; "
+            "finish it with that version, or start afresh with --resume=False (the old run is moved aside)"
+        )
+    check_compatible(saved["config"], cfg, ("BATCH_SIZE", "SEED"))  # the rest of the epoch: the same batches
+    saved_world = saved.get("world_size", 1)
+    if saved_world != distributed.world_size():
+        fail(
+            f"cannot resume: the run stopped mid-epoch with {saved_world} process(es), now "
+            f"{distributed.world_size()}; resume with the same number of processes"
+        )
+
+
+def resume(folder: Path, cfg: dict[str, Any], shape_keys: tuple[str, ...]) -> dict[str, Any] | None:
+    """The newest checkpoint in `folder`, checked to fit and with this process's own entries, or None.
+
+    Loaded on the CPU whatever the device; `restore` puts each piece where it belongs. A changed
+    setting (say a higher LR from here on, or a GPU switch) is allowed, but never silently.
+    """
+    state = load_latest(folder)
+    if state is None:
+        return None
+    check_resumable(state, cfg, shape_keys, folder / LAST)
+    _pick_own(state, cfg)
+    saved = state["config"]
+    changed = [
+        f"--{key.lower()} {saved[key]!r} -> {value!r}"
+        for key, value in cfg.items()
+        if key in saved and key not in UNTRACKED and saved[key] != value
+    ]
+    if changed:
+        print(f"note: resuming with settings that differ from the checkpoint's: {', '.join(changed)}")
+    done = state["epoch"]
+    if "partial" in state:
+        print(f"Resuming from {folder} in epoch {done + 1}, after step {state['partial']['step']}.")
+    elif done >= cfg["EPOCHS"]:
+        print(f"Run already has {done} epochs (>= --epochs={cfg['EPOCHS']}); raise --epochs to train further.")
+    else:
+        print(f"Resuming from {folder} after epoch {done}.")
+    return state
+
+
+def _pick_own(state: dict[str, Any], cfg: dict[str, Any]) -> None:
+    """Replace the per-process entries of a checkpoint by this process's own."""
+    rank = distributed.rank()
+    for key in PER_RANK:
+        value = state.get(key)
+        if value is None:
+            continue
+        ranks = value["per_rank"] if isinstance(value, dict) and "per_rank" in value else [value]
+        if rank < len(ranks):
+            state[key] = ranks[rank]
+        elif key == "rng":  # more processes than saved: a fresh, distinct random stream
+            torch.manual_seed(cfg["SEED"] * 1_000_003 + state["epoch"] * 1009 + rank)
+            state[key] = rng_state()
+        else:
+            del state[key]
+
+
+def gather(state: dict[str, Any]) -> dict[str, Any]:
+    """Collect every process's own entries (random state, partial sums) into the checkpoint (all processes call it)."""
+    if distributed.active():
+        for key in PER_RANK:
+            if key in state:
+                state[key] = {"per_rank": distributed.all_gather_object(to_host(state[key]))}
+        state["world_size"] = distributed.world_size()
+    return state
+
+
+def restore(
+    state: dict[str, Any],
+    models: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    fixed: dict[str, torch.Tensor],
+    lr: float,
+) -> None:
+    """Load a checkpoint (on the CPU) into a run being resumed, each piece where it belongs.
+
+    Weights and optimizer states reach the models' device through load_state_dict (Adam's step
+    counters stay on the host unless the optimizer is fused or capturable); fixed tensors are
+    copied into the run's own, on its device; the random states go to the host generators.
+    """
+    for name, model in models.items():
+        model.load_state_dict(state["models"][name])
+    for name, opt in optimizers.items():
+        # the saved groups hold the old rate and the old implementation flags: a changed --lr or
+        # FUSED_ADAM (a GPU run resumed on a CPU, say) must take effect
+        kept = [{key: group[key] for key in IMPLEMENTATION if key in group} for group in opt.param_groups]
+        opt.load_state_dict(state["optimizers"][name])
+        for group, flags in zip(opt.param_groups, kept, strict=True):
+            group.update(flags, lr=lr)
+    for name, tensor in fixed.items():
+        tensor.copy_(state[name])
+    set_rng_state(state["rng"])
+
+
+def open_folder(out: Path, cfg: dict[str, Any], shape_keys: tuple[str, ...], script: str, device: torch.device) -> None:
+    """Start a run's folder (rank 0 writes; every process calls it): refuse a checkpoint that does not
+    fit, prepare OUT_DIR (an old run moved aside with RESUME off), print and save config.json."""
+    ok = True
+    if distributed.is_main():
+        try:
+            saved = load_latest(out / "checkpoints") if cfg["RESUME"] else None
+            if saved is not None:  # checked first: a refusal (exit 2) leaves the folder as it was
+                check_resumable(saved, cfg, shape_keys, out / "checkpoints")
+            prepare_out_dir(out, cfg["RESUME"])
+            where = describe(device) + (f" x {distributed.world_size()} processes" if distributed.active() else "")
+            print(f"{script} on {where}, writing to {out}/")
+            print(config.show(cfg), flush=True)
+            facts = {"script": script, "torch": torch.__version__, "device": describe(device)}
+            config.save(cfg, out / "config.json", {**facts, "world_size": distributed.world_size()})
+        except SystemExit:  # a one-line error was printed; the other processes must stop too
+            if not distributed.active():
+                raise
+            ok = False
+    if not distributed.broadcast_object(ok):
+        raise SystemExit(2)
+
+
+def nonfinite(models: dict[str, torch.nn.Module]) -> str:
+    """The name of a weight that is NaN or infinite ("" if none): checked before a checkpoint is written (one sync)."""
+    named = [
+        (f"{m}.{k}", t) for m, model in models.items() for k, t in model.state_dict().items() if t.is_floating_point()
+    ]
+    if not named:
+        return ""
+    finite = torch.stack([torch.isfinite(t).all() for _, t in named]).tolist()
+    return next((name for (name, _), ok in zip(named, finite, strict=True) if not ok), "")

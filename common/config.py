@@ -8,17 +8,20 @@ effective config as a dict. Bad input is one line on stderr and exit code 2, nev
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import re
 import sys
 import tokenize
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NoReturn
 
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
 _CONST_RE = re.compile(r"^([A-Z][A-Z0-9_]*)\s*(?::[^=]+)?=")
+ROOT = Path(__file__).resolve().parents[1]  # where the training scripts live
 
 
 def fail(message: str) -> NoReturn:
@@ -159,3 +162,19 @@ def save(cfg: dict[str, Any], path: Path, extra: dict[str, Any] | None = None) -
     record.update(extra or {})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def load_script(name: str) -> ModuleType:
+    """Import a hyphenated top-level training script (e.g. "DCGAN-MNIST.py") as a module; main() is not run."""
+    spec = importlib.util.spec_from_file_location(name.replace("-", "_").removesuffix(".py"), ROOT / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def default_out_dir(script_file: str, dataset: str | None = None) -> Path:
+    """outputs/<script name>, with the data set appended when it is not the script's own."""
+    name = Path(script_file).stem
+    if dataset and dataset != "mnist" and dataset.lower() not in name.lower():
+        name = f"{name}-{dataset}"
+    return Path("outputs") / name

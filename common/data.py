@@ -194,11 +194,15 @@ def load(name: str, data_dir: str | Path, download: bool, device: torch.device |
 
 
 class Batches:
-    """Shuffled batches drawn by index from a split on the device; each sample once per epoch.
+    """Shuffled batches of one size, drawn by index from a split; each sample at most once per epoch.
 
-    The permutation of epoch `e` depends only on (seed, e), so a resumed run draws exactly the
-    batches an uninterrupted one would. With `world_size` > 1 each rank takes a disjoint shard
-    of the same permutation (equal lengths, so every rank runs the same number of steps).
+    Every batch holds exactly `batch_size` samples, so shapes never change (what torch.compile and
+    CUDA graphs need): the `n mod batch_size` samples left over by an epoch's shuffle sit that
+    epoch out. The shuffle is new every epoch, so every sample is equally likely to be left over
+    and, over epochs, is trained on as often as any other. The permutation of epoch `e` depends
+    only on (seed, e), so a resumed run draws exactly the batches an uninterrupted one would. With
+    `world_size` > 1 each rank takes a disjoint shard of the same permutation (equal lengths, so
+    every rank runs the same number of steps).
     """
 
     def __init__(self, split: Split, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
@@ -214,22 +218,37 @@ class Batches:
             fail(f"--batch_size={batch_size} is larger than the {self.shard_size} training images per process")
 
     def __len__(self) -> int:
-        return -(-self.shard_size // self.batch_size)
+        return self.shard_size // self.batch_size
 
-    def indices(self, epoch: int) -> list[torch.Tensor]:
-        """This rank's batches of sample indices for an epoch (sizes differ by at most one)."""
+    def order(self, epoch: int) -> torch.Tensor:
+        """This rank's shuffled sample indices for an epoch, whole batches only: [len(self) * batch_size], on the CPU."""
         gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         perm = torch.randperm(len(self.split), generator=gen)
         shard = perm[self.rank * self.shard_size : (self.rank + 1) * self.shard_size]
-        return list(torch.tensor_split(shard, len(self)))
+        return shard[: len(self) * self.batch_size]
 
-    def epoch(self, epoch: int, device: torch.device | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (uint8 images, labels) batches for one epoch, on `device` (default: the split's)."""
+    def indices(self, epoch: int) -> list[torch.Tensor]:
+        """This rank's batches of sample indices for an epoch."""
+        return list(self.order(epoch).split(self.batch_size))
+
+    def epoch(
+        self, epoch: int, device: torch.device | None = None, skip: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (uint8 images, labels) batches for one epoch after its first `skip`, on `device` (default: the split's).
+
+        A split on the GPU is indexed there: the epoch's order is copied over once, and no batch
+        waits on the host. A split in host memory (a CelebA cache too large for the GPU) is indexed
+        on the host and each batch copied from pinned memory without blocking.
+        """
         source = self.split.images.device
-        for idx in self.indices(epoch):
-            idx = idx.to(source)
+        order = self.order(epoch)[skip * self.batch_size :]
+        if source.type == "cuda":
+            order = order.pin_memory().to(source, non_blocking=True)
+        elif source.type != "cpu":
+            order = order.to(source)
+        for idx in order.split(self.batch_size):
             images, labels = self.split.images[idx], self.split.labels[idx]
-            if device is not None:
+            if device is not None and device != source:
                 if source.type == "cpu" and device.type == "cuda":
                     # indexing returns unpinned memory even from a pinned split; pinning the batch
                     # (cached by torch's host allocator) lets the copy below overlap with compute
@@ -283,7 +302,7 @@ def describe(
     print(f"{ds.name}: image shape {ds.shape}")
     for split_name, split in (("train", ds.train), ("test", ds.test)):
         counts = torch.bincount(split.labels, minlength=len(ds.classes)).tolist()
-        per_class = ", ".join(f"{c}: {n}" for c, n in zip(ds.classes, counts))
+        per_class = ", ".join(f"{c}: {n}" for c, n in zip(ds.classes, counts, strict=True))
         print(f"  {split_name}: {len(split)} images ({per_class})")
     # one row per class, ten examples each
     rows = [ds.train.images[ds.train.labels == k][:10] for k in range(len(ds.classes))]

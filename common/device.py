@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -94,3 +96,17 @@ def set_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state(cuda_state.cpu(), index)
     if "mps" in state and torch.backends.mps.is_available():
         torch.mps.set_rng_state(state["mps"].cpu())
+
+
+@contextlib.contextmanager
+def keep_rng(device: torch.device | str = "cpu", seed: int | None = None) -> Iterator[None]:
+    """Run a block without touching the global random state (so evaluating never changes training)."""
+    device = torch.device(device)
+    if device.type in ("cuda", "mps"):  # that device's generator is put back too
+        forked = torch.random.fork_rng(devices=[device], device_type=device.type)
+    else:
+        forked = torch.random.fork_rng(devices=[])
+    with forked:
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield

@@ -219,3 +219,14 @@ def main_first() -> Iterator[None]:
     yield
     if is_main():
         barrier()
+
+
+def reduce_row(row: dict[str, Any]) -> dict[str, Any]:
+    """An epoch's numbers over all processes: means, the slowest time_s, the summed img_per_s (every process calls it)."""
+    if not active():
+        return row
+    keys = [k for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))]
+    reduced = {**row, **dict(zip(keys, all_reduce([float(row[k]) for k in keys], "mean"), strict=True))}
+    reduced["time_s"] = all_reduce([float(row["time_s"])], "max")[0]
+    reduced["img_per_s"] = all_reduce([float(row["img_per_s"])], "sum")[0]
+    return reduced

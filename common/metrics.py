@@ -6,113 +6,36 @@ test accuracy. Its penultimate layer is the feature space of FID and KID and its
 Inception Score, all computed by torchmetrics. Every score is written beside its real-versus-real
 floor (train split against test split, same number of images), so a number can be read.
 
-    evaluator = metrics.Evaluator.for_dataset(ds, DATA_DIR, dev)       # None for dataset "fake"
+    evaluator = metrics.Evaluator.for_dataset(ds, DATA_DIR, device)    # None for dataset "fake"
     metrics.record(out, metric_history, epoch, evaluator, fake, asked)  # metrics.csv, .png, histogram
 
-`inception_fid` gives the usual Inception FID (CelebA) when torch-fidelity and its weights exist.
+The classifier lives in common/classifier.py; the usual Inception FID (CelebA) in common/inception.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
-from tqdm import tqdm
 
 from common import data, plots
+from common.classifier import CHUNK, Classifier, Logits, Penultimate, batched, train_classifier
+from common.device import keep_rng
 
 if TYPE_CHECKING:  # torchmetrics takes seconds to import: only evaluations load it
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
-VERSION = 1  # bump when the classifier or its training changes: cached evaluators are then retrained
-FEATURES = 128  # width of the classifier's penultimate layer, the FID/KID feature space
-TRAIN_IMAGES = 32_000  # the classifier sees about this many images (2 to 8 epochs of its training split)
+VERSION = 2  # bump when the classifier or its training changes: cached evaluators are then retrained
 COVERAGE_SHARE = 0.5  # a class is covered when it gets at least this fraction of its fair share 1/K
 KID_SUBSET = 1000  # images per KID subset (fewer when fewer are given)
 KID_SUBSETS = 20  # KID is averaged over this many random subsets
 IS_SPLITS = 10  # the Inception Score is averaged over this many splits
-CHUNK = 500  # images per forward pass of the classifier
-PANELS = (
-    ("FID (classifier features)", ("fid", "fid_floor")),
-    ("KID (classifier features)", ("kid", "kid_floor")),
-    ("Inception Score (classifier)", ("is", "is_real")),
-    ("classes covered / label accuracy", ("coverage", "label_acc", "label_acc_real")),
-    ("mean pixel entropy (bits)", ("entropy", "entropy_real")),
-    ("negative ELBO / IWAE (nats)", ("test_neg_elbo", "test_iwae")),
-)
-
-
-class Classifier(nn.Module):
-    """A small CNN: images [B, C, H, W] in [0, 1] -> class logits [B, K]; `features` is the penultimate layer."""
-
-    def __init__(self, n_classes: int = 10, image_shape: tuple[int, int, int] = (1, 28, 28), width: int = 16):
-        super().__init__()
-        c, h, w = image_shape
-        self.num_features = FEATURES
-        self.features = nn.Sequential(
-            nn.Conv2d(c, width, kernel_size=3, padding=1),  # -> width x H x W
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),  # -> width x H/2 x W/2
-            nn.Conv2d(width, 2 * width, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),  # -> 2width x H/4 x W/4
-            nn.Flatten(),
-            nn.Linear(2 * width * (h // 4) * (w // 4), FEATURES),
-            nn.ReLU(inplace=True),
-        )
-        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(FEATURES, n_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-class _Penultimate(nn.Module):
-    """The classifier's penultimate features, the `feature` module given to torchmetrics FID and KID."""
-
-    def __init__(self, classifier: Classifier):
-        super().__init__()
-        self.classifier = classifier
-        self.num_features = FEATURES  # torchmetrics reads this instead of probing with a dummy image
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier.features(x.float())
-
-
-class _Logits(nn.Module):
-    """The classifier's logits, the `feature` module given to torchmetrics InceptionScore."""
-
-    def __init__(self, classifier: Classifier):
-        super().__init__()
-        self.classifier = classifier
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(x.float())
-
-
-@contextlib.contextmanager
-def keep_rng(device: torch.device | str = "cpu", seed: int | None = None) -> Iterator[None]:
-    """Run a block without touching the global random state (so evaluating never changes training)."""
-    device = torch.device(device)
-    if device.type in ("cuda", "mps"):  # that device's generator is put back too
-        forked = torch.random.fork_rng(devices=[device], device_type=device.type)
-    else:
-        forked = torch.random.fork_rng(devices=[])
-    with forked:
-        if seed is not None:
-            torch.manual_seed(seed)
-        yield
 
 
 def eval_noise(
@@ -132,48 +55,6 @@ def _fingerprint(ds: data.Dataset) -> str:
         digest.update(split.images.cpu().numpy().tobytes())
         digest.update(split.labels.cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-@torch.no_grad()
-def _batched(fn: nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Apply a module to float images in chunks on `device`; the results are concatenated."""
-    return torch.cat([fn(images[i : i + CHUNK].to(device).float()) for i in range(0, len(images), CHUNK)])
-
-
-def accuracy(classifier: Classifier, split: data.Split, device: torch.device) -> float:
-    """Fraction of a split's images the classifier labels correctly."""
-    classifier.eval()
-    pred = _batched(classifier, data.to_unit(split.images), device).argmax(1).cpu()
-    return (pred == split.labels.cpu()).float().mean().item()
-
-
-def train_classifier(
-    train: data.Split,
-    test: data.Split,
-    n_classes: int,
-    device: torch.device | str = "cpu",
-    epochs: int = 0,
-    seed: int = 0,
-    batch_size: int = 128,
-) -> tuple[Classifier, float]:
-    """Train the evaluator's classifier (0 epochs: enough for ~TRAIN_IMAGES images, 2 to 8); returns it and its test accuracy."""
-    device = torch.device(device)
-    epochs = epochs or min(8, max(2, math.ceil(TRAIN_IMAGES / len(train))))
-    with keep_rng(device, seed):
-        classifier = Classifier(n_classes, tuple(train.images.shape[1:])).to(device)
-        opt = torch.optim.Adam(classifier.parameters(), lr=2e-3)
-        batches = data.Batches(train.to(device), min(batch_size, len(train)), seed)
-        bar = tqdm(total=epochs * len(train), desc="training the evaluator", unit="img", unit_scale=True, leave=False)
-        for epoch in range(1, epochs + 1):
-            for images, labels in batches.epoch(epoch):
-                loss = F.cross_entropy(classifier(data.to_unit(images)), labels)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                bar.update(len(images))
-        bar.close()
-    classifier.eval().requires_grad_(False)
-    return classifier, accuracy(classifier, test, device)
 
 
 def pixel_entropy(images: torch.Tensor) -> torch.Tensor:
@@ -298,11 +179,11 @@ class Evaluator:
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Predicted classes [N] of images [N, C, H, W] in [0, 1]."""
-        return _batched(self.classifier, images, self.device).argmax(1)
+        return batched(self.classifier, images, self.device).argmax(1)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Penultimate-layer features [N, FEATURES] of images in [0, 1]."""
-        return _batched(_Penultimate(self.classifier), images, self.device)
+        return batched(Penultimate(self.classifier), images, self.device)
 
     def reference(self, n: int) -> torch.Tensor:
         """The first n training images of a fixed shuffle: what n generated images are compared with."""
@@ -315,9 +196,9 @@ class Evaluator:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "will save all extracted features in buffer": a few MB here
-            fid = FrechetInceptionDistance(feature=_Penultimate(self.classifier), reset_real_features=False, **LOCAL)
+            fid = FrechetInceptionDistance(feature=Penultimate(self.classifier), reset_real_features=False, **LOCAL)
             kid = KernelInceptionDistance(
-                feature=_Penultimate(self.classifier),
+                feature=Penultimate(self.classifier),
                 subsets=KID_SUBSETS,
                 subset_size=min(KID_SUBSET, n_real, n_fake),
                 reset_real_features=False,
@@ -337,7 +218,7 @@ class Evaluator:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             splits = min(IS_SPLITS, len(images) // 2)
-            metric = InceptionScore(feature=_Logits(self.classifier), splits=splits, **LOCAL).to(self.device)
+            metric = InceptionScore(feature=Logits(self.classifier), splits=splits, **LOCAL).to(self.device)
         self._update(metric, images)
         return metric.compute()[0].item()
 
@@ -401,46 +282,6 @@ class Evaluator:
         return row
 
 
-def pixel_histogram(real: torch.Tensor, fake: torch.Tensor, path: str | Path, title: str = "") -> None:
-    """Plot the 256-bin pixel-intensity histograms of real and generated images in [0, 1] (log scale)."""
-    import matplotlib.pyplot as plt  # common.plots has already chosen the headless backend
-
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for images, label in ((real, "real"), (fake, "generated")):
-        values = images.detach().float().clamp(0, 1).flatten().cpu()
-        density = torch.histc(values, bins=256, min=0, max=1) / len(values)
-        ax.step(torch.linspace(0, 1, 256).numpy(), density.numpy(), where="mid", label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("pixel intensity")
-    ax.set_ylabel("fraction of pixels")
-    ax.set_title(title or "pixel intensities: real vs generated")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_metrics(history: list[dict], path: str | Path) -> None:
-    """Plot the metric history, one panel per metric with its floor; epochs lacking a value are left out."""
-    import matplotlib.pyplot as plt
-
-    panels = [(title, [k for k in keys if any(k in r for r in history)]) for title, keys in PANELS]
-    panels = [(title, keys) for title, keys in panels if keys]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    for ax, (title, keys) in zip(axes[0], panels):
-        for key in keys:
-            points = [(r["epoch"], r[key]) for r in history if key in r and r[key] == r[key]]
-            ax.plot(*zip(*points), marker="o" if len(points) < 30 else None, label=key)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def record(
     out: Path,
     history: list[dict],
@@ -449,20 +290,19 @@ def record(
     fake: torch.Tensor,
     asked: torch.Tensor | None = None,
     extra: dict[str, float] | None = None,
+    plot: bool = True,
 ) -> dict[str, Any]:
-    """Score one epoch's samples, append the row to `history`, write metrics.csv, metrics.png, pixel_histogram.png."""
+    """Score one epoch's samples, append the row to `history`, write metrics.csv (and with `plot`,
+    metrics.png and pixel_histogram.png)."""
     start = time.perf_counter()
     row: dict[str, Any] = {"epoch": epoch, **evaluator.scores(fake, asked), **(extra or {})}
     row["eval_s"] = time.perf_counter() - start
     history[:] = [r for r in history if r["epoch"] != epoch] + [row]
     plots.write_csv(history, out / "metrics.csv")
-    plot_metrics(history, out / "metrics.png")
-    pixel_histogram(
-        evaluator.reference(row["n"]),
-        fake[: row["n"]],
-        out / "pixel_histogram.png",
-        f"pixel intensities, epoch {epoch}",
-    )
+    if plot:
+        plots.plot_metrics(history, out / "metrics.png")
+        real = evaluator.reference(row["n"])
+        plots.pixel_histogram(real, fake[: row["n"]], out / "pixel_histogram.png", f"pixel intensities, epoch {epoch}")
     parts = [
         f"fid {row['fid']:.3g} (floor {row['fid_floor']:.3g})",
         f"kid {row['kid']:.3g} (floor {row['kid_floor']:.2g})",
@@ -474,52 +314,3 @@ def record(
     parts += [f"{k} {v:.4g}" for k, v in (extra or {}).items()]
     print(f"metrics epoch {epoch}: " + "  ".join(parts) + f"  ({row['eval_s']:.1f}s)", flush=True)
     return row
-
-
-def _inception(weights_path: str) -> nn.Module:
-    """torch-fidelity's Inception-v3 (2048-d pool features) as wrapped by torchmetrics; raises if unavailable."""
-    from torchmetrics.image.fid import NoTrainInceptionV3
-
-    net = NoTrainInceptionV3(
-        name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=weights_path or None
-    )
-    net.num_features = 2048
-    return net
-
-
-def inception_fid(
-    real_uint8: torch.Tensor,
-    fake_uint8: torch.Tensor | Callable[[], torch.Tensor],
-    weights_path: str = "",
-    device: torch.device | str = "cpu",
-) -> tuple[float | None, str]:
-    """The usual Inception FID of uint8 images [N, C, H, W], or (None, why it was skipped) when no weights can be had.
-
-    `fake_uint8` may be a function that draws the images: it is called only once the network is
-    loaded, so a run without the weights does not spend minutes generating images for nothing.
-    """
-    if weights_path and not Path(weights_path).is_file():
-        return None, f"Inception FID skipped: the weights file {weights_path} does not exist"
-    try:
-        feature = _inception(weights_path)
-    except ModuleNotFoundError:
-        return None, "Inception FID skipped: torch-fidelity is not installed (pip install torch-fidelity)"
-    except Exception as exc:  # offline download, bad file: the run goes on without this number
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return (
-            None,
-            f"Inception FID skipped: no Inception weights ({reason[:120]}); set INCEPTION_WEIGHTS to a local file",
-        )
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    if callable(fake_uint8):
-        fake_uint8 = fake_uint8()
-    device = evaluation_device(device)
-    fid = FrechetInceptionDistance(feature=feature, normalize=False, **LOCAL).to(device)
-    for images, real in ((real_uint8, True), (fake_uint8, False)):
-        if images.shape[1] == 1:
-            images = images.expand(-1, 3, -1, -1)  # Inception wants RGB
-        for i in range(0, len(images), 100):
-            fid.update(images[i : i + 100].to(device), real=real)
-    value = fid.compute().item()
-    return value, f"Inception FID {value:.2f} ({len(real_uint8)} real, {len(fake_uint8)} generated images)"

@@ -298,7 +298,9 @@ def render(root: Path, runs: list[dict[str, Any]]) -> str:
     ]
     for name, key, floor in SCORES:
         if any(key in r["final"] for r in runs):
-            cells = [_score(key, floor, r["final"], len(pairs) or 10) for r, (_, pairs) in zip(runs, kinds)]
+            cells = [
+                _score(key, floor, r["final"], len(pairs) or 10) for r, (_, pairs) in zip(runs, kinds, strict=True)
+            ]
             rows.append(_row(name, cells, "score"))
     if any(pairs for _, pairs in kinds):
         rows.append(_row("per class", [_bars(title, pairs) for title, pairs in kinds], "classes"))

@@ -17,6 +17,16 @@ from torchvision.utils import make_grid  # noqa: E402
 _LABEL_WIDTH = 84  # pixels of margin for row labels such as "Ankle boot"
 
 
+METRIC_PANELS = (  # metrics.png: a panel per metric, with its real-data floor
+    ("FID (classifier features)", ("fid", "fid_floor")),
+    ("KID (classifier features)", ("kid", "kid_floor")),
+    ("Inception Score (classifier)", ("is", "is_real")),
+    ("classes covered / label accuracy", ("coverage", "label_acc", "label_acc_real")),
+    ("mean pixel entropy (bits)", ("entropy", "entropy_real")),
+    ("negative ELBO / IWAE (nats)", ("test_neg_elbo", "test_iwae")),
+)
+
+
 def grid_image(
     images: torch.Tensor,
     nrow: int,
@@ -84,7 +94,7 @@ def plot_curves(
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
     xs = [r[x] for r in rows]
-    for ax, (title, keys) in zip(axes[0], panels):
+    for ax, (title, keys) in zip(axes[0], panels, strict=True):
         for key in keys:
             if key in rows[0]:
                 ax.plot(xs, [r[key] for r in rows], marker="o" if len(rows) < 30 else None, label=key)
@@ -133,6 +143,42 @@ def latent_scatter(
     ax.set_ylabel(axis_names[1])
     ax.set_title(title)
     ax.legend(markerscale=4, fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def pixel_histogram(real: torch.Tensor, fake: torch.Tensor, path: str | Path, title: str = "") -> None:
+    """Plot the 256-bin pixel-intensity histograms of real and generated images in [0, 1] (log scale)."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for images, label in ((real, "real"), (fake, "generated")):
+        values = images.detach().float().clamp(0, 1).flatten().cpu()
+        density = torch.histc(values, bins=256, min=0, max=1) / len(values)
+        ax.step(torch.linspace(0, 1, 256).numpy(), density.numpy(), where="mid", label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("pixel intensity")
+    ax.set_ylabel("fraction of pixels")
+    ax.set_title(title or "pixel intensities: real vs generated")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_metrics(history: list[dict], path: str | Path) -> None:
+    """Plot the metric history, one panel per metric with its floor; epochs lacking a value are left out."""
+    panels = [(title, [k for k in keys if any(k in r for r in history)]) for title, keys in METRIC_PANELS]
+    panels = [(title, keys) for title, keys in panels if keys]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (title, keys) in zip(axes[0], panels, strict=True):
+        for key in keys:
+            points = [(r["epoch"], r[key]) for r in history if key in r and r[key] == r[key]]
+            ax.plot(*zip(*points, strict=True), marker="o" if len(points) < 30 else None, label=key)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

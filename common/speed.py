@@ -2,7 +2,7 @@
 
 Each script has one constant per switch (AMP, CHANNELS_LAST, CUDNN_BENCHMARK, FUSED_ADAM, COMPILE).
 They act on CUDA only: on CPU and MPS `Speed.from_config` turns them all off and says so once.
-`python -m common.bench --switches` measures each one against the baseline; the README records
+`python bench.py --switches` measures each one against the baseline; the README records
 what was measured and which are on by default.
 
     speed = Speed.from_config(cfg, dev)        # also sets cudnn.benchmark
@@ -57,6 +57,9 @@ class Speed:
             if on:
                 print(f"note: {', '.join(on)} act on CUDA only; ignored on {dev.type}")
             return cls(device_type=dev.type)
+        if wanted["cudnn_benchmark"] and cfg.get("DETERMINISTIC"):
+            print("note: CUDNN_BENCHMARK is off under DETERMINISTIC (its timing picks kernels that differ run to run)")
+            wanted["cudnn_benchmark"] = False
         speed = cls(**wanted, device_type=dev.type)
         torch.backends.cudnn.benchmark = speed.cudnn_benchmark
         return speed

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import data, run  # noqa: E402
+from common import config, data  # noqa: E402
 
 # Every network attempt fails at once (connection refused), so "offline" is the same everywhere.
 OFFLINE_ENV = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": ""}
@@ -90,4 +90,4 @@ def run_script(script: str, *args: str, cwd: Path | None = None, env: dict | Non
 
 def load_script(name: str):
     """Import a hyphenated top-level script as a module (its main() is not run)."""
-    return run.load_script(name)
+    return config.load_script(name)

@@ -1,4 +1,4 @@
-"""The speed bench (python -m common.bench): its table, its markdown file and its errors; no timing is asserted."""
+"""The speed bench (python bench.py): its table, its markdown file and its errors; no timing is asserted."""
 
 from __future__ import annotations
 
@@ -10,34 +10,69 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import OFFLINE_ENV, ROOT, device_args
+import torch
+from conftest import OFFLINE_ENV, ROOT, device_args, test_device
+from torch import nn
 
-from common import bench
+import bench
 
-COLUMNS = ["model", "script", "batch", "steps", "repo img/s", "DataLoader img/s", "ratio", "generation img/s", "notes"]
+COLUMNS = [
+    "model",
+    "script",
+    "batch",
+    "steps",
+    "repo img/s",
+    "s/epoch",
+    "GFLOP/img",
+    "FLOP share",
+    "DataLoader img/s",
+    "repo / DataLoader",
+    "generation img/s",
+    "notes",
+]
+SWITCH_COLUMNS = [
+    "model",
+    "switches",
+    "batch",
+    "steps",
+    "train img/s",
+    "speed-up",
+    "s/epoch",
+    "GFLOP/img",
+    "FLOP share",
+    "generation img/s",
+    "speed-up",
+]
+COL = {name: i for i, name in enumerate(COLUMNS)}
 
 
-def rows(text: str) -> list[list[str]]:
+def rows(text: str, columns: list[str] = COLUMNS) -> list[list[str]]:
     """The cells of every markdown table row after the header and the rule."""
     lines = [line for line in text.splitlines() if line.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    assert header == COLUMNS
+    assert header == columns
     assert set(lines[1].replace("|", "").replace(":", "")) == {"-"}  # the alignment rule
     return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
 
 
 def number(cell: str) -> float:
-    return float(cell.replace(",", "").removesuffix("x"))
+    return float(cell.replace(",", "").removesuffix("x").removesuffix("%"))
 
 
 def check_row(cells: list[str], model: str, steps: int) -> None:
-    """One result row: the right model, positive rates, a ratio that is repo / DataLoader."""
-    assert cells[0] == model and cells[1] == bench.MODELS[model].script
-    assert int(cells[3]) == steps
-    repo, loader, ratio, generation = (number(cells[i]) for i in (4, 5, 6, 7))
-    assert repo > 0 and loader > 0 and ratio > 0 and generation > 0
-    # the printed rates are rounded to 0.1 img/s and the ratio to 0.01
+    """One result row: the right model, positive rates and FLOPs, s/epoch and the ratio from the rates."""
+    assert len(cells) == len(COLUMNS)
+    assert cells[COL["model"]] == model and cells[COL["script"]] == bench.MODELS[model].script
+    assert int(cells[COL["steps"]]) == steps
+    repo, loader, ratio, generation, epoch_s, gflop = (
+        number(cells[COL[c]])
+        for c in ("repo img/s", "DataLoader img/s", "repo / DataLoader", "generation img/s", "s/epoch", "GFLOP/img")
+    )
+    assert repo > 0 and loader > 0 and ratio > 0 and generation > 0 and gflop > 0
+    # the printed rates are rounded to 0.1 img/s, s/epoch to 0.01 s and the ratio to 0.01
     assert ratio == pytest.approx(repo / loader, rel=0.02, abs=0.01)
+    images = bench.EPOCH_IMAGES[bench.MODELS[model].dataset]
+    assert epoch_s == pytest.approx(images / repo, rel=0.01, abs=0.01)
 
 
 def test_quick_run_prints_the_table_and_writes_bench_md(tmp_path: Path):
@@ -57,27 +92,36 @@ def test_quick_run_prints_the_table_and_writes_bench_md(tmp_path: Path):
     ]
     env = {**os.environ, **OFFLINE_ENV, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "common.bench", *args, *device_args(), "--out", str(out)],
+        [sys.executable, str(ROOT / "bench.py"), *args, *device_args(), "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     printed = rows(proc.stdout)
     assert [r[0] for r in printed] == ["dcgan", "vae"]
     for cells in printed:
-        assert cells[2] == "16"
+        assert cells[COL["batch"]] == "16"
         check_row(cells, cells[0], steps=2)
+        if test_device() == "cpu":
+            assert cells[COL["FLOP share"]] == "n/a"  # no FLOP limit for a CPU unless --peak-tflops gives one
+    dcgan, vae = (number(cells[COL["GFLOP/img"]]) for cells in printed)
+    assert dcgan > vae  # the conv GAN's two steps against the MLP VAE's one
     text = out.read_text()
     assert rows(text) == printed  # the file holds the very table that was printed
     for fact in (
-        "- device: cpu",
+        f"- device: {test_device()}",
         "- torch ",
         "- batch size: 16",
         "- steps: 2 timed per path: 1 round(s)",
         "load average",
-        "num_workers=2",
+        f"num_workers={bench.default_workers()}",
+        "FlopCounterMode",
+        "- FLOP share = ",
+        "- s/epoch = images per epoch (60,000 MNIST, 202,599 CelebA)",
     ):
         assert fact in text
-    assert "python -m common.bench --quick --models dcgan,vae" in text
+    if test_device() == "cpu":
+        assert "limit: n/a on cpu (give --peak-tflops)" in text
+    assert "python bench.py --quick --models dcgan,vae" in text
 
 
 def test_gpu_switches_are_ignored_with_a_note_off_cuda(tmp_path: Path, capsys):
@@ -104,6 +148,132 @@ def test_gpu_switches_are_ignored_with_a_note_off_cuda(tmp_path: Path, capsys):
     check_row(rows(out.read_text())[0], "gan", steps=2)  # two rounds of one step, summed
 
 
+TINY = ["--device", "cpu", "--steps", "1", "--warmup", "0", "--workers", "0", "--batch-size", "8", "--gen-batch", "64"]
+
+
+def test_peak_tflops_gives_the_flop_share_a_number(tmp_path: Path):
+    out = tmp_path / "bench.md"
+    (r,) = bench.main(["--models", "gan", "--rounds", "1", *TINY, "--peak-tflops", "0.5", "--out", str(out)])
+    assert r.peak == 0.5 and r.share == pytest.approx(r.repo * r.flops / 0.5e12)
+    assert r.epoch_seconds == pytest.approx(60_000 / r.repo)
+    (cells,) = rows(out.read_text())
+    check_row(cells, "gan", steps=1)
+    share = cells[COL["FLOP share"]]
+    assert share.endswith("%") and number(share) == pytest.approx(100 * r.share, rel=0.01)
+    assert number(cells[COL["GFLOP/img"]]) == pytest.approx(r.flops / 1e9, rel=0.01)
+    assert "limit: 0.5 TFLOP/s (--peak-tflops)" in out.read_text()
+
+
+def step_flops(name: str, batch_size: int) -> float:
+    """FlopCounterMode's count for one training step of a benchmarked model on the CPU (MNIST shapes)."""
+    spec = bench.MODELS[name]
+    module = bench.config.load_script(spec.script)
+    cfg = bench.script_config(spec, module, 64)
+    flops, where = bench.count_flops(module, cfg, (1, 28, 28), 10, batch_size, name == "vae", torch.device("cpu"))
+    assert where == torch.device("cpu")
+    return flops
+
+
+def linear_macs(model: nn.Module) -> tuple[int, int]:
+    """(multiply-adds per image of all Linear layers, of the first one)."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return sum(m.in_features * m.out_features for m in layers), layers[0].in_features * layers[0].out_features
+
+
+def test_flop_count_of_the_mlp_gan_step_is_the_hand_count():
+    # GAN-MNIST is Linear layers only, so its step's FLOPs can be counted by hand, per image:
+    #   D step: G forward 2g (no_grad); D forward on real and fake 4d; D weight grads 4d; D input grads
+    #           4(d - d1) (no layer before D's first needs them);
+    #   G step: G forward 2g; D forward 2d; D input grads 2d (D frozen: no weight grads); G weight grads
+    #           2g; G input grads 2(g - g1).
+    # A count that broke (zero, forward only, a missed step) would miss this.
+    module = bench.config.load_script("GAN-MNIST.py")
+    cfg = bench.script_config(bench.MODELS["gan"], module, 64)
+    models = module.build_models(cfg, (1, 28, 28), 10)
+    (g, g1), (d, d1) = linear_macs(models["generator"]), linear_macs(models["discriminator"])
+    assert step_flops("gan", 8) == 8 * (8 * g + 16 * d - 4 * d1 - 2 * g1)
+
+
+def test_flop_counts_grow_with_the_network_and_the_batch():
+    gan, dcgan = step_flops("gan", 8), step_flops("dcgan", 8)
+    assert 0 < gan < dcgan  # the conv GAN does far more arithmetic per image than the MLP GAN
+    assert step_flops("dcgan", 16) == 2 * dcgan  # no work per step is independent of the batch
+    assert step_flops("vae", 8) > 0
+
+
+def result(**kw) -> bench.Result:
+    fields = dict(model="celeba", script="DCGAN-CelebA.py", batch_size=128, steps=600, repo=1000.0, loader=400.0)
+    fields.update(generation=5000.0, flops=2e9, epoch_images=bench.EPOCH_IMAGES["celeba"], peak=100.0)
+    return bench.Result(**{**fields, **kw})
+
+
+def test_table_columns_from_the_rates():
+    text = bench.table([result(), result(model="gan", script="GAN-MNIST.py", epoch_images=60_000, peak=None)])
+    celeba, gan = rows(text)
+    assert celeba[COL["s/epoch"]] == "202.60"  # 202,599 images / 1,000 img/s
+    assert celeba[COL["GFLOP/img"]] == "2"
+    assert celeba[COL["FLOP share"]] == "2%"  # 1,000 img/s x 2 GFLOP = 2 TFLOP/s of 100
+    assert celeba[COL["repo / DataLoader"]] == "2.50x"
+    assert gan[COL["s/epoch"]] == "60.00" and gan[COL["FLOP share"]] == "n/a"
+
+
+def test_switches_table_has_the_same_columns():
+    results = [result(), result(switches="amp", repo=2000.0, generation=10_000.0, peak=200.0)]
+    base, amp = rows(bench.table(results, switches_mode=True), SWITCH_COLUMNS)
+    assert base[1] == "baseline" and base[5] == "1.00x" and base[10] == "1.00x"
+    assert amp[1] == "amp" and amp[5] == "2.00x" and amp[10] == "2.00x"
+    assert amp[6] == "101.30" and amp[7] == "2" and amp[8] == "2%"  # s/epoch, GFLOP/img, share of its own limit
+
+
+def test_switch_variants_share_one_flop_count(tmp_path: Path):
+    # what --switches does per model on CUDA, here with the one switch that also runs on the CPU
+    plan = bench.Plan(
+        dev=torch.device("cpu"), steps=1, warmup=0, rounds=1, batch_size=8, workers=0, quick=True, gen_reps=1,
+        gen_batch=64, tmp=tmp_path, peak_tflops=1.0,
+    )  # fmt: skip
+    bench.write_mnist(tmp_path, n_train=64)
+    variants = [bench.Speed(device_type="cpu"), bench.Speed(channels_last=True, device_type="cpu")]
+    results = [bench.bench_model("dcgan", plan, sw, with_loader=False) for sw in variants]
+    assert list(plan.flops) == [("dcgan", 8)]  # counted once, for every variant
+    assert [r.switches for r in results] == ["baseline", "channels_last"]
+    assert results[0].flops == results[1].flops > 0 and all(r.loader is None for r in results)
+    base, channels_last = rows(bench.table(results, switches_mode=True), SWITCH_COLUMNS)
+    assert base[5] == "1.00x" and channels_last[1] == "channels_last"
+    assert number(channels_last[6]) == pytest.approx(60_000 / results[1].repo, rel=0.01, abs=0.01)
+    assert channels_last[8].endswith("%")
+    facts = bench.header(plan, [], "n/a", variants[0], switches_mode=True)
+    assert "- FLOP share = img/s x FLOP/img / FLOP limit; limit: 1 TFLOP/s (--peak-tflops)" in facts
+
+
+def test_defaults_are_sized_for_the_device():
+    def steps(argv: list[str], kind: str) -> tuple[int, int, int]:
+        args = bench.fill_defaults(bench.parse(argv), torch.device(kind))
+        return args.steps, args.warmup, args.rounds
+
+    assert steps([], "cuda") == (200, 20, 3)  # a GPU step takes milliseconds
+    assert steps([], "cpu") == steps([], "mps") == (10, 5, 3)
+    assert steps(["--quick"], "cuda") == steps(["--quick"], "cpu") == (3, 2, 1)
+    assert steps(["--steps", "7", "--warmup", "0"], "cuda") == (7, 0, 3)
+
+
+@pytest.mark.parametrize("cpus, workers", [(32, 8), (4, 4), (1, 1), (None, 1)])
+def test_workers_default_to_the_cpu_count(cpus: int | None, workers: int, monkeypatch):
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: cpus)
+    assert bench.parse([]).workers == workers
+    assert bench.parse(["--workers", "3"]).workers == 3
+
+
+def test_flop_limits():
+    assert bench.known_peak("NVIDIA H100 80GB HBM3", amp=True) == 989
+    assert bench.known_peak("NVIDIA H200", amp=False) == 495
+    assert bench.known_peak("NVIDIA H100 PCIe", amp=True) == 756
+    assert bench.known_peak("NVIDIA A100-SXM4-80GB", amp=True) == 312
+    assert bench.known_peak("Tesla T4", amp=True) is None
+    cpu = torch.device("cpu")
+    assert bench.peak_for(cpu, bench.Speed(), None)[0] is None
+    assert bench.peak_for(cpu, bench.Speed(), 2.0)[0] == 2.0
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -112,6 +282,7 @@ def test_gpu_switches_are_ignored_with_a_note_off_cuda(tmp_path: Path, capsys):
         (["--batch-size", "-3"], "--batch-size must be >= 0, got -3"),
         (["--steps", "many"], "argument --steps: invalid int value: 'many'"),
         (["--fast"], "unrecognized arguments: --fast"),
+        (["--peak-tflops", "0"], "--peak-tflops must be positive, got 0"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(argv: list[str], message: str, capsys):
@@ -136,5 +307,6 @@ def test_help_lists_every_option(capsys):
         bench.parse(["--help"])
     assert exc.value.code == 0
     printed = capsys.readouterr().out
-    for option in ("--quick", "--device", "--models", "--out", "--batch-size", "--steps", "--switches", "--compile"):
+    options = ("--quick", "--device", "--models", "--out", "--batch-size", "--steps", "--switches", "--compile")
+    for option in (*options, "--workers", "--peak-tflops"):
         assert re.search(rf"{option}\b", printed)

@@ -220,7 +220,7 @@ def test_load_gives_a_split_for_batches_and_fake_data(tmp_path):
     assert fake.images.shape == (celeba.FAKE_SIZE, 3, 32, 32) and fake.images.dtype == torch.uint8
     # an explicit device gives the same batches as the default
     batches = data.Batches(split, 4, seed=0)
-    for (a, la), (b, lb) in zip(batches.epoch(1), batches.epoch(1, torch.device("cpu"))):
+    for (a, la), (b, lb) in zip(batches.epoch(1), batches.epoch(1, torch.device("cpu")), strict=True):
         assert torch.equal(a, b) and torch.equal(la, lb)
 
 

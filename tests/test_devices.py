@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from conftest import ROOT, load_script, run_script
 
-from common import checkpoint, data, device, metrics, run
+from common import checkpoint, data, device, metrics
 
 DCGAN = load_script("DCGAN-MNIST.py")
 TINY = ["--dataset=mnist-sample", "--ngf=8", "--ndf=8", "--batch_size=500", "--eval_every=0"]
@@ -62,7 +62,7 @@ def test_resume_onto_another_device_puts_every_piece_where_it_belongs(trained):
     """The checkpoint of a CPU run resumed on a non-CPU device (meta): weights and Adam moments
     go to the device, Adam's step counters and the random states stay on the host."""
     cfg = dict(checkpoint.load_latest(trained / "checkpoints")["config"])  # the rerun's settings: the same
-    state = run.resume(trained, cfg, DCGAN.SHAPE_KEYS)
+    state = checkpoint.resume(trained / "checkpoints", cfg, DCGAN.SHAPE_KEYS)
     assert state is not None
     with torch.device("meta"):
         models = DCGAN.build_models(state["config"])
@@ -70,13 +70,13 @@ def test_resume_onto_another_device_puts_every_piece_where_it_belongs(trained):
         "opt_g": torch.optim.Adam(models["generator"].parameters(), lr=1e-3),
         "opt_d": torch.optim.Adam(models["discriminator"].parameters(), lr=1e-3),
     }
-    run.restore(state, models, opts, lr=1e-3)  # raised TypeError when the RNG state was mapped to the device
+    fixed = {"fixed_noise": torch.zeros(64, 100, device=META)}
+    checkpoint.restore(state, models, opts, fixed, lr=1e-3)  # raised TypeError when the RNG state was mapped there
     for opt in opts.values():
         for param_state in opt.state.values():
             assert param_state["exp_avg"].device == META
             assert param_state["step"].device.type == "cpu"  # plain Adam reads it on the host every step
-    fixed_noise = state["fixed_noise"].to(META)
-    assert models["generator"](fixed_noise).shape == (64, 1, 28, 28)
+    assert models["generator"](fixed["fixed_noise"]).shape == (64, 1, 28, 28)  # a host tensor here would raise
     assert torch.get_rng_state().device.type == "cpu"
 
 
@@ -195,7 +195,7 @@ def test_deterministic_switch_picks_repeatable_kernels(monkeypatch):
 # APIs whose first release is above an older floor: (package, version that has it, where it is used)
 NEEDS = [
     ("torch", (2, 3), "init_process_group(device_id=...)", "common/distributed.py", "device_id=dev"),
-    ("torch", (2, 1), "fork_rng(device_type=...)", "common/metrics.py", "device_type=device.type"),
+    ("torch", (2, 1), "fork_rng(device_type=...)", "common/device.py", "device_type=device.type"),
     (
         "torchmetrics",
         (1, 0),

@@ -90,7 +90,8 @@ def test_ddp_averages_what_is_stepped_and_leaves_the_rest_local():
     assert same(g0, g1)  # the generator is the same after its (averaged) step
     assert same(d_step0, d_step1)  # D's gradients of its own step: averaged over both processes
     assert same(g_step_g0, g_step_g1)  # G's gradients of its step: averaged
-    assert not same(g_step_d0, g_step_d1)  # D's gradients from G's step: left local, not all-reduced
+    # G's step computes no gradient for D's weights (D is frozen for it): D's are still those of its own step
+    assert same(g_step_d0, d_step0) and same(g_step_d1, d_step1)
 
 
 def test_torchrun_two_processes_shard_the_data_and_resume(tmp_path):
@@ -105,11 +106,8 @@ def test_torchrun_two_processes_shard_the_data_and_resume(tmp_path):
     assert float(row["loss_d"]) > 0 and float(row["img_per_s"]) > 0
     assert "world_size" in (out / "config.json").read_text()
 
-    # each process trained on its own half of the epoch's permutation: disjoint, together all of it
+    # each process trains on its own half of the epoch's permutation: disjoint, together all of it
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
-    shards = state["shard"]["per_rank"]
-    assert [s["rank"] for s in shards] == [0, 1] and [s["samples"] for s in shards] == [2000, 2000]
-    assert shards[0]["sha1"] != shards[1]["sha1"]
     train, _ = data.load_sample()
     halves = [torch.cat(data.Batches(train, 100, 0, rank, 2).indices(1)) for rank in (0, 1)]
     assert not set(halves[0].tolist()) & set(halves[1].tolist())
@@ -135,7 +133,7 @@ def test_torchrun_two_processes_dcgan_celeba_fake(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (out / "samples" / "epoch_001.png").exists() and (out / "interpolation.png").exists()
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
-    assert [s["samples"] for s in state["shard"]["per_rank"]] == [512, 512]
+    assert state["world_size"] == 2 and len(state["rng"]["per_rank"]) == 2
 
 
 @pytest.mark.slow

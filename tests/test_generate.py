@@ -108,7 +108,7 @@ def test_label_by_index_and_by_name(runs, tmp_path):
 
 def test_same_seed_same_images_other_seed_other_images(runs, tmp_path):
     files = [tmp_path / f"{i}.npz" for i in range(3)]
-    for path, seed in zip(files, (1, 1, 2)):
+    for path, seed in zip(files, (1, 1, 2), strict=True):
         assert generate(runs["dcgan"], "--seed", seed, "--n", 8, "--out", path) == 0
     images = [np.load(p)["images"] for p in files]
     assert np.array_equal(images[0], images[1]) and not np.array_equal(images[0], images[2])

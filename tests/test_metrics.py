@@ -8,7 +8,7 @@ import torch
 import torchvision.transforms.functional as TF
 from conftest import OFFLINE_ENV
 
-from common import data, metrics
+from common import data, inception, metrics
 
 EVALUATOR_EPOCHS = 3  # measured: 93.8% test accuracy on the sample's 1,000 test digits (8 epochs, the default: 97.1%)
 MIN_ACCURACY = 0.90
@@ -132,15 +132,15 @@ def test_inception_fid_skips_without_weights(tmp_path, monkeypatch):
     for key, value in OFFLINE_ENV.items():
         monkeypatch.setenv(key, value)
     images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    value, message = metrics.inception_fid(images, images)  # no torch-fidelity, or no way to fetch its weights
+    value, message = inception.inception_fid(images, images)  # no torch-fidelity, or no way to fetch its weights
     assert value is None and message.startswith("Inception FID skipped") and "\n" not in message
-    value, message = metrics.inception_fid(images, images, str(tmp_path / "missing.pth"))
+    value, message = inception.inception_fid(images, images, str(tmp_path / "missing.pth"))
     assert value is None and "missing.pth" in message
 
     def draw() -> torch.Tensor:
         raise AssertionError("images drawn for an FID that cannot be computed")
 
-    value, _ = metrics.inception_fid(images, draw, str(tmp_path / "missing.pth"))  # the draw is never called
+    value, _ = inception.inception_fid(images, draw, str(tmp_path / "missing.pth"))  # the draw is never called
     assert value is None
 
 
@@ -156,12 +156,12 @@ class TinyFeatures(torch.nn.Module):
 
 
 def test_inception_fid_when_weights_are_available(monkeypatch):
-    monkeypatch.setattr(metrics, "_inception", lambda weights_path: TinyFeatures())
+    monkeypatch.setattr(inception, "_inception", lambda weights_path: TinyFeatures())
     gen = torch.Generator().manual_seed(0)
     dark = torch.randint(0, 100, (64, 1, 16, 16), dtype=torch.uint8, generator=gen)
     dark2 = torch.randint(0, 100, (64, 1, 16, 16), dtype=torch.uint8, generator=gen)
     bright = torch.randint(150, 256, (64, 1, 16, 16), dtype=torch.uint8, generator=gen)
-    near, message = metrics.inception_fid(dark, dark2)
-    far, _ = metrics.inception_fid(dark, bright)
+    near, message = inception.inception_fid(dark, dark2)
+    far, _ = inception.inception_fid(dark, bright)
     assert 0 <= near < far and message.startswith("Inception FID")
-    assert metrics.inception_fid(dark, lambda: bright)[0] == pytest.approx(far)  # images drawn on demand
+    assert inception.inception_fid(dark, lambda: bright)[0] == pytest.approx(far)  # images drawn on demand

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import load_script
 
-from common import distributed, run
+from common import checkpoint, distributed
 from common.device import rng_state
 from common.speed import NAMES, Speed
 
@@ -94,7 +94,7 @@ def gan_step_movement(module, speed: Speed) -> tuple[list[float], int]:
     assert all(map(math.isfinite, (loss_d, loss_g, d_real, d_fake)))
     after = [*generator.parameters(), *discriminator.parameters()]
     assert all(p.dtype == torch.float32 for p in after)  # autocast computes in bf16; the weights stay fp32
-    return [(a - b).abs().sum().item() for a, b in zip(after, before)], len(list(generator.parameters()))
+    return [(a - b).abs().sum().item() for a, b in zip(after, before, strict=True)], len(list(generator.parameters()))
 
 
 @pytest.mark.parametrize("script", ["DCGAN-MNIST.py", "CDCGAN-MNIST.py", "GAN-MNIST.py"])
@@ -133,7 +133,7 @@ def test_a_resumed_run_keeps_its_own_adam_implementation():
     fused.step()
     plain = torch.optim.Adam(model.parameters(), lr=5e-4)
     state = {"models": {"m": model.state_dict()}, "optimizers": {"opt": fused.state_dict()}, "rng": rng_state()}
-    run.restore(state, {"m": model}, {"opt": plain}, 5e-4)
+    checkpoint.restore(state, {"m": model}, {"opt": plain}, {}, 5e-4)
     group = plain.param_groups[0]
     assert group["fused"] is None and group["lr"] == 5e-4
     assert plain.state[model.weight]["step"] == 1  # the moments did come from the checkpoint

@@ -6,17 +6,34 @@ functions at the same batch size, fed two ways, in one run:
 - repo: the whole split as a uint8 tensor on the device, shuffled batches by index
   (`data.Batches`), normalised per batch on the device (`data.to_gan` / `data.to_unit`);
 - DataLoader: torchvision's `datasets.MNIST` (PIL images from IDX files) or an `ImageFolder` of
-  JPEGs (CenterCrop(108), Resize, ToTensor, Normalize), `num_workers` processes, default collate.
+  JPEGs (CenterCrop(108), Resize, ToTensor, Normalize), `--workers` processes (default: the CPU
+  count, at most 8), default collate, pinned memory on CUDA.
 
-Each path gets warm-up steps, then the timed steps (the clock is read after a CUDA synchronise);
-the ratio is repo img/s over DataLoader img/s. Generation img/s is a generator forward pass in
-eval mode under no_grad at a large batch. MNIST comes from the bundled real-digit sample written
-as IDX files (the 4,000 training digits tiled to a 60,000-image epoch); CelebA from synthetic
-178x218 JPEGs (no faces ship with the repo), both in a temporary folder.
+Each path gets warm-up steps, then the timed steps (the clock is read after a CUDA synchronise at
+both ends), in rounds that take turns going first. Defaults: 3 rounds of 20 warm-up + 200 timed
+steps on CUDA, of 5 + 10 on the CPU and MPS, one round of 2 + 3 with --quick. MNIST comes from
+the bundled real-digit sample written as IDX files (the 4,000 training digits tiled to a
+60,000-image epoch); CelebA from synthetic 178x218 JPEGs (no faces ship with the repo), both in a
+temporary folder.
 
-    python -m common.bench --quick                        # every model, few steps (< 2 min on 2 CPU cores)
-    python -m common.bench --models dcgan,vae --steps 30  # chosen models; writes outputs/bench.md
-    python -m common.bench --switches --models dcgan      # CUDA: each GPU switch alone vs the baseline
+One table row per model (outputs/bench.md holds the same table under the run's facts):
+
+- repo img/s: training images per second on the repo path (D step + G step, or the VAE step);
+- s/epoch: images in the script's epoch (60,000 for MNIST, 202,599 for CelebA) / repo img/s;
+- GFLOP/img: the FLOPs of one training step, counted once per model by
+  `torch.utils.flop_counter.FlopCounterMode` (matmuls and convolutions, forward and backward;
+  not the optimizer's elementwise work), divided by the batch;
+- FLOP share: repo img/s x FLOP/img over the FLOP limit: --peak-tflops, else the built-in dense
+  figure of a known GPU (bf16 with --amp, else TF32); n/a on the CPU, MPS or an unknown GPU;
+- DataLoader img/s and repo / DataLoader: the same training fed by the DataLoader, and the ratio;
+- generation img/s: a generator (VAE decoder) forward pass in eval mode under no_grad at a large batch.
+
+--switches (CUDA) trains the repo path only, once per GPU switch alone, once with all of them, and
+once with none (the baseline), with the same columns and each one's speed-up over the baseline.
+
+    python bench.py --quick                        # every model, few steps (< 2 min on 2 CPU cores)
+    python bench.py --models dcgan,vae --steps 30  # chosen models; writes outputs/bench.md
+    python bench.py --switches --models dcgan      # CUDA: each GPU switch alone vs the baseline
 """
 
 from __future__ import annotations
@@ -38,15 +55,25 @@ from typing import Any, NoReturn
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from common import celeba, config, data, device, run
+from common import celeba, config, data, device
 from common.config import fail
 from common.speed import NAMES, Speed
 
 MNIST_IMAGES = 60_000  # a full MNIST epoch: the sample's training digits are tiled up to this
+EPOCH_IMAGES = {"mnist": MNIST_IMAGES, "celeba": 202_599}  # images in one epoch of the script's data set
 GEN_BATCH = {"mnist": 1024, "celeba": 256}  # images per generator forward pass
 QUICK_CELEBA_SIZE = 32  # --quick trains the CelebA DCGAN at 32x32 (64x64 is ~15 img/s on 2 CPU cores)
 SWITCHES = tuple(NAMES)  # the CUDA-only switches, as the scripts have them
+MAX_WORKERS = 8  # default DataLoader workers: the CPU count, at most this
+# dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets: (name substring, bf16, TF32); first match wins
+PEAK_TFLOPS = (
+    ("H100 PCIe", 756.0, 378.0),
+    ("H100", 989.0, 495.0),
+    ("H200", 989.0, 495.0),  # also the GH200
+    ("A100", 312.0, 156.0),
+)
 
 
 @dataclass(frozen=True)
@@ -79,8 +106,21 @@ class Result:
     repo: float
     loader: float | None
     generation: float
+    flops: float  # FLOPs of one training step per image (FlopCounterMode)
+    epoch_images: int  # images in one epoch of the script's data set
+    peak: float | None  # the FLOP limit in TFLOP/s; None: unknown
     note: str = ""
     switches: str = "baseline"
+
+    @property
+    def epoch_seconds(self) -> float:
+        """Seconds per epoch at the repo path's rate."""
+        return self.epoch_images / self.repo
+
+    @property
+    def share(self) -> float | None:
+        """Achieved FLOP/s on the repo path as a fraction of the limit (None without one)."""
+        return None if self.peak is None else self.repo * self.flops / (self.peak * 1e12)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -195,6 +235,60 @@ def build(
     return gan_step, draw
 
 
+def count_flops(
+    module: ModuleType,
+    cfg: dict[str, Any],
+    image_shape: tuple[int, int, int],
+    n_classes: int,
+    batch_size: int,
+    unit: bool,
+    dev: torch.device,
+) -> tuple[float, torch.device]:
+    """FLOPs of one full training step at batch_size, counted by FlopCounterMode; and the device counted on.
+
+    Counted on dev, or on the CPU where that fails, with fresh eager fp32 models (the switches
+    change how fast the FLOPs run, not how many there are) on a random batch of the right shape.
+    """
+    error: Exception | None = None
+    for where in dict.fromkeys([dev, torch.device("cpu")]):
+        try:
+            step, _ = build(module, cfg, image_shape, n_classes, where, Speed(device_type=where.type))
+            x = torch.rand(batch_size, *image_shape, device=where)
+            x = x if unit else x * 2 - 1
+            labels = torch.randint(0, max(n_classes, 1), (batch_size,), device=where)
+            with FlopCounterMode(display=False) as counter:
+                step(x, labels)
+            return float(counter.get_total_flops()), where
+        except (RuntimeError, NotImplementedError) as err:
+            error = err
+    raise RuntimeError(f"could not count the FLOPs of {module.__name__}'s step") from error
+
+
+def known_peak(name: str, amp: bool) -> float | None:
+    """The built-in dense peak TFLOP/s of a GPU by name: bf16 when amp, else TF32; None if unknown."""
+    for key, bf16, tf32 in PEAK_TFLOPS:
+        if key in name:
+            return bf16 if amp else tf32
+    return None
+
+
+def peak_for(dev: torch.device, sw: Speed, given: float | None) -> tuple[float | None, str]:
+    """The FLOP limit in TFLOP/s (None: unknown) and how it was chosen, for the header."""
+    if given:
+        return given, f"{given:g} TFLOP/s (--peak-tflops)"
+    if dev.type != "cuda":
+        return None, f"n/a on {dev.type} (give --peak-tflops)"
+    name = torch.cuda.get_device_name(dev)
+    peak = known_peak(name, sw.amp)
+    if peak is None:
+        return None, f"n/a: {name} is not in the built-in table (give --peak-tflops)"
+    if sw.amp:
+        return peak, f"{peak:g} TFLOP/s: {name}, bf16 dense (--amp)"
+    # cuDNN runs fp32 convolutions as TF32 by default; fp32 matmuls stay full FP32 unless
+    # torch.set_float32_matmul_precision allows TF32, so the MLP models cannot reach this limit
+    return peak, f"{peak:g} TFLOP/s: {name}, TF32 dense (no --amp; fp32 matmuls run below it, in full FP32)"
+
+
 # --- the two data paths ---
 
 
@@ -222,7 +316,7 @@ def loader_batches(
     while True:
         for images, labels in loader:
             x = images.to(dev, non_blocking=True)
-            yield sw.input(x), labels.to(dev)
+            yield sw.input(x), labels.to(dev, non_blocking=True)
 
 
 def torchvision_dataset(kind: str, root: Path, unit: bool, size: int) -> torch.utils.data.Dataset:
@@ -246,7 +340,7 @@ def timed(
     steps: int,
     dev: torch.device,
 ) -> tuple[int, float]:
-    """(images, seconds) of `steps` training steps after `warmup` untimed ones."""
+    """(images, seconds) of `steps` training steps after `warmup` untimed ones; the clock is read after a sync."""
     try:
         for _ in range(warmup):
             step(*next(batches))
@@ -292,13 +386,15 @@ class Plan:
     gen_reps: int
     gen_batch: int  # 0: GEN_BATCH of the data set
     tmp: Path
+    peak_tflops: float | None = None  # --peak-tflops; None: the built-in table
+    flops: dict[tuple[str, int], tuple[float, torch.device]] = field(default_factory=dict)  # counted once per model
 
 
 def bench_model(name: str, plan: Plan, sw: Speed, with_loader: bool = True) -> Result:
     """Train one model on the repo path and (optionally) the DataLoader path; measure generation."""
     spec = MODELS[name]
     size = QUICK_CELEBA_SIZE if plan.quick else 64
-    module = run.load_script(spec.script)
+    module = config.load_script(spec.script)
     cfg = script_config(spec, module, size)
     batch_size = plan.batch_size or cfg["BATCH_SIZE"]
     unit = name == "vae"  # the VAE's Bernoulli decoder wants [0, 1]; the GANs' tanh, [-1, 1]
@@ -315,6 +411,14 @@ def bench_model(name: str, plan: Plan, sw: Speed, with_loader: bool = True) -> R
         note = f"{size}x{size}" + (" (--quick; the script trains at 64x64)" if size != 64 else "")
     if batch_size > len(split):
         fail(f"--batch-size={batch_size} is larger than the {len(split)} benchmark images")
+
+    key = (name, batch_size)
+    if key not in plan.flops:  # once per model: --switches reuses it for every variant
+        plan.flops[key] = count_flops(module, cfg, image_shape, n_classes, batch_size, unit, plan.dev)
+    step_flops, counted_on = plan.flops[key]
+    if counted_on != plan.dev:
+        note = "; ".join(filter(None, [note, "FLOPs counted on the CPU"]))
+    peak, _ = peak_for(plan.dev, sw, plan.peak_tflops)
 
     torch.backends.cudnn.benchmark = sw.cudnn_benchmark
     # each path trains its own copy of the same initial weights
@@ -339,7 +443,20 @@ def bench_model(name: str, plan: Plan, sw: Speed, with_loader: bool = True) -> R
     _, draw = build(module, cfg, image_shape, n_classes, plan.dev, sw)
     generation = generation_rate(draw, plan.gen_batch or GEN_BATCH[spec.dataset], plan.gen_reps, plan.dev, sw)
     torch.backends.cudnn.benchmark = False
-    return Result(name, spec.script, batch_size, plan.rounds * plan.steps, repo, loader, generation, note, sw.label())
+    return Result(
+        model=name,
+        script=spec.script,
+        batch_size=batch_size,
+        steps=plan.rounds * plan.steps,
+        repo=repo,
+        loader=loader,
+        generation=generation,
+        flops=step_flops / batch_size,
+        epoch_images=EPOCH_IMAGES[spec.dataset],
+        peak=peak,
+        note=note,
+        switches=sw.label(),
+    )
 
 
 # --- output ---
@@ -349,30 +466,38 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f}"
 
 
+def _cells(r: Result) -> str:
+    """s/epoch, GFLOP/img and FLOP share: the columns both tables share."""
+    share = "n/a" if r.share is None else f"{100 * r.share:.3g}%"
+    return f"{r.epoch_seconds:,.2f} | {r.flops / 1e9:.3g} | {share}"
+
+
 def table(results: list[Result], switches_mode: bool = False) -> str:
     """The results as a markdown table."""
     if switches_mode:
         base = {r.model: r for r in results if r.switches == "baseline"}
         lines = [
-            "| model | switches | batch | steps | train img/s | speed-up | generation img/s | speed-up |",
-            "|---|---|---:|---:|---:|---:|---:|---:|",
+            "| model | switches | batch | steps | train img/s | speed-up | s/epoch | GFLOP/img | FLOP share "
+            "| generation img/s | speed-up |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in results:
             b = base[r.model]
             lines.append(
                 f"| {r.model} | {r.switches} | {r.batch_size} | {r.steps} | {_fmt(r.repo)} | {r.repo / b.repo:.2f}x "
-                f"| {_fmt(r.generation)} | {r.generation / b.generation:.2f}x |"
+                f"| {_cells(r)} | {_fmt(r.generation)} | {r.generation / b.generation:.2f}x |"
             )
         return "\n".join(lines)
     lines = [
-        "| model | script | batch | steps | repo img/s | DataLoader img/s | ratio | generation img/s | notes |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| model | script | batch | steps | repo img/s | s/epoch | GFLOP/img | FLOP share | DataLoader img/s "
+        "| repo / DataLoader | generation img/s | notes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         ratio = "-" if r.loader is None else f"{r.repo / r.loader:.2f}x"
         lines.append(
-            f"| {r.model} | {r.script} | {r.batch_size} | {r.steps} | {_fmt(r.repo)} | {_fmt(r.loader)} | {ratio} "
-            f"| {_fmt(r.generation)} | {r.note} |"
+            f"| {r.model} | {r.script} | {r.batch_size} | {r.steps} | {_fmt(r.repo)} | {_cells(r)} | {_fmt(r.loader)} "
+            f"| {ratio} | {_fmt(r.generation)} | {r.note} |"
         )
     return "\n".join(lines)
 
@@ -400,20 +525,28 @@ def header(plan: Plan, argv: list[str], load_start: str, sw: Speed, switches_mod
         f"{plan.steps} timed steps, the paths taking turns to go first; generation: {plan.gen_reps} "
         f"forward pass(es) at batch {gen} after one warm-up pass, eval, no_grad",
         f"- load average (1, 5, 15 min): {load_start} at start, {_load()} at end",
+        f"- s/epoch = images per epoch ({EPOCH_IMAGES['mnist']:,} MNIST, {EPOCH_IMAGES['celeba']:,} CelebA) / repo "
+        "img/s (train img/s with --switches)",
+        "- GFLOP/img: one training step (D step + G step, or the VAE step) at the row's batch counted once per model "
+        "by torch.utils.flop_counter.FlopCounterMode (matmuls and convolutions, forward and backward; not the "
+        "optimizer's elementwise work), / batch",
     ]
+    amps = sorted({False, True} if switches_mode else {sw.amp})
+    limits = [peak_for(plan.dev, replace(sw, amp=amp), plan.peak_tflops)[1] for amp in amps]
+    lines.append("- FLOP share = img/s x FLOP/img / FLOP limit; limit: " + "; ".join(dict.fromkeys(limits)))
     if switches_mode:
         lines.append("- switches: each alone against the baseline, repo data path only")
     else:
         lines += [
             "- repo: uint8 split on the device, `data.Batches`, `data.to_gan`/`to_unit` per batch",
             f"- DataLoader: torchvision dataset with PIL transforms, num_workers={plan.workers}, shuffle, default "
-            f"collate, pin_memory={plan.dev.type == 'cuda'}; ratio = repo img/s / DataLoader img/s",
+            f"collate, pin_memory={plan.dev.type == 'cuda'}; repo / DataLoader = the ratio of their img/s",
             f"- data: MNIST = the bundled 4,000 real training digits tiled to {MNIST_IMAGES:,} as IDX files; "
             "CelebA = synthetic 178x218 JPEGs (ImageFolder, CenterCrop(108), Resize, ToTensor, Normalize) against "
             "the repo's uint8 cache of them (cache built once, not timed)",
             f"- switches: {sw.label()}",
         ]
-    lines.append(f"- command: python -m common.bench {shlex.join(argv)}".rstrip())
+    lines.append(f"- command: python bench.py {shlex.join(argv)}".rstrip())
     return lines
 
 
@@ -422,7 +555,7 @@ def header(plan: Plan, argv: list[str], load_start: str, sw: Speed, switches_mod
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """The command-line options, validated (bad ones exit with a one-line error)."""
-    p = _Parser(prog="python -m common.bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = _Parser(prog="python bench.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="few steps, CelebA at 32x32: under two minutes on 2 CPU cores")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from: {', '.join(MODELS)}")
@@ -430,11 +563,29 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--out", default="outputs/bench.md", help="markdown file written with the table (default outputs/bench.md)"
     )
     p.add_argument("--batch-size", type=int, default=0, help="images per step for every model (default: each script's)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per path and round (default 10; --quick 3)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="timed steps per path and round (default 200 on CUDA, else 10; --quick 3)",
+    )
     p.add_argument("--rounds", type=int, default=None, help="rounds of both paths, summed (default 3; --quick 1)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps before each (default 5; --quick 2)")
+    p.add_argument(
+        "--warmup", type=int, default=None, help="untimed steps before each (default 20 on CUDA, else 5; --quick 2)"
+    )
     p.add_argument("--gen-batch", type=int, default=0, help="images per generator pass (default 1024; CelebA 256)")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help=f"DataLoader worker processes (default: the CPU count, at most {MAX_WORKERS}; here {default_workers()})",
+    )
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the FLOP limit of the FLOP share column (default: a known GPU's dense bf16/TF32 peak, else n/a)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's, i.e. OMP_NUM_THREADS)")
     p.add_argument("--amp", action="store_true", help="CUDA: bf16 autocast")
     p.add_argument("--channels-last", action="store_true", help="CUDA: models and inputs in channels_last")
@@ -447,13 +598,32 @@ def parse(argv: list[str]) -> argparse.Namespace:
     unknown = [m for m in args.models if m not in MODELS]
     if unknown or not args.models:
         fail(f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from: {', '.join(MODELS)}")
-    args.steps = args.steps if args.steps is not None else (3 if args.quick else 10)
-    args.rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
-    args.warmup = args.warmup if args.warmup is not None else (2 if args.quick else 5)
+    args.workers = default_workers() if args.workers is None else args.workers
     for name in ("steps", "rounds", "batch_size", "gen_batch", "warmup", "workers", "threads"):
         value, least = getattr(args, name), 1 if name in ("steps", "rounds") else 0
-        if value < least:
+        if value is not None and value < least:  # None: set by fill_defaults once the device is known
             fail(f"--{name.replace('_', '-')} must be {'positive' if least else '>= 0'}, got {value}")
+    if args.peak_tflops is not None and not args.peak_tflops > 0:
+        fail(f"--peak-tflops must be positive, got {args.peak_tflops:g}")
+    return args
+
+
+def default_workers() -> int:
+    """DataLoader workers by default: one per logical CPU, at most MAX_WORKERS."""
+    return min(MAX_WORKERS, os.cpu_count() or 1)
+
+
+def fill_defaults(args: argparse.Namespace, dev: torch.device) -> argparse.Namespace:
+    """Steps, warm-up and rounds not given: tiny with --quick, GPU-sized on CUDA, a few minutes' worth elsewhere."""
+    if args.quick:
+        steps, warmup, rounds = 3, 2, 1
+    elif dev.type == "cuda":
+        steps, warmup, rounds = 200, 20, 3  # a step takes milliseconds: enough steps to time launches and all
+    else:
+        steps, warmup, rounds = 10, 5, 3
+    args.steps = steps if args.steps is None else args.steps
+    args.warmup = warmup if args.warmup is None else args.warmup
+    args.rounds = rounds if args.rounds is None else args.rounds
     return args
 
 
@@ -465,6 +635,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = device.pick(args.device)
+    fill_defaults(args, dev)
     sw = Speed(**{name: getattr(args, name) for name in SWITCHES})  # argparse names them as Speed does
     switches_mode = args.switches
     if dev.type != "cuda" and (sw != Speed() or switches_mode):
@@ -474,23 +645,24 @@ def main(argv: list[str] | None = None) -> list[Result]:
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
         tmp = Path(tmp_name)
-        reps = 1 if args.quick else 3
+        reps = 1 if args.quick else (20 if dev.type == "cuda" else 3)  # a GPU pass takes a millisecond or so
         plan = Plan(
-            dev,
-            args.steps,
-            args.warmup,
-            args.rounds,
-            args.batch_size,
-            args.workers,
-            args.quick,
-            reps,
-            args.gen_batch,
-            tmp,
+            dev=dev,
+            steps=args.steps,
+            warmup=args.warmup,
+            rounds=args.rounds,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            quick=args.quick,
+            gen_reps=reps,
+            gen_batch=args.gen_batch,
+            tmp=tmp,
+            peak_tflops=args.peak_tflops,
         )
         if any(MODELS[m].dataset == "mnist" for m in args.models):
             write_mnist(tmp)
         if "celeba" in args.models:
-            per_step = args.batch_size or run.load_script(MODELS["celeba"].script).BATCH_SIZE
+            per_step = args.batch_size or config.load_script(MODELS["celeba"].script).BATCH_SIZE
             # enough faces that neither path starts a second epoch inside the measurement
             write_jpegs(tmp / "celeba", max(512, (args.warmup + args.steps + 1) * per_step))
         print(f"bench on {device.describe(dev)}, torch {torch.__version__}, load average {load_start}", flush=True)
@@ -501,13 +673,20 @@ def main(argv: list[str] | None = None) -> list[Result]:
                 variants.append(Speed(**dict.fromkeys(SWITCHES, True)))  # all together
                 for variant in variants:
                     results.append(bench_model(name, plan, variant, with_loader=False))
-                    print(f"  {name} {variant.label()}: {results[-1].repo:,.1f} img/s", flush=True)
+                    r = results[-1]
+                    print(
+                        f"  {name} {variant.label()}: {r.repo:,.1f} img/s, {r.epoch_seconds:,.2f} s/epoch", flush=True
+                    )
             else:
                 results.append(bench_model(name, plan, sw))
                 r = results[-1]
-                print(f"  {name}: repo {r.repo:,.1f} img/s, DataLoader {_fmt(r.loader)} img/s", flush=True)
+                print(
+                    f"  {name}: repo {r.repo:,.1f} img/s ({r.epoch_seconds:,.2f} s/epoch, {r.flops / 1e9:.3g} "
+                    f"GFLOP/img), DataLoader {_fmt(r.loader)} img/s",
+                    flush=True,
+                )
 
-    title = "# Training and generation speed (python -m common.bench)"
+    title = "# Training and generation speed (python bench.py)"
     text = "\n".join([title, "", *header(plan, argv, load_start, sw, switches_mode), "", table(results, switches_mode)])
     print("\n" + table(results, switches_mode))
     out = Path(args.out)

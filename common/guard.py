@@ -1,0 +1,85 @@
+"""Stopping a run cleanly: SIGINT/SIGTERM only ask the loop to stop, and a NaN is one line and exit 3.
+
+with Guard() as guard:        # Ctrl-C and SIGTERM set guard.signum instead of killing the step
+    ...
+    if guard.signum: ...      # the run writes a checkpoint, then guard.exit(...)
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import sys
+from types import FrameType, TracebackType
+from typing import Any, NoReturn
+
+from tqdm import tqdm
+
+from common import distributed
+
+DIVERGED = 3  # exit code of a run stopped by a NaN or infinite loss or weight
+
+
+class Guard:
+    """Inside `with Guard() as guard:` SIGINT and SIGTERM set `guard.signum`; the loop stops at its next check.
+
+    A second Ctrl-C in a single-process run quits at once, losing only the unfinished step.
+    """
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Guard:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum and signum == signal.SIGINT and not distributed.active():
+            raise KeyboardInterrupt  # the impatient second Ctrl-C
+        if not self.signum:  # torchrun may forward a signal the process already got: say it once
+            name = signal.Signals(signum).name
+            # os.write: print() may not re-enter a stream the interrupted code was writing to
+            os.write(2, f"\n{name}: stopping after this step and saving a checkpoint ...\n".encode())
+        self.signum = self.signum or signum
+
+    def agree(self, bad: float = 0.0) -> tuple[int, bool]:
+        """(the signal that asked to stop, whether any process saw a NaN), the same on every process."""
+        if not distributed.active():
+            return self.signum, bool(bad)
+        signum, any_bad = distributed.all_reduce([float(self.signum), float(bad)], "max")
+        self.signum = self.signum or int(signum)
+        return int(signum), bool(any_bad)
+
+    def exit(self, message: str) -> NoReturn:
+        """Print where the run stopped and how to resume it, then exit with 128 + the signal."""
+        print(message, flush=True)
+        distributed.barrier()  # rank 0 has finished writing before any process exits
+        raise SystemExit(128 + (self.signum or signal.SIGINT))
+
+
+def diverged(epoch: int, where: str, name: str, value: float) -> NoReturn:
+    """Stop a run whose loss or weights went NaN/inf: one line, exit code 3, nothing overwritten."""
+    if distributed.is_main():  # tqdm.write: on a line of its own, below an open progress bar
+        tqdm.write(
+            f"error: {name} is {value} at epoch {epoch}, {where}: training diverged (try a lower --lr); "
+            f"nothing of epoch {epoch} was saved, the checkpoint and sample grids before it are kept",
+            file=sys.stderr,
+        )
+    raise SystemExit(DIVERGED)
+
+
+def resume_command() -> str:
+    """The command line that continues this run (as started, minus any --resume=False)."""
+    args = [a for a in sys.argv[1:] if not a.lower().replace("-", "_").startswith("__resume=")]
+    if distributed.active():
+        nproc = os.environ.get("LOCAL_WORLD_SIZE", str(distributed.world_size()))
+        return shlex.join(["torchrun", f"--nproc_per_node={nproc}", sys.argv[0], *args])
+    return shlex.join(["python", sys.argv[0], *args])

@@ -1,0 +1,91 @@
+"""Pieces of the training steps that the scripts share: the DCGAN initialisation, the GAN losses, one
+optimizer update, a network frozen during the other network's step, and eval mode for sampling.
+
+    loss_d = steps.d_loss(discriminator(real), discriminator(fake), real_label)
+    steps.update(opt_d, loss_d)
+    with steps.frozen(discriminator):              # G's step: no weight gradients for D
+        steps.update(opt_g, steps.g_loss(discriminator(generator(z))))
+
+Every value a step returns stays a device tensor: reading it (`.item()`) would make the host wait
+for the GPU at every step; the run helper sums them on the device and reads them rarely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common import distributed
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """The DCGAN initialisation (Radford et al.), for `model.apply`: convolutions N(0, 0.02); BatchNorm
+    scale N(1, 0.02), shift 0."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, mean=1.0, std=0.02)
+        nn.init.zeros_(module.bias)
+
+
+def d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor, real_label: float = 1.0) -> torch.Tensor:
+    """The discriminator's BCE: real images towards `real_label` (0.9 = one-sided smoothing), fakes towards 0.
+
+    Logits and targets are float32 whatever the logits' dtype: under bf16 autocast a target made
+    like the logits would be bf16, where 0.9 is 0.8984.
+    """
+    logits_real, logits_fake = logits_real.float(), logits_fake.float()
+    real = torch.full(logits_real.shape, real_label, dtype=torch.float32, device=logits_real.device)
+    fake = torch.zeros(logits_fake.shape, dtype=torch.float32, device=logits_fake.device)
+    return F.binary_cross_entropy_with_logits(logits_real, real) + F.binary_cross_entropy_with_logits(logits_fake, fake)
+
+
+def g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
+    """The generator's non-saturating loss: make the discriminator call its fakes real (a float32 target of 1)."""
+    logits_fake = logits_fake.float()
+    return F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))
+
+
+def update(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One optimizer step on a loss (backward and step outside autocast, as PyTorch advises)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def mean_prob(logits: torch.Tensor) -> torch.Tensor:
+    """The mean sigmoid of a batch of logits (D(x) or D(G(z))), a detached device scalar."""
+    return torch.sigmoid(logits.detach().float()).mean()
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """Inside, the model's weights take no gradient: a backward through it computes only what flows
+    to its input (G's step computes no D weight gradients it would throw away), and under DDP
+    nothing is all-reduced for it (no_sync), since no gradient arrives to reduce."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        with distributed.no_sync(model):
+            yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+@contextlib.contextmanager
+def eval_mode(models: Sequence[nn.Module]) -> Iterator[None]:
+    """The models in eval mode and without gradients inside (grids, metrics); back in train mode after."""
+    for model in models:
+        model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for model in models:
+            model.train()

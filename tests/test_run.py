@@ -1,0 +1,156 @@
+"""The training-run helper and the steps it drives: no host sync in a step, D frozen for G's step,
+batches of one size, the data indexed where it lives, and what a run writes about its own time."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from conftest import load_script, run_script, test_device
+
+from common import data, steps
+from common.tally import Tally, first_bad
+
+META = torch.device("meta")  # off the host like a GPU: .item() and any host tensor mixed in raise
+GANS = {
+    "DCGAN-MNIST.py": ({"LATENT_DIM": 8, "NGF": 4, "NDF": 4}, False),
+    "CDCGAN-MNIST.py": ({"LATENT_DIM": 8, "NGF": 4, "NDF": 4}, True),
+    "GAN-MNIST.py": ({"LATENT_DIM": 8, "HIDDEN": 16, "CONDITIONAL": True}, True),
+    "DCGAN-CelebA.py": ({"LATENT_DIM": 8, "NGF": 4, "NDF": 4, "IMAGE_SIZE": 16}, False),
+}
+
+
+def gan_on(device: torch.device, script: str):
+    """A script's module, its generator, discriminator, their Adam optimizers and a real batch, on `device`."""
+    module = load_script(script)
+    cfg, conditional = GANS[script]
+    side = cfg.get("IMAGE_SIZE", 28)
+    with device:
+        models = module.build_models(cfg, (3 if side == 16 else 1, side, side), 10)
+        g, d = models["generator"], models["discriminator"]
+        opt_g, opt_d = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
+        real = torch.rand(4, 3 if side == 16 else 1, side, side) * 2 - 1
+        labels = torch.arange(4)
+    return module, g, d, opt_g, opt_d, real, labels if conditional else None
+
+
+def gan_steps(module, g, d, opt_g, opt_d, real, labels, device):
+    """One d_step and one g_step; their returned tensors."""
+    extra = () if labels is None else (labels,)
+    out = module.d_step(g, d, opt_d, real, *extra, 0.9)
+    return (*out, module.g_step(g, d, opt_g, len(real), device))
+
+
+@pytest.mark.parametrize("script", sorted(GANS))
+def test_gan_steps_make_no_host_sync(script):
+    """On the meta device a .item() or a host tensor mixed into the step raises; every result stays there."""
+    module, g, d, opt_g, opt_d, real, labels = gan_on(META, script)
+    results = gan_steps(module, g, d, opt_g, opt_d, real, labels, META)
+    assert len(results) == 4 and all(t.device == META and t.dim() == 0 for t in results)
+
+
+def test_vae_step_makes_no_host_sync():
+    module = load_script("VAE-MNIST.py")
+    with META:
+        vae = module.build_models({"LATENT_DIM": 2, "HIDDEN": 16, "CHANNELS": 4})["vae"]
+        opt = torch.optim.Adam(vae.parameters())
+        loss = module.train_step(vae, opt, torch.rand(4, 1, 28, 28), 1.0)
+    assert loss.device == META and loss.dim() == 0
+
+
+def test_run_log_sums_on_the_device_without_reading():
+    """log() only adds device tensors (it works on meta, where any read raises); reading is means()."""
+    tally = Tally(META)
+    for _ in range(3):
+        tally.add(loss_d=torch.ones((), device=META), d_real=torch.zeros((), device=META))
+    assert tally.counts == {"loss_d": 3, "d_real": 3} and tally.sums["loss_d"].device == META
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        tally.means()  # the one place that reads, at the progress bar's cadence and the epoch's end
+
+
+def test_tally_resumes_from_its_exact_totals():
+    tally = Tally(torch.device("cpu"))
+    for value in (0.1, 0.2, 0.3):
+        tally.add(loss=torch.tensor(value))
+    again = Tally(torch.device("cpu"), tally.totals(), tally.counts)  # what a Ctrl-C checkpoint holds
+    for t in (tally, again):
+        t.add(loss=torch.tensor(0.7))
+    assert again.totals() == tally.totals() and again.means()["loss"] == pytest.approx(1.3 / 4)
+    assert first_bad({"a": 1.0, "b": float("nan")})[0] == "b" and first_bad({"a": 1.0}) is None
+
+
+@pytest.mark.skipif(test_device() != "cuda", reason="needs pytest --device=cuda")
+@pytest.mark.parametrize("script", sorted(GANS))
+def test_gan_steps_make_no_host_sync_on_cuda(script):
+    cuda = torch.device("cuda")
+    module, g, d, opt_g, opt_d, real, labels = gan_on(cuda, script)
+    gan_steps(module, g, d, opt_g, opt_d, real, labels, cuda)  # warm-up: lazy CUDA init may sync
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        gan_steps(module, g, d, opt_g, opt_d, real, labels, cuda)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+
+
+@pytest.mark.parametrize("script", sorted(GANS))
+def test_g_step_computes_no_gradient_for_d(script):
+    module, g, d, opt_g, opt_d, real, labels = gan_on(torch.device("cpu"), script)
+    extra = () if labels is None else (labels,)
+    module.d_step(g, d, opt_d, real, *extra, 1.0)
+    after_d = [p.grad.clone() for p in d.parameters()]
+    weights_g = [p.detach().clone() for p in g.parameters()]
+    module.g_step(g, d, opt_g, len(real), torch.device("cpu"))
+    assert all(torch.equal(a, p.grad) for a, p in zip(after_d, d.parameters(), strict=True))  # nothing added
+    assert all(p.requires_grad for p in d.parameters())  # D trains again in its next step
+    assert any(not torch.equal(a, p) for a, p in zip(weights_g, g.parameters(), strict=True))  # G did learn
+
+
+def test_frozen_restores_only_what_it_froze():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    model[0].weight.requires_grad_(False)  # frozen by the user: stays frozen
+    with steps.frozen(model):
+        assert not any(p.requires_grad for p in model.parameters())
+    assert [p.requires_grad for p in model.parameters()] == [False, True, True, True]
+
+
+def test_gan_losses_have_exact_fp32_targets():
+    logits = torch.full((3,), 2.0, dtype=torch.bfloat16)  # bf16 logits, as under autocast
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    expected = bce(torch.full((3,), 2.0), torch.full((3,), 0.9)) + bce(torch.full((3,), 2.0), torch.zeros(3))
+    assert steps.d_loss(logits, logits, 0.9).item() == pytest.approx(expected.item(), rel=1e-6)  # 0.9, not 0.8984
+    assert steps.g_loss(logits).dtype == torch.float32
+
+
+def test_batches_on_the_device_are_indexed_there():
+    split = data.Split(torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1), torch.arange(40)).to(META)
+    batches = data.Batches(split, 8, seed=0)
+    got = list(batches.epoch(1, META))
+    assert len(got) == 5 and all(x.device == META and x.shape == (8, 1, 1, 1) for x, _ in got)
+
+
+@pytest.fixture(scope="module")
+def timed_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("timed") / "run"
+    args = ["--dataset=mnist-sample", "--latent_dim=2", "--batch_size=300", "--epochs=2", "--eval_every=0"]
+    result = run_script("VAE-MNIST.py", *args, f"--out_dir={out}")
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_losses_csv_has_the_epoch_as_the_user_waits_for_it(timed_run):
+    out, result = timed_run
+    with open(out / "losses.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    for row in rows:
+        assert 0 < float(row["time_s"]) <= float(row["wall_s"])  # the steps, then everything else as well
+        assert float(row["img_per_s"]) == pytest.approx(13 * 300 / float(row["time_s"]), rel=1e-3)  # 13 whole batches
+    assert "s of steps" in result.stdout and "s in all" in result.stdout
+
+
+def test_the_gif_and_figures_are_built_at_the_end(timed_run):
+    out, _ = timed_run
+    assert (out / "progress.gif").stat().st_size > 1000 and (out / "loss.png").exists()
+    assert (out / "latent.png").exists() and (out / "manifold.png").exists()

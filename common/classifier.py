@@ -58,18 +58,6 @@ class Penultimate(nn.Module):
         return self.classifier.features(x.float())
 
 
-class Logits(nn.Module):
-    """The classifier's logits, the `feature` module given to torchmetrics InceptionScore."""
-
-    def __init__(self, classifier: Classifier):
-        super().__init__()
-        self.classifier = classifier
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(x.float())
-
-
 @torch.no_grad()
 def batched(fn: nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Apply a module to float images in chunks on `device`; the results are concatenated."""

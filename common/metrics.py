@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from common import data, plots
-from common.classifier import CHUNK, Classifier, Logits, Penultimate, batched, train_classifier
+from common.classifier import CHUNK, FEATURES, Classifier, Penultimate, batched, train_classifier
 from common.device import keep_rng
 
 if TYPE_CHECKING:  # torchmetrics takes seconds to import: only evaluations load it
@@ -115,6 +115,7 @@ class Evaluator:
         self.path: Path | None = None
         self.fingerprint = ""
         self._metrics: dict[int, tuple[FrechetInceptionDistance, KernelInceptionDistance]] = {}
+        self._reference: dict[int, torch.Tensor] = {}  # features of the first n reference images
         # a fixed order of the training images: the first n are the reference for n generated ones
         self._order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(0))
 
@@ -179,26 +180,32 @@ class Evaluator:
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Predicted classes [N] of images [N, C, H, W] in [0, 1]."""
-        return batched(self.classifier, images, self.device).argmax(1)
+        return self.outputs(images)[1].argmax(1)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Penultimate-layer features [N, FEATURES] of images in [0, 1]."""
-        return batched(Penultimate(self.classifier), images, self.device)
+        return self.outputs(images)[0]
+
+    @torch.no_grad()
+    def outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(penultimate features [N, FEATURES], logits [N, K]) of images in [0, 1], from one pass of the classifier."""
+        features = batched(Penultimate(self.classifier), images, self.device)
+        return features, self.classifier.head(features)
 
     def reference(self, n: int) -> torch.Tensor:
         """The first n training images of a fixed shuffle: what n generated images are compared with."""
         return data.to_unit(self.train.images[self._order[:n].to(self.train.images.device)])
 
     def _new_metrics(self, n_real: int, n_fake: int) -> tuple[FrechetInceptionDistance, KernelInceptionDistance]:
-        """torchmetrics FID and KID on the classifier's features; the real features are kept across resets."""
+        """torchmetrics FID and KID over features computed beforehand; the real features are kept across resets."""
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.image.kid import KernelInceptionDistance
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "will save all extracted features in buffer": a few MB here
-            fid = FrechetInceptionDistance(feature=Penultimate(self.classifier), reset_real_features=False, **LOCAL)
+            fid = FrechetInceptionDistance(feature=Given(FEATURES), reset_real_features=False, **LOCAL)
             kid = KernelInceptionDistance(
-                feature=Penultimate(self.classifier),
+                feature=Given(FEATURES),
                 subsets=KID_SUBSETS,
                 subset_size=min(KID_SUBSET, n_real, n_fake),
                 reset_real_features=False,
@@ -206,36 +213,43 @@ class Evaluator:
             )
         return fid.to(self.device), kid.to(self.device)
 
-    def _update(self, metric: Any, images: torch.Tensor, **kwargs: bool) -> None:
-        """Feed images to a torchmetrics metric in chunks."""
-        for i in range(0, len(images), CHUNK):
-            metric.update(images[i : i + CHUNK].to(self.device).float(), **kwargs)
+    @staticmethod
+    def _update(metric: Any, values: torch.Tensor, **kwargs: bool) -> None:
+        """Feed features (or logits) to a torchmetrics metric in chunks."""
+        for i in range(0, len(values), CHUNK):
+            metric.update(values[i : i + CHUNK], **kwargs)
 
-    def _inception_score(self, images: torch.Tensor) -> float:
-        """The Inception Score of images, computed by torchmetrics on the classifier's logits."""
+    def _inception_score(self, logits: torch.Tensor) -> float:
+        """The Inception Score of images from their classifier logits, computed by torchmetrics."""
         from torchmetrics.image.inception import InceptionScore
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            splits = min(IS_SPLITS, len(images) // 2)
-            metric = InceptionScore(feature=Logits(self.classifier), splits=splits, **LOCAL).to(self.device)
-        self._update(metric, images)
+            splits = min(IS_SPLITS, len(logits) // 2)
+            metric = InceptionScore(feature=Given(logits.shape[1]), splits=splits, **LOCAL).to(self.device)
+        self._update(metric, logits)
         return metric.compute()[0].item()
+
+    def _reference_features(self, n: int) -> torch.Tensor:
+        """Features of the first n reference images (computed once per n)."""
+        if n not in self._reference:
+            self._reference[n] = self.outputs(self.reference(n))[0]
+        return self._reference[n]
 
     def floor(self, n: int) -> dict[str, float]:
         """Real-versus-real scores for n images (training split against test split), cached with the evaluator."""
         if n not in self.floors:
             with keep_rng(self.device, 0):
                 test = data.to_unit(self.test.images[:n])
+                test_features, test_logits = self.outputs(test)
                 fid, kid = self._new_metrics(n, len(test))
-                self._update(fid, self.reference(n), real=True)
-                self._update(fid, test, real=False)
-                self._update(kid, self.reference(n), real=True)
-                self._update(kid, test, real=False)
+                for metric in (fid, kid):
+                    self._update(metric, self._reference_features(n), real=True)
+                    self._update(metric, test_features, real=False)
                 self.floors[n] = {
                     "fid_floor": fid.compute().item(),
                     "kid_floor": kid.compute()[0].item(),
-                    "is_real": self._inception_score(test),
+                    "is_real": self._inception_score(test_logits),
                     "entropy_real": pixel_entropy(test).mean().item(),
                     "n_floor": len(test),
                 }
@@ -243,27 +257,32 @@ class Evaluator:
         return self.floors[n]
 
     def scores(self, fake: torch.Tensor, asked: torch.Tensor | None = None) -> dict[str, float]:
-        """Every metric of generated images in [0, 1] (and the labels asked for, conditional models), floors beside."""
+        """Every metric of generated images in [0, 1] (and the labels asked for, conditional models), floors beside.
+
+        The classifier sees the images once: its features feed FID and KID, its logits the
+        Inception Score and the predicted classes.
+        """
         n = min(len(fake), len(self.train))
         fake = fake[:n].detach().float().clamp(0, 1)
+        features, logits = self.outputs(fake)
         with keep_rng(self.device, 0):  # KID subsets and IS splits are drawn at random: same draw every time
             if n not in self._metrics:
                 self._metrics[n] = self._new_metrics(n, n)
-                self._update(self._metrics[n][0], self.reference(n), real=True)
-                self._update(self._metrics[n][1], self.reference(n), real=True)
+                for metric in self._metrics[n]:
+                    self._update(metric, self._reference_features(n), real=True)
             fid, kid = self._metrics[n]
             fid.reset()  # drops the previous fake features only
             kid.reset()
-            self._update(fid, fake, real=False)
-            self._update(kid, fake, real=False)
+            self._update(fid, features, real=False)
+            self._update(kid, features, real=False)
             row = {
                 "n": n,
                 "fid": fid.compute().item(),
                 "kid": kid.compute()[0].item(),
-                "is": self._inception_score(fake),
+                "is": self._inception_score(logits),
             }
         floor = self.floor(n)
-        pred = self.predict(fake)
+        pred = logits.argmax(1)
         covered, kl = class_coverage(pred, len(self.classes))
         row.update(
             fid_floor=floor["fid_floor"],
@@ -280,6 +299,17 @@ class Evaluator:
             row.update(label_acc=mean, label_acc_real=self.accuracy)
             row.update({f"label_acc_{k}": a for k, a in enumerate(per_class)})
         return row
+
+
+class Given(torch.nn.Module):
+    """The `feature` module handed to torchmetrics: the values it is given are already the features."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.num_features = width  # torchmetrics reads this instead of probing with a dummy image
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        return values.float()
 
 
 def record(

@@ -246,8 +246,10 @@ class Run:
         with keep_rng(self.device, self.ns["SEED"]), steps.eval_mode(list(self.networks.values())):
             fake, asked = sample()
             more = extra() if extra else None
-        plot = epoch == self.ns["EPOCHS"] or time.perf_counter() - self._drawn > PLOT_SECONDS
-        metrics.record(self.out, self.metric_history, epoch, self.evaluator, fake, asked, more, plot=plot)
+        row = metrics.record(self.out, self.metric_history, epoch, self.evaluator, fake, asked, more, plot=False)
+        if self._plot_due():  # metrics.png follows with loss.png at the epoch's end
+            real, title = self.evaluator.reference(row["n"]), f"pixel intensities, epoch {epoch}"
+            plots.pixel_histogram(real, fake[: row["n"]], self.out / "pixel_histogram.png", title)
 
     # --- the end of an epoch, a stop, the end of the run ---
 
@@ -289,7 +291,7 @@ class Run:
         self.history.append(row)
         if self.is_main:
             plots.write_csv(self.history, self.out / "losses.csv")
-            if self.epoch == self.ns["EPOCHS"] or time.perf_counter() - self._drawn > PLOT_SECONDS:
+            if self._plot_due():
                 self._draw()
             state["history"] = self.history
             checkpoint.save(state, self.out / "checkpoints")
@@ -303,6 +305,10 @@ class Run:
             )
         if signum:  # a signal during the epoch's grid or evaluation: its checkpoint is whole
             self.guard.exit(self._stopped(f"after epoch {self.epoch}"))
+
+    def _plot_due(self) -> bool:
+        """Whether this epoch redraws the figures: the last epoch does, the others at most every PLOT_SECONDS."""
+        return self.epoch == self.ns["EPOCHS"] or time.perf_counter() - self._drawn > PLOT_SECONDS
 
     def _draw(self) -> None:
         """loss.png, metrics.png and the comparison page, now."""

@@ -10,6 +10,10 @@ saved in it.
     python generate.py outputs/DCGAN-MNIST --out digits.npz      # uint8 array(s) instead of a picture
     python generate.py outputs/VAE-MNIST --interpolate           # latent interpolation strips
     python generate.py outputs/GAN-MNIST --blur 0.7              # Gaussian post-filter on the images
+    python generate.py outputs/DCGAN-MNIST --score --n 10000     # the repo's metrics of 10,000 fresh samples
+
+`--score` prints the metrics of a finished run (MNIST family) with as many samples as asked (the
+per-epoch evaluation uses few, for speed) and appends them to RUN_DIR/scores.csv.
 
 A .png is a grid; a .npz holds `images` (uint8, N x H x W for grey, N x H x W x 3 for colour)
 and, for conditional models, `labels`.
@@ -18,6 +22,7 @@ and, for conditional models, `labels`.
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import sys
 from collections.abc import Callable
@@ -27,7 +32,7 @@ import numpy as np
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
-from common import checkpoint, config, device, plots
+from common import checkpoint, config, data, device, metrics, plots
 from common.config import fail
 
 ROOT = Path(__file__).resolve().parent
@@ -107,6 +112,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--interpolate", action="store_true", help="latent interpolation strips (10 steps each)")
     parser.add_argument("--steps", type=int, default=10, help="images per interpolation strip")
     parser.add_argument("--blur", type=float, default=0.0, metavar="SIGMA", help="Gaussian filter on the images")
+    parser.add_argument("--score", action="store_true", help="score --n fresh samples with the repo's metrics")
+    parser.add_argument("--data_dir", help="with --score: where the data set is (default: the run's DATA_DIR)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     args = parser.parse_args(argv)
     if args.n <= 0 or args.steps < 2:
@@ -132,6 +139,8 @@ def main(argv: list[str] | None = None) -> Path:
     dev = device.pick(args.device)
     sampler = Sampler(state, dev)
     label = sampler.parse_label(args.label) if args.label is not None else None
+    if args.score:
+        return score(run_dir, state, sampler, args, dev)
 
     gen = torch.Generator().manual_seed(args.seed)
     n = args.n
@@ -168,6 +177,40 @@ def main(argv: list[str] | None = None) -> Path:
     )
     print(f"wrote {out}: {len(images)} images ({what}) from {run_dir} after epoch {state['epoch']}")
     return out
+
+
+def score(run_dir: Path, state: dict, sampler: Sampler, args: argparse.Namespace, dev: torch.device) -> Path:
+    """The repo's metrics of --n fresh samples of a run (balanced classes when conditional), printed and
+    appended to RUN_DIR/scores.csv."""
+    cfg = state["config"]
+    name, data_dir = cfg.get("DATASET", ""), args.data_dir or cfg.get("DATA_DIR", "data")
+    if name not in data.DATASETS or name == "fake":
+        fail(f"--score needs a run on MNIST, Fashion-MNIST or the sample; this one trained on {name!r}")
+    ds = data.load(name, data_dir, download=False, device=dev)
+    if ds.name != name:
+        fail(f"--score: {name} is not in {data_dir} (the run's data set); pass --data_dir")
+    evaluator = metrics.Evaluator.for_dataset(ds, data_dir, dev)
+    z, labels = metrics.eval_noise(args.n, sampler.latent_dim, sampler.n_classes, "cpu", args.seed)
+    fake = torch.cat([sampler(zb, lb) for zb, lb in _chunks(z, labels)])
+    row = {"epoch": state["epoch"], "seed": args.seed, **evaluator.scores(fake, labels)}
+    if row["n"] < args.n:
+        print(f"note: scored {row['n']} samples, as many as the {len(ds.train)} training images compared with")
+    path = run_dir / "scores.csv"
+    earlier = []
+    if path.exists():
+        with open(path, newline="") as f:
+            earlier = list(csv.DictReader(f))
+    plots.write_csv([*earlier, row], path)
+    shares = [row[f"share_{k}"] for k in range(len(ds.classes))]
+    accuracy = (
+        f"  label acc {row['label_acc']:.1%} (evaluator {row['evaluator_acc']:.1%})" if "label_acc" in row else ""
+    )
+    print(
+        f"{run_dir} after epoch {state['epoch']}, {row['n']} samples: FID {row['fid']:.3g} (floor {row['fid_floor']:.3g})"
+        f"  KID {row['kid']:.3g}  IS {row['is']:.3g} (real {row['is_real']:.3g})  coverage {row['coverage']}/"
+        f"{len(ds.classes)}  class shares {min(shares):.1%}-{max(shares):.1%}{accuracy}; appended to {path}"
+    )
+    return path
 
 
 def _chunks(z: torch.Tensor, labels: torch.Tensor | None, size: int = 1000):

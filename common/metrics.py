@@ -67,6 +67,11 @@ def pixel_entropy(images: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log2(p.clamp_min(1e-12))).sum(1)
 
 
+def class_shares(pred: torch.Tensor, n_classes: int) -> list[float]:
+    """The fraction of samples the classifier puts in each class (a digit dying shows as a share near 0)."""
+    return (torch.bincount(pred.cpu(), minlength=n_classes).float() / max(len(pred), 1)).tolist()
+
+
 def class_coverage(pred: torch.Tensor, n_classes: int, share: float = COVERAGE_SHARE) -> tuple[int, float]:
     """(classes drawn at least `share` x 1/K of the time, KL in nats of the predicted class histogram to uniform)."""
     p = torch.bincount(pred.cpu(), minlength=n_classes).float() / len(pred)
@@ -294,6 +299,7 @@ class Evaluator:
             entropy_real=floor["entropy_real"],
             evaluator_acc=self.accuracy,
         )
+        row.update({f"share_{k}": share for k, share in enumerate(class_shares(pred, len(self.classes)))})
         if asked is not None:
             mean, per_class = label_accuracy(pred, asked[:n], len(self.classes))
             row.update(label_acc=mean, label_acc_real=self.accuracy)
@@ -333,11 +339,13 @@ def record(
         plots.plot_metrics(history, out / "metrics.png")
         real = evaluator.reference(row["n"])
         plots.pixel_histogram(real, fake[: row["n"]], out / "pixel_histogram.png", f"pixel intensities, epoch {epoch}")
+    shares = [row[f"share_{k}"] for k in range(len(evaluator.classes))]
     parts = [
         f"fid {row['fid']:.3g} (floor {row['fid_floor']:.3g})",
         f"kid {row['kid']:.3g} (floor {row['kid_floor']:.2g})",
         f"is {row['is']:.3g} (real {row['is_real']:.3g})",
         f"coverage {row['coverage']}/{len(evaluator.classes)}",
+        f"class shares {min(shares):.0%}-{max(shares):.0%}",
     ]
     if "label_acc" in row:
         parts.append(f"label acc {row['label_acc']:.1%} (real {row['label_acc_real']:.1%})")

@@ -182,3 +182,24 @@ def plot_metrics(history: list[dict], path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_class_shares(history: list[dict], path: str | Path, classes: Sequence[str]) -> None:
+    """A stacked area chart of each class's share of the generated samples by epoch (share_<k> columns)."""
+    rows = [r for r in history if "share_0" in r]
+    if not rows:
+        return
+    epochs = [r["epoch"] for r in rows]
+    shares = [[r.get(f"share_{k}", 0.0) for r in rows] for k in range(len(classes))]
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    colours = plt.get_cmap("tab10")(range(len(classes)))
+    ax.stackplot(epochs, shares, labels=list(classes), colors=colours, alpha=0.9)
+    ax.set_xlim(min(epochs), max(epochs) if len(epochs) > 1 else min(epochs) + 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("share of generated samples")
+    ax.set_title("classes drawn, by the evaluator (a band thinning to nothing: a class dying)", fontsize=10)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -149,6 +149,7 @@ class Run:
             self.started = time.perf_counter()
             yield epoch
             self._end_epoch()
+        self.guard.__exit__(None, None, None)  # from here on Ctrl-C stops at once: nothing is left to save
         self._finish()
 
     def _restore(self, state: dict[str, Any]) -> dict[str, Any] | None:
@@ -315,6 +316,7 @@ class Run:
         plots.plot_curves(self.history, self.out / "loss.png", self.panels)
         if self.metric_history:
             plots.plot_metrics(self.metric_history, self.out / "metrics.png")
+            plots.plot_class_shares(self.metric_history, self.out / "class_shares.png", self.classes)
         page.write_index(self.out.parent)  # outputs/index.html: every run side by side (never raises)
         self._drawn = time.perf_counter()
 

@@ -168,3 +168,20 @@ def test_generate_errors_are_one_line(runs, tmp_path, capsys):
     result = run_script("generate.py", str(runs["dcgan"]), "--label", "3")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("error: --label needs a conditional model")
+
+
+def test_score_a_finished_run_with_as_many_samples_as_asked(runs, tmp_path, capsys):
+    assert generate(runs["cdcgan"], "--score", "--n", 200) == 0
+    line = capsys.readouterr().out
+    assert "200 samples: FID" in line and "label acc" in line and "evaluator" in line
+    assert generate(runs["cdcgan"], "--score", "--n", 100, "--seed", 1) == 0  # a second row, appended
+    with open(runs["cdcgan"] / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["n"] for r in rows] == ["200", "100"] and float(rows[0]["fid"]) > float(rows[0]["fid_floor"])
+    assert sum(float(rows[0][f"share_{k}"]) for k in range(10)) == pytest.approx(1.0)
+    assert 0 <= float(rows[0]["label_acc"]) <= 1
+
+
+def test_score_refuses_a_run_it_cannot_score(runs, capsys):
+    assert generate(runs["celeba"], "--score") == 2
+    assert "--score needs a run on MNIST" in capsys.readouterr().err

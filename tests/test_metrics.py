@@ -7,8 +7,9 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 from conftest import OFFLINE_ENV
+from PIL import Image
 
-from common import data, inception, metrics
+from common import data, inception, metrics, plots
 
 EVALUATOR_EPOCHS = 3  # measured: 93.8% test accuracy on the sample's 1,000 test digits (8 epochs, the default: 97.1%)
 MIN_ACCURACY = 0.90
@@ -67,6 +68,19 @@ def test_coverage_flags_a_single_class_generator(evaluator, sample):
     assert collapsed["coverage"] == 1 and collapsed["kl_uniform"] > 0.8 * math.log(10)
     healthy = evaluator.scores(data.to_unit(sample.test.images))
     assert healthy["coverage"] == 10 and healthy["kl_uniform"] < 0.01
+    # per-class shares: the real digits (100 of each) all between 5% and 15%, the collapsed sample all in "1"
+    assert all(0.05 <= healthy[f"share_{k}"] <= 0.15 for k in range(10))
+    assert sum(healthy[f"share_{k}"] for k in range(10)) == pytest.approx(1.0)
+    assert collapsed["share_1"] > 0.9 and max(collapsed[f"share_{k}"] for k in range(10) if k != 1) < 0.05
+
+
+def test_class_shares_chart_stacks_every_class_by_epoch(evaluator, sample, tmp_path):
+    history = [{"epoch": e, **evaluator.scores(data.to_unit(sample.test.images[: 200 * e]))} for e in (1, 2, 3)]
+    plots.plot_class_shares(history, tmp_path / "class_shares.png", evaluator.classes)
+    with Image.open(tmp_path / "class_shares.png") as im:
+        assert im.size[0] > 500 and len(set(im.convert("RGB").getdata())) > 10  # ten coloured bands, not blank
+    plots.plot_class_shares([{"epoch": 1}], tmp_path / "none.png", evaluator.classes)  # no shares: no chart
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_label_accuracy_of_real_images_is_the_classifier_accuracy(evaluator, sample):

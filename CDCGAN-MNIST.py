@@ -11,8 +11,8 @@ with the label as ten constant planes, so it judges "is this a real image of cla
 Writes to outputs/CDCGAN-MNIST/ (or OUT_DIR): config.json, samples/epoch_001.png ... (one row per
 class, one shared noise vector per column, so each column is one "style" drawn as every class),
 losses.csv and loss.png (G and D losses, mean D(x) and D(G(z))), progress.gif and
-checkpoints/last.pt; every EVAL_EVERY epochs and at the last, metrics.csv, metrics.png and
-pixel_histogram.png (classifier FID/KID/IS against their real-data floors, class coverage, and
+checkpoints/last.pt; every EVAL_EVERY epochs and at the last, metrics.csv, metrics.png,
+class_shares.png and pixel_histogram.png (classifier FID/KID/IS against their real-data floors, class coverage, and
 "asked for k, drew k" accuracy).
 Rerunning resumes; --epochs=N extends a finished run; Ctrl-C saves a checkpoint first.
 """

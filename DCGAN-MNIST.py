@@ -11,10 +11,11 @@ No upscaling to 64x64: it costs about 5x the compute and draws no better digits.
 
 Writes to outputs/DCGAN-MNIST/ (or OUT_DIR): config.json, samples/epoch_001.png ... (a fixed noise
 batch, comparable across epochs), losses.csv and loss.png (G and D losses, mean D(x) and
-D(G(z))), progress.gif and checkpoints/last.pt; every EVAL_EVERY epochs and at the last, metrics.csv, metrics.png and
-pixel_histogram.png (classifier FID/KID/IS against their real-data floors, class coverage).
-Rerunning resumes; --epochs=N extends a finished run; Ctrl-C saves a checkpoint first.
-Ctrl-C (or SIGTERM) finishes the step, saves a checkpoint and prints the command that resumes.
+D(G(z))), checkpoints/last.pt and, at the end, progress.gif; every EVAL_EVERY epochs and at the
+last, metrics.csv, metrics.png, class_shares.png and pixel_histogram.png (classifier FID/KID/IS
+against their real-data floors, class coverage and shares). Rerunning resumes; --epochs=N
+extends a finished run; Ctrl-C (or SIGTERM) finishes the step, saves a checkpoint and prints the
+command that resumes.
 Sample a trained model with: python generate.py outputs/DCGAN-MNIST
 
     torchrun --nproc_per_node=4 DCGAN-MNIST.py       # 4 GPUs (DDP), each a quarter of every epoch
@@ -42,6 +43,7 @@ BATCH_SIZE = 128  # images per step (why 128: "Larger batches" in the README)
 LR = 4e-4  # Adam learning rate of both networks (2x the paper's 2e-4: measured better at batch 128)
 BETA1 = 0.5  # Adam beta1 (0.5 is the DCGAN choice)
 REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)
+EMA = 0.0  # decay of a moving average of G's weights that draws the grids and metrics (0: G itself)
 # --- run ---
 SEED = 0  # seeds weights, shuffling and sampling
 DETERMINISTIC = False  # only repeatable kernels, so a CUDA resume matches number for number (slower; see "Devices")
@@ -160,14 +162,15 @@ def main() -> None:
         # between the two, statistics the first saved for backward. D never runs in eval mode, so
         # each process keeps its own running statistics (and three broadcasts a step are saved)
         train_g, train_d = r.wrap(generator), r.wrap(discriminator, sync_buffers=False)
+        sampler = r.ema("generator_ema", generator, EMA) if EMA else generator  # what draws the pictures
         for _ in r.epochs({"losses": ("loss_d", "loss_g"), "mean discriminator output": ("d_real", "d_fake")}):
             for images, _ in r.batches():
                 real = r.input(data.to_gan(images))
                 loss_d, d_real, d_fake = d_step(train_g, train_d, opt_d, real, REAL_LABEL, r.autocast)
                 loss_g = g_step(train_g, train_d, opt_g, len(real), r.device, r.autocast)
                 r.log(loss_d=loss_d, loss_g=loss_g, d_real=d_real, d_fake=d_fake)
-            r.grid(lambda: generator(fixed_noise), nrow=8)
-            r.evaluate(lambda: sample_for_eval(generator, EVAL_SAMPLES, r.device, SEED))
+            r.grid(lambda: sampler(fixed_noise), nrow=8)
+            r.evaluate(lambda: sample_for_eval(sampler, EVAL_SAMPLES, r.device, SEED))
 
 
 if __name__ == "__main__":

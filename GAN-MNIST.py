@@ -11,7 +11,7 @@ Writes to outputs/GAN-MNIST/ (or OUT_DIR): config.json, samples/epoch_001.png ..
 batch, comparable across epochs), losses.csv and loss.png (G and D losses, mean D(x) and
 D(G(z))), progress.gif and checkpoints/last.pt. Every EVAL_EVERY epochs and at the last: metrics.csv
 and metrics.png (classifier FID, KID, IS, class coverage, pixel entropy; label accuracy when
-conditional) and pixel_histogram.png. Rerunning resumes; --epochs=N extends a finished run.
+conditional), class_shares.png and pixel_histogram.png. Rerunning resumes; --epochs=N extends a finished run.
 """
 
 from contextlib import nullcontext

@@ -13,7 +13,7 @@ losses.csv and loss.png (train and test negative ELBO per image), progress.gif, 
 (test-set latent means coloured by class, PCA when LATENT_DIM > 2), manifold.png (when
 LATENT_DIM = 2) and checkpoints/last.pt. Every EVAL_EVERY epochs and at the last: metrics.csv and
 metrics.png (classifier FID, KID, IS, class coverage, pixel entropy, test negative ELBO; an IWAE
-bound at the last epoch), pixel_histogram.png. Rerunning resumes; --epochs=N extends a finished run.
+bound at the last epoch), class_shares.png, pixel_histogram.png. Rerunning resumes; --epochs=N extends a finished run.
 """
 
 import math

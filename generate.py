@@ -48,8 +48,8 @@ class Sampler:
         module = config.load_script(script.name)
         self.classes: tuple[str, ...] = tuple(state.get("classes") or ())
         models = module.build_models(state["config"], tuple(state["image_shape"]), len(self.classes))
-        for name, model in models.items():
-            model.load_state_dict(state["models"][name])
+        for name, model in models.items():  # the generator's moving average, when the run kept one, draws
+            model.load_state_dict(state["models"].get(f"{name}_ema", state["models"][name]))
             model.to(dev).eval()
         self.device = dev
         if "vae" in models:

@@ -23,6 +23,7 @@ before anything of that epoch is written.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -62,6 +63,9 @@ class Run:
         self.networks: dict[str, torch.nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.fixed_tensors: dict[str, torch.Tensor] = {}
+        self.averages: list[
+            tuple[str, str, torch.nn.Module, torch.nn.Module, float]
+        ] = []  # name, of, EMA, model, decay
         self.history: list[dict] = []
         self.metric_history: list[dict] = []
         self.classes: tuple[str, ...] = ()
@@ -121,6 +125,26 @@ class Run:
         self.fixed_tensors[name] = tensor.to(self.device)
         return self.fixed_tensors[name]
 
+    def ema(self, name: str, model: torch.nn.Module, decay: float) -> torch.nn.Module:
+        """An exponential moving average of `model`'s weights, updated after every step on the device
+        (no sync) and saved in checkpoints as `name`; sample from it, train `model`. Its decay warms up
+        as min(decay, (1 + t) / (10 + t)) after t steps, so early weights fade fast in short runs."""
+        average = copy.deepcopy(model).requires_grad_(False)
+        base = next(key for key, net in self.networks.items() if net is model)
+        self.networks[name] = average
+        self.averages.append((name, base, average, model, decay))
+        return average
+
+    def _update_averages(self) -> None:
+        """One EMA step for every averaged model (after each training step); t counts from the run's start."""
+        t = (self.epoch - 1) * len(self.data) + self.step
+        for _, _, average, model, decay in self.averages:
+            weight = 1 - min(decay, (1 + t) / (10 + t))
+            with torch.no_grad():
+                torch._foreach_lerp_(list(average.parameters()), list(model.parameters()), weight)
+                for mine, theirs in zip(average.buffers(), model.buffers(), strict=True):
+                    mine.copy_(theirs)
+
     def wrap(self, model: torch.nn.Module, sync_buffers: bool = True) -> torch.nn.Module:
         """What the steps train through: DDP under torchrun (SyncBatchNorm if asked), compiled if asked.
 
@@ -154,6 +178,10 @@ class Run:
 
     def _restore(self, state: dict[str, Any]) -> dict[str, Any] | None:
         """Put a checkpoint into this run; returns its mid-epoch part, if any."""
+        for name, base, *_ in self.averages:  # a checkpoint from before the EMA: it starts from the weights
+            if name not in state["models"]:
+                print(f"note: the checkpoint has no {name}; it starts from {base}'s weights")
+                state["models"][name] = state["models"][base]
         checkpoint.restore(state, self.networks, self.optimizers, self.fixed_tensors, self.ns["LR"])
         self.history, self.metric_history = state["history"], state.get("metrics", [])
         self.epoch = state["epoch"]
@@ -178,6 +206,7 @@ class Run:
             for step, batch in enumerate(self.data.epoch(self.epoch, self.device, self.skip), start=self.skip + 1):
                 self.step = step
                 yield batch
+                self._update_averages()
                 bar.update(size)
                 self._check(step, bar)
         self.seconds = self._elapsed()

@@ -154,3 +154,29 @@ def test_the_gif_and_figures_are_built_at_the_end(timed_run):
     out, _ = timed_run
     assert (out / "progress.gif").stat().st_size > 1000 and (out / "loss.png").exists()
     assert (out / "latent.png").exists() and (out / "manifold.png").exists()
+
+
+def _weights(out, name):
+    return torch.load(out / "checkpoints" / "last.pt", weights_only=False)["models"][name]
+
+
+def test_generator_ema_is_saved_resumes_exactly_and_draws_the_samples(tmp_path):
+    tiny = ["--dataset=mnist-sample", "--ngf=4", "--ndf=4", "--batch_size=500", "--eval_every=0", "--ema=0.9"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert run_script("DCGAN-MNIST.py", *tiny, "--epochs=2", f"--out_dir={whole}").returncode == 0
+    assert run_script("DCGAN-MNIST.py", *tiny, "--epochs=1", f"--out_dir={split}").returncode == 0
+    assert run_script("DCGAN-MNIST.py", *tiny, "--epochs=2", f"--out_dir={split}").returncode == 0
+    ema, trained = _weights(whole, "generator_ema"), _weights(whole, "generator")
+    assert any(not torch.equal(ema[k], trained[k]) for k in ema)  # a moving average, not a copy
+    resumed = _weights(split, "generator_ema")
+    assert all(torch.allclose(ema[k].float(), resumed[k].float(), atol=1e-6) for k in ema)  # its warm-up resumes too
+
+
+def test_a_run_without_ema_resumes_with_one(tmp_path):
+    tiny = ["--dataset=mnist-sample", "--ngf=4", "--ndf=4", "--batch_size=500", "--eval_every=0"]
+    out = tmp_path / "run"
+    assert run_script("DCGAN-MNIST.py", *tiny, "--epochs=1", f"--out_dir={out}").returncode == 0
+    result = run_script("DCGAN-MNIST.py", *tiny, "--epochs=2", "--ema=0.9", f"--out_dir={out}")
+    assert result.returncode == 0, result.stderr
+    assert "has no generator_ema; it starts from generator's weights" in result.stdout
+    assert "generator_ema" in torch.load(out / "checkpoints" / "last.pt", weights_only=False)["models"]

@@ -154,7 +154,8 @@ def train_step(
 
 @torch.no_grad()
 def evaluate(vae: VAE, split: data.Split, beta: float, batch_size: int = 1000) -> tuple[float, torch.Tensor]:
-    """Mean negative ELBO per image on a split, and the latent means of all its images."""
+    """Mean negative ELBO per image on a split, and the latent means of all its images (in eval mode)."""
+    was_training = vae.training
     vae.eval()
     total, means = torch.zeros((), device=split.images.device), []
     for start in range(0, len(split), batch_size):
@@ -162,7 +163,7 @@ def evaluate(vae: VAE, split: data.Split, beta: float, batch_size: int = 1000) -
         logits, mu, logvar = vae(x)
         total += vae_loss(logits, x, mu, logvar, beta)
         means.append(mu)
-    vae.train()
+    vae.train(was_training)
     return total.item() / len(split), torch.cat(means)
 
 
@@ -189,7 +190,6 @@ def bounds(vae: VAE, test: data.Split, known: float | None, iwae_k: int, iwae_im
     found = {"test_neg_elbo": evaluate(vae, test, 1.0)[0] if known is None else known}
     if iwae_k:
         found["test_iwae"] = iwae_bound(vae, test.images[:iwae_images], iwae_k)
-    vae.eval()  # evaluate() leaves it in train mode; the run puts it back after the evaluation
     return found
 
 

@@ -96,8 +96,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows.append({"seed": seed, **found})
     summary = summarize(rows)
     plots.write_csv([*rows, *summary], out / "seeds.csv")
-    (out / "seeds.md").write_text(markdown(args.script, passed, rows, summary))
-    print(markdown(args.script, passed, rows, summary))
+    table = markdown(args.script, passed, rows, summary)
+    (out / "seeds.md").write_text(table)
+    print(table)
     print(f"wrote {out / 'seeds.md'} and {out / 'seeds.csv'}")
     return [*rows, *summary]
 

@@ -187,10 +187,6 @@ class Evaluator:
         """Predicted classes [N] of images [N, C, H, W] in [0, 1]."""
         return self.outputs(images)[1].argmax(1)
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Penultimate-layer features [N, FEATURES] of images in [0, 1]."""
-        return self.outputs(images)[0]
-
     @torch.no_grad()
     def outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(penultimate features [N, FEATURES], logits [N, K]) of images in [0, 1], from one pass of the classifier."""
@@ -318,6 +314,12 @@ class Given(torch.nn.Module):
         return values.float()
 
 
+def draw(history: list[dict], out: Path, classes: tuple[str, ...]) -> None:
+    """metrics.png (each score by epoch beside its floor) and class_shares.png from a run's metric history."""
+    plots.plot_metrics(history, out / "metrics.png")
+    plots.plot_class_shares(history, out / "class_shares.png", classes)
+
+
 def record(
     out: Path,
     history: list[dict],
@@ -329,14 +331,14 @@ def record(
     plot: bool = True,
 ) -> dict[str, Any]:
     """Score one epoch's samples, append the row to `history`, write metrics.csv (and with `plot`,
-    metrics.png and pixel_histogram.png)."""
+    metrics.png, class_shares.png and pixel_histogram.png)."""
     start = time.perf_counter()
     row: dict[str, Any] = {"epoch": epoch, **evaluator.scores(fake, asked), **(extra or {})}
     row["eval_s"] = time.perf_counter() - start
     history[:] = [r for r in history if r["epoch"] != epoch] + [row]
     plots.write_csv(history, out / "metrics.csv")
     if plot:
-        plots.plot_metrics(history, out / "metrics.png")
+        draw(history, out, evaluator.classes)
         real = evaluator.reference(row["n"])
         plots.pixel_histogram(real, fake[: row["n"]], out / "pixel_histogram.png", f"pixel intensities, epoch {epoch}")
     shares = [row[f"share_{k}"] for k in range(len(evaluator.classes))]

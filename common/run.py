@@ -276,10 +276,7 @@ class Run:
         with keep_rng(self.device, self.ns["SEED"]), steps.eval_mode(list(self.networks.values())):
             fake, asked = sample()
             more = extra() if extra else None
-        row = metrics.record(self.out, self.metric_history, epoch, self.evaluator, fake, asked, more, plot=False)
-        if self._plot_due():  # metrics.png follows with loss.png at the epoch's end
-            real, title = self.evaluator.reference(row["n"]), f"pixel intensities, epoch {epoch}"
-            plots.pixel_histogram(real, fake[: row["n"]], self.out / "pixel_histogram.png", title)
+        metrics.record(self.out, self.metric_history, epoch, self.evaluator, fake, asked, more, plot=self._plot_due())
 
     # --- the end of an epoch, a stop, the end of the run ---
 
@@ -341,11 +338,8 @@ class Run:
         return self.epoch == self.ns["EPOCHS"] or time.perf_counter() - self._drawn > PLOT_SECONDS
 
     def _draw(self) -> None:
-        """loss.png, metrics.png and the comparison page, now."""
+        """loss.png and the comparison page, now (the metric figures are drawn by the evaluation itself)."""
         plots.plot_curves(self.history, self.out / "loss.png", self.panels)
-        if self.metric_history:
-            plots.plot_metrics(self.metric_history, self.out / "metrics.png")
-            plots.plot_class_shares(self.metric_history, self.out / "class_shares.png", self.classes)
         page.write_index(self.out.parent)  # outputs/index.html: every run side by side (never raises)
         self._drawn = time.perf_counter()
 
@@ -359,6 +353,8 @@ class Run:
         if self.is_main:
             checkpoint.save(state, self.out / "checkpoints")
             self._draw()
+            if self.metric_history:  # evaluations since the figures were last drawn
+                metrics.draw(self.metric_history, self.out, self.classes)
             plots.make_gif(self.out / "samples", self.out / "progress.gif")
         self.guard.exit(self._stopped(f"in epoch {self.epoch} after step {step}"))
 
@@ -367,9 +363,7 @@ class Run:
         return f"Stopped {where}; checkpoint in {self.out}/checkpoints. Resume with:\n  {resume_command()}"
 
     def _finish(self) -> None:
-        """After the last epoch: the progress GIF, every figure up to date, one line."""
+        """After the last epoch (which drew every figure): the progress GIF and one line."""
         if self.is_main:
-            if self.history:
-                self._draw()
             plots.make_gif(self.out / "samples", self.out / "progress.gif")
             print(f"Done: {self.out}/")

@@ -2,7 +2,9 @@
 
 The DCGAN of DCGAN-MNIST.py with the class label fed to both networks (Mirza & Osindero, 2014):
 the generator gets z together with a one-hot label, the discriminator gets the image together
-with the label as ten constant planes, so it judges "is this a real image of class k".
+with the label as ten constant planes, so it judges "is this a real image of class k". The step is
+the GAN step the four GAN scripts share (common/steps.py), given the labels: real images with
+their own, fakes of the same labels in D's step and of random labels in G's.
 
     python CDCGAN-MNIST.py                           # 10 epochs on MNIST
     python CDCGAN-MNIST.py --dataset=fashion-mnist
@@ -17,14 +19,11 @@ class_shares.png and pixel_histogram.png (classifier FID/KID/IS against their re
 Rerunning resumes; --epochs=N extends a finished run; Ctrl-C saves a checkpoint first.
 """
 
-from contextlib import nullcontext
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from common import config, data, metrics, run, steps
-from common.speed import Autocast
 
 # --- data ---
 DATASET = "mnist"  # mnist | fashion-mnist | mnist-sample | fake
@@ -118,34 +117,6 @@ def build_models(
     }
 
 
-def d_step(
-    generator: Generator, discriminator: Discriminator, opt_d: torch.optim.Optimizer, real: torch.Tensor,
-    labels: torch.Tensor, real_label: float, autocast: Autocast = nullcontext,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """One discriminator step on real (image, label) pairs and fakes of the same labels; returns loss, D(x), D(G(z))."""
-    with autocast():  # forward and loss only: backward and the optimizer step run outside autocast
-        with torch.no_grad():
-            fake = generator(torch.randn(len(real), generator.latent_dim, device=real.device), labels)
-        logits_real, logits_fake = discriminator(real, labels), discriminator(fake, labels)
-        loss_d = steps.d_loss(logits_real, logits_fake, real_label)
-    steps.update(opt_d, loss_d)
-    return loss_d.detach(), steps.mean_prob(logits_real), steps.mean_prob(logits_fake)
-
-
-def g_step(
-    generator: Generator, discriminator: Discriminator, opt_g: torch.optim.Optimizer, batch_size: int,
-    device: torch.device, autocast: Autocast = nullcontext,
-) -> torch.Tensor:  # fmt: skip
-    """One generator step: fakes of random classes that D should take for real images of those classes."""
-    z = torch.randn(batch_size, generator.latent_dim, device=device)
-    labels = torch.randint(0, generator.n_classes, (batch_size,), device=device)
-    with steps.frozen(discriminator):  # gradients flow through D to G, but none are kept for D's weights
-        with autocast():
-            loss_g = steps.g_loss(discriminator(generator(z, labels), labels))
-        steps.update(opt_g, loss_g)
-    return loss_g.detach()
-
-
 def sample_for_eval(generator: Generator, n: int, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """n images in [0, 1] from the same evaluation noise every time, and the classes asked for (balanced)."""
     z, labels = metrics.eval_noise(n, generator.latent_dim, generator.n_classes, device, seed)
@@ -167,11 +138,9 @@ def main() -> None:
         # D keeps its own BatchNorm statistics per process under torchrun: see DCGAN-MNIST.py
         train_g, train_d = r.wrap(generator), r.wrap(discriminator, sync_buffers=False)
         for _ in r.epochs({"losses": ("loss_d", "loss_g"), "mean discriminator output": ("d_real", "d_fake")}):
-            for images, labels in r.batches():
-                real = r.input(data.to_gan(images))
-                loss_d, d_real, d_fake = d_step(train_g, train_d, opt_d, real, labels, REAL_LABEL, r.autocast)
-                loss_g = g_step(train_g, train_d, opt_g, len(real), r.device, r.autocast)
-                r.log(loss_d=loss_d, loss_g=loss_g, d_real=d_real, d_fake=d_fake)
+            for real, labels in r.batches(data.to_gan):  # D sees each image with its label
+                r.log(**steps.d_step(train_g, train_d, opt_d, real, labels, REAL_LABEL, r.autocast))
+                r.log(loss_g=steps.g_step(train_g, train_d, opt_g, len(real), len(ds.classes), r.autocast))
             r.grid(lambda: generator(fixed_noise, fixed_labels), nrow=10, row_labels=ds.classes)
             r.evaluate(lambda: sample_for_eval(generator, EVAL_SAMPLES, r.device, SEED))
 

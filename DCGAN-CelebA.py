@@ -2,7 +2,8 @@
 
 The generator grows a noise vector into an image with strided transposed convolutions, the
 discriminator shrinks an image to one logit with strided convolutions; both use BatchNorm, and
-the weights start from N(0, 0.02) as in the paper. Faces are centre-cropped (CROP) and resized
+the weights start from N(0, 0.02) as in the paper; they train by the GAN step the four GAN scripts
+share (common/steps.py: d_step, g_step). Faces are centre-cropped (CROP) and resized
 to IMAGE_SIZE once, into a uint8 cache beside the data (see common/celeba.py), then drawn in
 shuffled batches from memory.
 
@@ -23,7 +24,6 @@ Ctrl-C (or SIGTERM) finishes the step, saves a checkpoint and prints the command
 
 import math
 import os
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import celeba, config, data, inception, plots, run, steps
-from common.speed import Autocast
 
 # --- data ---
 DATASET = "celeba"  # celeba | fake (random images, for smoke runs with no data)
@@ -139,34 +138,6 @@ def build_models(
     return {"generator": generator, "discriminator": discriminator}
 
 
-def d_step(
-    generator: Generator, discriminator: Discriminator, opt_d: torch.optim.Optimizer, real: torch.Tensor,
-    real_label: float, autocast: Autocast = nullcontext,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """One discriminator step on a batch of faces and as many fakes; returns loss, D(x), D(G(z)) as device tensors."""
-    z = torch.randn(len(real), generator.latent_dim, device=real.device)
-    with autocast():  # forward and loss only: backward and the optimizer step run outside autocast
-        with torch.no_grad():
-            fake = generator(z)
-        logits_real, logits_fake = discriminator(real), discriminator(fake)
-        loss_d = steps.d_loss(logits_real, logits_fake, real_label)
-    steps.update(opt_d, loss_d)
-    return loss_d.detach(), steps.mean_prob(logits_real), steps.mean_prob(logits_fake)
-
-
-def g_step(
-    generator: Generator, discriminator: Discriminator, opt_g: torch.optim.Optimizer, batch_size: int,
-    device: torch.device, autocast: Autocast = nullcontext,
-) -> torch.Tensor:  # fmt: skip
-    """One generator step with the non-saturating loss on fresh noise: make D call G(z) real."""
-    z = torch.randn(batch_size, generator.latent_dim, device=device)
-    with steps.frozen(discriminator):  # gradients flow through D to G, but none are kept for D's weights
-        with autocast():
-            loss_g = steps.g_loss(discriminator(generator(z)))
-        steps.update(opt_g, loss_g)
-    return loss_g.detach()
-
-
 def slerp(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
     """Spherical interpolation [B, steps, D] between rows of z0 and z1 [B, D].
 
@@ -223,11 +194,9 @@ def main() -> None:
         fixed_noise = r.fixed("fixed_noise", torch.randn(64, LATENT_DIM))
         train_g, train_d = r.wrap(generator), r.wrap(discriminator, sync_buffers=False)  # see DCGAN-MNIST.py
         for _ in r.epochs({"losses": ("loss_d", "loss_g"), "mean discriminator output": ("d_real", "d_fake")}):
-            for real, _ in r.batches():
-                real = r.input(data.to_gan(real))
-                loss_d, d_real, d_fake = d_step(train_g, train_d, opt_d, real, REAL_LABEL, r.autocast)
-                loss_g = g_step(train_g, train_d, opt_g, len(real), r.device, r.autocast)
-                r.log(loss_d=loss_d, loss_g=loss_g, d_real=d_real, d_fake=d_fake)
+            for real, _ in r.batches(data.to_gan):  # faces in [-1, 1]
+                r.log(**steps.d_step(train_g, train_d, opt_d, real, real_label=REAL_LABEL, autocast=r.autocast))
+                r.log(loss_g=steps.g_step(train_g, train_d, opt_g, len(real), autocast=r.autocast))
             r.grid(lambda: generator(fixed_noise), nrow=8)
         if r.is_main:
             final_pictures(generator, faces, r.out, SEED, FID_SAMPLES, INCEPTION_WEIGHTS, EPOCHS)

@@ -4,6 +4,8 @@ Transposed convolutions 7 -> 14 -> 28 with BatchNorm and ReLU in the generator, 
 convolutions with LeakyReLU in the discriminator, N(0, 0.02) init, BCE with logits,
 Adam(lr 4e-4, beta1 0.5) at batch 128: twice the paper's rate, which measured better on real digits.
 No upscaling to 64x64: it costs about 5x the compute and draws no better digits.
+The training step is the GAN step the four GAN scripts share (common/steps.py: d_step, g_step):
+D by BCE on a real batch and as many fakes, then G by the non-saturating loss through a frozen D.
 
     python DCGAN-MNIST.py                            # 10 epochs on MNIST
     python DCGAN-MNIST.py --dataset=fashion-mnist
@@ -21,13 +23,10 @@ Sample a trained model with: python generate.py outputs/DCGAN-MNIST
     torchrun --nproc_per_node=4 DCGAN-MNIST.py       # 4 GPUs (DDP), each a quarter of every epoch
 """
 
-from contextlib import nullcontext
-
 import torch
 from torch import nn
 
 from common import config, data, metrics, run, steps
-from common.speed import Autocast
 
 # --- data ---
 DATASET = "mnist"  # mnist | fashion-mnist | mnist-sample | fake
@@ -115,33 +114,6 @@ def build_models(
     }
 
 
-def d_step(
-    generator: Generator, discriminator: Discriminator, opt_d: torch.optim.Optimizer, real: torch.Tensor,
-    real_label: float, autocast: Autocast = nullcontext,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """One discriminator step on a real batch and as many fakes; returns loss, D(x), D(G(z)) as device tensors."""
-    with autocast():  # forward and loss only: backward and the optimizer step run outside autocast
-        with torch.no_grad():
-            fake = generator(torch.randn(len(real), generator.latent_dim, device=real.device))
-        logits_real, logits_fake = discriminator(real), discriminator(fake)
-        loss_d = steps.d_loss(logits_real, logits_fake, real_label)
-    steps.update(opt_d, loss_d)
-    return loss_d.detach(), steps.mean_prob(logits_real), steps.mean_prob(logits_fake)
-
-
-def g_step(
-    generator: Generator, discriminator: Discriminator, opt_g: torch.optim.Optimizer, batch_size: int,
-    device: torch.device, autocast: Autocast = nullcontext,
-) -> torch.Tensor:  # fmt: skip
-    """One generator step with the non-saturating loss: make D call fresh fakes real."""
-    z = torch.randn(batch_size, generator.latent_dim, device=device)
-    with steps.frozen(discriminator):  # gradients flow through D to G, but none are kept for D's weights
-        with autocast():
-            loss_g = steps.g_loss(discriminator(generator(z)))
-        steps.update(opt_g, loss_g)
-    return loss_g.detach()
-
-
 def sample_for_eval(generator: Generator, n: int, device: torch.device, seed: int) -> tuple[torch.Tensor, None]:
     """n images in [0, 1] from the same evaluation noise every time (no labels: unconditional)."""
     z, _ = metrics.eval_noise(n, generator.latent_dim, 0, device, seed)
@@ -164,11 +136,9 @@ def main() -> None:
         train_g, train_d = r.wrap(generator), r.wrap(discriminator, sync_buffers=False)
         sampler = r.ema("generator_ema", generator, EMA) if EMA else generator  # what draws the pictures
         for _ in r.epochs({"losses": ("loss_d", "loss_g"), "mean discriminator output": ("d_real", "d_fake")}):
-            for images, _ in r.batches():
-                real = r.input(data.to_gan(images))
-                loss_d, d_real, d_fake = d_step(train_g, train_d, opt_d, real, REAL_LABEL, r.autocast)
-                loss_g = g_step(train_g, train_d, opt_g, len(real), r.device, r.autocast)
-                r.log(loss_d=loss_d, loss_g=loss_g, d_real=d_real, d_fake=d_fake)
+            for real, _ in r.batches(data.to_gan):  # images in [-1, 1]; the labels go unused
+                r.log(**steps.d_step(train_g, train_d, opt_d, real, real_label=REAL_LABEL, autocast=r.autocast))
+                r.log(loss_g=steps.g_step(train_g, train_d, opt_g, len(real), autocast=r.autocast))
             r.grid(lambda: sampler(fixed_noise), nrow=8)
             r.evaluate(lambda: sample_for_eval(sampler, EVAL_SAMPLES, r.device, SEED))
 

@@ -1,7 +1,8 @@
 """Generative adversarial network (Goodfellow et al., 2014) with fully connected networks.
 
 With CONDITIONAL=True it is a conditional GAN (Mirza & Osindero, 2014): the class label is fed to
-both networks, and the sample grid has one row per class.
+both networks, and the sample grid has one row per class. The training step is the GAN step the
+four GAN scripts share (common/steps.py: d_step, then g_step every K_STEPS discriminator steps).
 
     python GAN-MNIST.py                              # 30 epochs on MNIST
     python GAN-MNIST.py --conditional=True           # class-conditional, to outputs/GAN-MNIST-conditional
@@ -14,14 +15,11 @@ and metrics.png (classifier FID, KID, IS, class coverage, pixel entropy; label a
 conditional), class_shares.png and pixel_histogram.png. Rerunning resumes; --epochs=N extends a finished run.
 """
 
-from contextlib import nullcontext
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from common import config, data, metrics, run, steps
-from common.speed import Autocast
 
 # --- data ---
 DATASET = "mnist"  # mnist | fashion-mnist | mnist-sample | fake
@@ -113,35 +111,6 @@ def build_models(
     }
 
 
-def d_step(
-    generator: Generator, discriminator: Discriminator, opt_d: torch.optim.Optimizer, real: torch.Tensor,
-    labels: torch.Tensor, real_label: float, autocast: Autocast = nullcontext,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """One discriminator step on a real batch and as many fakes (of the same labels when conditional)."""
-    labels = labels if generator.n_classes else None
-    with autocast():  # forward and loss only: backward and the optimizer step run outside autocast
-        with torch.no_grad():
-            fake = generator(torch.randn(len(real), generator.latent_dim, device=real.device), labels)
-        logits_real, logits_fake = discriminator(real, labels), discriminator(fake, labels)
-        loss_d = steps.d_loss(logits_real, logits_fake, real_label)
-    steps.update(opt_d, loss_d)
-    return loss_d.detach(), steps.mean_prob(logits_real), steps.mean_prob(logits_fake)
-
-
-def g_step(
-    generator: Generator, discriminator: Discriminator, opt_g: torch.optim.Optimizer, batch_size: int,
-    device: torch.device, autocast: Autocast = nullcontext,
-) -> torch.Tensor:  # fmt: skip
-    """One generator step (non-saturating loss) on fresh noise, and random labels when conditional."""
-    z = torch.randn(batch_size, generator.latent_dim, device=device)
-    labels = torch.randint(0, generator.n_classes, (batch_size,), device=device) if generator.n_classes else None
-    with steps.frozen(discriminator):  # gradients flow through D to G, but none are kept for D's weights
-        with autocast():
-            loss_g = steps.g_loss(discriminator(generator(z, labels), labels))
-        steps.update(opt_g, loss_g)
-    return loss_g.detach()
-
-
 def sample_for_eval(
     generator: Generator, n: int, device: torch.device, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -166,12 +135,11 @@ def main() -> None:
         fixed_labels = torch.arange(n_classes, device=r.device).repeat_interleave(10) if CONDITIONAL else None
         train_g, train_d = r.wrap(generator), r.wrap(discriminator, sync_buffers=False)  # see DCGAN-MNIST.py
         for _ in r.epochs({"losses": ("loss_d", "loss_g"), "mean discriminator output": ("d_real", "d_fake")}):
-            for images, labels in r.batches():
-                real = data.to_gan(images)
-                loss_d, d_real, d_fake = d_step(train_g, train_d, opt_d, real, labels, REAL_LABEL, r.autocast)
-                r.log(loss_d=loss_d, d_real=d_real, d_fake=d_fake)
+            for real, labels in r.batches(data.to_gan):
+                given = labels if CONDITIONAL else None  # the labels only reach a conditional model
+                r.log(**steps.d_step(train_g, train_d, opt_d, real, given, REAL_LABEL, r.autocast))
                 if r.step % K_STEPS == 0:  # K_STEPS discriminator steps per generator step
-                    r.log(loss_g=g_step(train_g, train_d, opt_g, len(images), r.device, r.autocast))
+                    r.log(loss_g=steps.g_step(train_g, train_d, opt_g, len(real), generator.n_classes, r.autocast))
             row_labels = ds.classes if CONDITIONAL else None
             r.grid(lambda: generator(fixed_noise, fixed_labels), nrow=10 if CONDITIONAL else 8, row_labels=row_labels)
             r.evaluate(lambda: sample_for_eval(generator, EVAL_SAMPLES, r.device, SEED))

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import os
 import platform
 import shlex
@@ -57,7 +56,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import celeba, config, data, device
+from common import celeba, config, data, device, steps
 from common.config import fail
 from common.speed import NAMES, Speed
 
@@ -213,16 +212,14 @@ def build(
         return vae_step, decode
 
     generator, discriminator = models["generator"], models["discriminator"]
-    takes_labels = "labels" in inspect.signature(module.d_step).parameters
+    n_classes = getattr(generator, "n_classes", 0)  # conditional models take the labels
     real_label = cfg["REAL_LABEL"]
 
     def gan_step(x: torch.Tensor, labels: torch.Tensor) -> None:
-        if takes_labels:
-            module.d_step(generator, discriminator, opts["discriminator"], x, labels, real_label, amp)
-        else:
-            module.d_step(generator, discriminator, opts["discriminator"], x, real_label, amp)
+        given = labels if n_classes else None
+        steps.d_step(generator, discriminator, opts["discriminator"], x, given, real_label, amp)
         # one G step per D step: every script's default (GAN-MNIST's K_STEPS = 1)
-        module.g_step(generator, discriminator, opts["generator"], len(x), x.device, amp)
+        steps.g_step(generator, discriminator, opts["generator"], len(x), n_classes, amp)
 
     g = models["generator"]  # attribute reads pass through torch.compile's wrapper
     n_draw = getattr(g, "n_classes", 0)  # conditional generators take a class per image

@@ -187,8 +187,11 @@ class Run:
         self.epoch = state["epoch"]
         return state.get("partial")
 
-    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This process's batches of the epoch, as (uint8 images, labels) on the device, all the same size."""
+    def batches(
+        self, transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's batches of the epoch, as (images, labels) on the device, all the same size: the
+        uint8 images as stored, or `transform(images)` (e.g. data.to_gan) laid out for the speed switches."""
         size = self.data.batch_size
         bar = tqdm(
             total=len(self.data) * size,
@@ -203,9 +206,11 @@ class Run:
         )
         self._read_at = time.perf_counter()
         with bar:
-            for step, batch in enumerate(self.data.epoch(self.epoch, self.device, self.skip), start=self.skip + 1):
+            for step, (images, labels) in enumerate(
+                self.data.epoch(self.epoch, self.device, self.skip), start=self.skip + 1
+            ):
                 self.step = step
-                yield batch
+                yield (images if transform is None else self.input(transform(images))), labels
                 self._update_averages()
                 bar.update(size)
                 self._check(step, bar)

@@ -1,10 +1,14 @@
-"""Pieces of the training steps that the scripts share: the DCGAN initialisation, the GAN losses, one
-optimizer update, a network frozen during the other network's step, and eval mode for sampling.
+"""The GAN training step that the four GAN scripts share, and its pieces: the DCGAN initialisation,
+the losses, one optimizer update, a network frozen during the other network's step, eval mode.
 
-    loss_d = steps.d_loss(discriminator(real), discriminator(fake), real_label)
-    steps.update(opt_d, loss_d)
-    with steps.frozen(discriminator):              # G's step: no weight gradients for D
-        steps.update(opt_g, steps.g_loss(discriminator(generator(z))))
+    for images, labels in r.batches(data.to_gan):    # a conditional model passes labels, the others None
+        r.log(**steps.d_step(generator, discriminator, opt_d, real, labels, REAL_LABEL, r.autocast))
+        r.log(loss_g=steps.g_step(generator, discriminator, opt_g, len(real), n_classes, r.autocast))
+
+The algorithm is the non-saturating GAN of Goodfellow et al. (2014): D learns to tell the real
+batch from as many fakes by binary cross-entropy; G learns to make D call its fakes real. A
+conditional model (Mirza & Osindero, 2014) gives both networks the label: real images with their
+own labels, fakes of the same labels in D's step and of random labels in G's.
 
 Every value a step returns stays a device tensor: reading it (`.item()`) would make the host wait
 for the GPU at every step; the run helper sums them on the device and reads them rarely.
@@ -14,12 +18,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from common import distributed
+from common.speed import Autocast
 
 
 def dcgan_init(module: nn.Module) -> None:
@@ -60,6 +66,49 @@ def update(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
 def mean_prob(logits: torch.Tensor) -> torch.Tensor:
     """The mean sigmoid of a batch of logits (D(x) or D(G(z))), a detached device scalar."""
     return torch.sigmoid(logits.detach().float()).mean()
+
+
+def d_step(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    opt_d: torch.optim.Optimizer,
+    real: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    real_label: float = 1.0,
+    autocast: Autocast = nullcontext,
+) -> dict[str, torch.Tensor]:
+    """One discriminator step on a real batch and as many fakes (of the same labels when `labels` is given).
+
+    Returns device tensors: loss_d, and d_real, d_fake, the mean D(x) and D(G(z)).
+    """
+    given = () if labels is None else (labels,)
+    z = torch.randn(len(real), generator.latent_dim, device=real.device)
+    with autocast():  # forward and loss only: backward and the optimizer step run outside autocast
+        with torch.no_grad():  # G's weights get no gradient in D's step
+            fake = generator(z, *given)
+        logits_real, logits_fake = discriminator(real, *given), discriminator(fake, *given)
+        loss_d = d_loss(logits_real, logits_fake, real_label)
+    update(opt_d, loss_d)
+    return {"loss_d": loss_d.detach(), "d_real": mean_prob(logits_real), "d_fake": mean_prob(logits_fake)}
+
+
+def g_step(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    opt_g: torch.optim.Optimizer,
+    batch_size: int,
+    n_classes: int = 0,
+    autocast: Autocast = nullcontext,
+) -> torch.Tensor:
+    """One generator step with the non-saturating loss on fresh noise (and random labels when n_classes); its loss."""
+    device = next(generator.parameters()).device
+    z = torch.randn(batch_size, generator.latent_dim, device=device)
+    given = (torch.randint(0, n_classes, (batch_size,), device=device),) if n_classes else ()
+    with frozen(discriminator):  # gradients flow through D to G, but none are kept for D's weights
+        with autocast():
+            loss_g = g_loss(discriminator(generator(z, *given), *given))
+        update(opt_g, loss_g)
+    return loss_g.detach()
 
 
 @contextlib.contextmanager

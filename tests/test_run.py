@@ -37,9 +37,8 @@ def gan_on(device: torch.device, script: str):
 
 def gan_steps(module, g, d, opt_g, opt_d, real, labels, device):
     """One d_step and one g_step; their returned tensors."""
-    extra = () if labels is None else (labels,)
-    out = module.d_step(g, d, opt_d, real, *extra, 0.9)
-    return (*out, module.g_step(g, d, opt_g, len(real), device))
+    out = steps.d_step(g, d, opt_d, real, labels, 0.9)
+    return (*out.values(), steps.g_step(g, d, opt_g, len(real), 0 if labels is None else g.n_classes))
 
 
 @pytest.mark.parametrize("script", sorted(GANS))
@@ -97,11 +96,10 @@ def test_gan_steps_make_no_host_sync_on_cuda(script):
 @pytest.mark.parametrize("script", sorted(GANS))
 def test_g_step_computes_no_gradient_for_d(script):
     module, g, d, opt_g, opt_d, real, labels = gan_on(torch.device("cpu"), script)
-    extra = () if labels is None else (labels,)
-    module.d_step(g, d, opt_d, real, *extra, 1.0)
+    steps.d_step(g, d, opt_d, real, labels)
     after_d = [p.grad.clone() for p in d.parameters()]
     weights_g = [p.detach().clone() for p in g.parameters()]
-    module.g_step(g, d, opt_g, len(real), torch.device("cpu"))
+    steps.g_step(g, d, opt_g, len(real), 0 if labels is None else g.n_classes)
     assert all(torch.equal(a, p.grad) for a, p in zip(after_d, d.parameters(), strict=True))  # nothing added
     assert all(p.requires_grad for p in d.parameters())  # D trains again in its next step
     assert any(not torch.equal(a, p) for a, p in zip(weights_g, g.parameters(), strict=True))  # G did learn

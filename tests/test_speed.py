@@ -6,14 +6,13 @@ a CPU, so a Speed built for "cpu" checks that the scripts' real training steps w
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import pytest
 import torch
 from conftest import load_script
 
-from common import checkpoint, distributed
+from common import checkpoint, distributed, steps
 from common.device import rng_state
 from common.speed import NAMES, Speed
 
@@ -88,9 +87,11 @@ def gan_step_movement(module, speed: Speed) -> tuple[list[float], int]:
     opt_g, opt_d = (speed.adam(m.parameters(), 2e-4, (0.5, 0.999)) for m in (generator, discriminator))
     before = [p.detach().clone() for p in (*generator.parameters(), *discriminator.parameters())]
     real, labels = speed.input(torch.rand(16, 1, 28, 28) * 2 - 1), torch.arange(16) % 10
-    extra = (labels,) if "labels" in inspect.signature(module.d_step).parameters else ()
-    loss_d, d_real, d_fake = module.d_step(generator, discriminator, opt_d, real, *extra, 1.0, speed.autocast)
-    loss_g = module.g_step(generator, discriminator, opt_g, 16, torch.device("cpu"), speed.autocast)
+    n_classes = getattr(generator, "n_classes", 0)
+    given = labels if n_classes else None
+    out = steps.d_step(generator, discriminator, opt_d, real, given, 1.0, speed.autocast)
+    loss_d, d_real, d_fake = out["loss_d"], out["d_real"], out["d_fake"]
+    loss_g = steps.g_step(generator, discriminator, opt_g, 16, n_classes, speed.autocast)
     assert all(map(math.isfinite, (loss_d, loss_g, d_real, d_fake)))
     after = [*generator.parameters(), *discriminator.parameters()]
     assert all(p.dtype == torch.float32 for p in after)  # autocast computes in bf16; the weights stay fp32
@@ -150,7 +151,7 @@ def test_compiled_dcgan_trains():
     opt_g, opt_d = (speed.adam(m.parameters(), 2e-4, (0.5, 0.999)) for m in (generator, discriminator))
     fast_g, fast_d = speed.compiled(generator), speed.compiled(discriminator)
     for _ in range(2):
-        loss_d, _, _ = module.d_step(fast_g, fast_d, opt_d, torch.rand(16, 1, 28, 28) * 2 - 1, 1.0)
-        loss_g = module.g_step(fast_g, fast_d, opt_g, 16, torch.device("cpu"))
+        loss_d = steps.d_step(fast_g, fast_d, opt_d, torch.rand(16, 1, 28, 28) * 2 - 1)["loss_d"]
+        loss_g = steps.g_step(fast_g, fast_d, opt_g, 16)
     assert not any(k.startswith("_orig_mod") for k in generator.state_dict())  # checkpoints stay plain
     assert torch.isfinite(torch.tensor([loss_d, loss_g])).all()

@@ -263,12 +263,40 @@ def open_folder(out: Path, cfg: dict[str, Any], shape_keys: tuple[str, ...], scr
         raise SystemExit(2)
 
 
-def nonfinite(models: dict[str, torch.nn.Module]) -> str:
-    """The name of a weight that is NaN or infinite ("" if none): checked before a checkpoint is written (one sync)."""
+def snapshot(
+    run: dict[str, Any],
+    done: int,
+    models: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    fixed: dict[str, torch.Tensor],
+    history: list[dict],
+    metrics: list[dict],
+) -> dict[str, Any]:
+    """What a checkpoint holds after `done` complete epochs: the run's identity (config, script,
+    image_shape, classes), every model and optimizer by name, the fixed tensors, RNG states, the rows."""
+    return {
+        "format": FORMAT,
+        **run,
+        "epoch": done,
+        "models": {name: model.state_dict() for name, model in models.items()},
+        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+        **fixed,
+        "rng": rng_state(),
+        "history": history,
+        "metrics": metrics,
+    }
+
+
+def nonfinite(models: dict[str, torch.nn.Module], everywhere: bool = False) -> str:
+    """The name of a weight that is NaN or infinite ("" if none): checked before a checkpoint is written (one sync).
+
+    `everywhere`: under torchrun, also a weight that is bad on another process (all processes agree).
+    """
     named = [
         (f"{m}.{k}", t) for m, model in models.items() for k, t in model.state_dict().items() if t.is_floating_point()
     ]
-    if not named:
-        return ""
-    finite = torch.stack([torch.isfinite(t).all() for _, t in named]).tolist()
-    return next((name for (name, _), ok in zip(named, finite, strict=True) if not ok), "")
+    finite = torch.stack([torch.isfinite(t).all() for _, t in named]).tolist() if named else []
+    bad = next((name for (name, _), ok in zip(named, finite, strict=True) if not ok), "")
+    if everywhere and distributed.all_reduce([float(bool(bad))], "max")[0] and not bad:
+        return "a weight on another process"  # one collective on every process, bad or not
+    return bad

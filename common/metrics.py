@@ -7,15 +7,15 @@ Inception Score, all computed by torchmetrics. Every score is written beside its
 floor (train split against test split, same number of images), so a number can be read.
 
     evaluator = metrics.Evaluator.for_dataset(ds, DATA_DIR, device)    # None for dataset "fake"
-    metrics.record(out, metric_history, epoch, evaluator, fake, asked)  # metrics.csv, .png, histogram
+    records.record(out, metric_history, epoch, evaluator, fake, asked)  # metrics.csv, .png, histogram
 
-The classifier lives in common/classifier.py; the usual Inception FID (CelebA) in common/inception.py.
+The classifier lives in common/classifier.py, the per-sample statistics in common/scores.py, the
+records (metrics.csv, figures) in common/records.py; the Inception FID (CelebA) in common/inception.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 import warnings
 from pathlib import Path
@@ -23,16 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from common import data, plots
+from common import data
 from common.classifier import CHUNK, FEATURES, Classifier, Penultimate, batched, train_classifier
 from common.device import keep_rng
+from common.scores import class_coverage, class_shares, label_accuracy, pixel_entropy
 
 if TYPE_CHECKING:  # torchmetrics takes seconds to import: only evaluations load it
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
 VERSION = 2  # bump when the classifier or its training changes: cached evaluators are then retrained
-COVERAGE_SHARE = 0.5  # a class is covered when it gets at least this fraction of its fair share 1/K
 KID_SUBSET = 1000  # images per KID subset (fewer when fewer are given)
 KID_SUBSETS = 20  # KID is averaged over this many random subsets
 IS_SPLITS = 10  # the Inception Score is averaged over this many splits
@@ -55,39 +55,6 @@ def _fingerprint(ds: data.Dataset) -> str:
         digest.update(split.images.cpu().numpy().tobytes())
         digest.update(split.labels.cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def pixel_entropy(images: torch.Tensor) -> torch.Tensor:
-    """Entropy in bits of each image's 256-bin intensity histogram; images [N, ...] in [0, 1] -> [N]."""
-    levels = images.detach().flatten(1).clamp(0, 1).mul(255).round().long()
-    counts = torch.zeros(len(levels), 256, device=levels.device).scatter_add_(
-        1, levels, torch.ones_like(levels, dtype=torch.float)
-    )
-    p = counts / counts.sum(1, keepdim=True)
-    return -(p * torch.log2(p.clamp_min(1e-12))).sum(1)
-
-
-def class_shares(pred: torch.Tensor, n_classes: int) -> list[float]:
-    """The fraction of samples the classifier puts in each class (a digit dying shows as a share near 0)."""
-    return (torch.bincount(pred.cpu(), minlength=n_classes).float() / max(len(pred), 1)).tolist()
-
-
-def class_coverage(pred: torch.Tensor, n_classes: int, share: float = COVERAGE_SHARE) -> tuple[int, float]:
-    """(classes drawn at least `share` x 1/K of the time, KL in nats of the predicted class histogram to uniform)."""
-    p = torch.bincount(pred.cpu(), minlength=n_classes).float() / len(pred)
-    covered = int((p >= share / n_classes).sum())
-    kl = (p * torch.log(p.clamp_min(1e-12) * n_classes)).sum().item()
-    return covered, kl
-
-
-def label_accuracy(pred: torch.Tensor, asked: torch.Tensor, n_classes: int) -> tuple[float, list[float]]:
-    """How often "asked for k, drew k": the mean over classes and each class's accuracy (nan if never asked)."""
-    pred, asked = pred.cpu(), asked.cpu()
-    per_class = [
-        (pred[asked == k] == k).float().mean().item() if (asked == k).any() else float("nan") for k in range(n_classes)
-    ]
-    asked_classes = [a for a in per_class if not math.isnan(a)]
-    return sum(asked_classes) / max(len(asked_classes), 1), per_class
 
 
 def _not_distributed() -> bool:
@@ -312,45 +279,3 @@ class Given(torch.nn.Module):
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         return values.float()
-
-
-def draw(history: list[dict], out: Path, classes: tuple[str, ...]) -> None:
-    """metrics.png (each score by epoch beside its floor) and class_shares.png from a run's metric history."""
-    plots.plot_metrics(history, out / "metrics.png")
-    plots.plot_class_shares(history, out / "class_shares.png", classes)
-
-
-def record(
-    out: Path,
-    history: list[dict],
-    epoch: int,
-    evaluator: Evaluator,
-    fake: torch.Tensor,
-    asked: torch.Tensor | None = None,
-    extra: dict[str, float] | None = None,
-    plot: bool = True,
-) -> dict[str, Any]:
-    """Score one epoch's samples, append the row to `history`, write metrics.csv (and with `plot`,
-    metrics.png, class_shares.png and pixel_histogram.png)."""
-    start = time.perf_counter()
-    row: dict[str, Any] = {"epoch": epoch, **evaluator.scores(fake, asked), **(extra or {})}
-    row["eval_s"] = time.perf_counter() - start
-    history[:] = [r for r in history if r["epoch"] != epoch] + [row]
-    plots.write_csv(history, out / "metrics.csv")
-    if plot:
-        draw(history, out, evaluator.classes)
-        real = evaluator.reference(row["n"])
-        plots.pixel_histogram(real, fake[: row["n"]], out / "pixel_histogram.png", f"pixel intensities, epoch {epoch}")
-    shares = [row[f"share_{k}"] for k in range(len(evaluator.classes))]
-    parts = [
-        f"fid {row['fid']:.3g} (floor {row['fid_floor']:.3g})",
-        f"kid {row['kid']:.3g} (floor {row['kid_floor']:.2g})",
-        f"is {row['is']:.3g} (real {row['is_real']:.3g})",
-        f"coverage {row['coverage']}/{len(evaluator.classes)}",
-        f"class shares {min(shares):.0%}-{max(shares):.0%}",
-    ]
-    if "label_acc" in row:
-        parts.append(f"label acc {row['label_acc']:.1%} (real {row['label_acc_real']:.1%})")
-    parts += [f"{k} {v:.4g}" for k, v in (extra or {}).items()]
-    print(f"metrics epoch {epoch}: " + "  ".join(parts) + f"  ({row['eval_s']:.1f}s)", flush=True)
-    return row

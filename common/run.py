@@ -23,7 +23,6 @@ before anything of that epoch is written.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,9 +33,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from common import checkpoint, config, data, distributed, metrics, page, plots, steps
-from common.device import keep_rng, rng_state, seed_all
-from common.guard import Guard, diverged, resume_command
+from common import checkpoint, config, data, distributed, ema, metrics, page, plots, progress, records, steps
+from common.device import keep_rng, seed_all
+from common.guard import Guard, diverged, stopped
 from common.speed import Speed
 from common.tally import Tally, first_bad
 
@@ -63,9 +62,7 @@ class Run:
         self.networks: dict[str, torch.nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.fixed_tensors: dict[str, torch.Tensor] = {}
-        self.averages: list[
-            tuple[str, str, torch.nn.Module, torch.nn.Module, float]
-        ] = []  # name, of, EMA, model, decay
+        self.averages = ema.Averages()
         self.history: list[dict] = []
         self.metric_history: list[dict] = []
         self.classes: tuple[str, ...] = ()
@@ -126,24 +123,11 @@ class Run:
         return self.fixed_tensors[name]
 
     def ema(self, name: str, model: torch.nn.Module, decay: float) -> torch.nn.Module:
-        """An exponential moving average of `model`'s weights, updated after every step on the device
-        (no sync) and saved in checkpoints as `name`; sample from it, train `model`. Its decay warms up
-        as min(decay, (1 + t) / (10 + t)) after t steps, so early weights fade fast in short runs."""
-        average = copy.deepcopy(model).requires_grad_(False)
+        """A moving average of `model`'s weights (common/ema.py), updated after every step and saved in
+        checkpoints as `name`; sample from it, train `model`."""
         base = next(key for key, net in self.networks.items() if net is model)
-        self.networks[name] = average
-        self.averages.append((name, base, average, model, decay))
-        return average
-
-    def _update_averages(self) -> None:
-        """One EMA step for every averaged model (after each training step); t counts from the run's start."""
-        t = (self.epoch - 1) * len(self.data) + self.step
-        for _, _, average, model, decay in self.averages:
-            weight = 1 - min(decay, (1 + t) / (10 + t))
-            with torch.no_grad():
-                torch._foreach_lerp_(list(average.parameters()), list(model.parameters()), weight)
-                for mine, theirs in zip(average.buffers(), model.buffers(), strict=True):
-                    mine.copy_(theirs)
+        self.networks[name] = self.averages.add(name, base, model, decay)
+        return self.networks[name]
 
     def wrap(self, model: torch.nn.Module, sync_buffers: bool = True) -> torch.nn.Module:
         """What the steps train through: DDP under torchrun (SyncBatchNorm if asked), compiled if asked.
@@ -178,10 +162,7 @@ class Run:
 
     def _restore(self, state: dict[str, Any]) -> dict[str, Any] | None:
         """Put a checkpoint into this run; returns its mid-epoch part, if any."""
-        for name, base, *_ in self.averages:  # a checkpoint from before the EMA: it starts from the weights
-            if name not in state["models"]:
-                print(f"note: the checkpoint has no {name}; it starts from {base}'s weights")
-                state["models"][name] = state["models"][base]
+        self.averages.fill_missing(state["models"])
         checkpoint.restore(state, self.networks, self.optimizers, self.fixed_tensors, self.ns["LR"])
         self.history, self.metric_history = state["history"], state.get("metrics", [])
         self.epoch = state["epoch"]
@@ -193,17 +174,7 @@ class Run:
         """This process's batches of the epoch, as (images, labels) on the device, all the same size: the
         uint8 images as stored, or `transform(images)` (e.g. data.to_gan) laid out for the speed switches."""
         size = self.data.batch_size
-        bar = tqdm(
-            total=len(self.data) * size,
-            initial=self.skip * size,
-            desc=f"epoch {self.epoch}/{self.ns['EPOCHS']}",
-            unit="img",
-            unit_scale=True,
-            leave=False,
-            dynamic_ncols=True,
-            mininterval=0.5,
-            disable=not self.is_main,
-        )
+        bar = progress.bar(len(self.data) * size, self.skip * size, self.epoch, self.ns["EPOCHS"], self.is_main)
         self._read_at = time.perf_counter()
         with bar:
             for step, (images, labels) in enumerate(
@@ -211,7 +182,7 @@ class Run:
             ):
                 self.step = step
                 yield (images if transform is None else self.input(transform(images))), labels
-                self._update_averages()
+                self.averages.update((self.epoch - 1) * len(self.data) + step)
                 bar.update(size)
                 self._check(step, bar)
         self.seconds = self._elapsed()
@@ -281,32 +252,20 @@ class Run:
         with keep_rng(self.device, self.ns["SEED"]), steps.eval_mode(list(self.networks.values())):
             fake, asked = sample()
             more = extra() if extra else None
-        metrics.record(self.out, self.metric_history, epoch, self.evaluator, fake, asked, more, plot=self._plot_due())
+        records.record(self.out, self.metric_history, epoch, self.evaluator, fake, asked, more, plot=self._plot_due())
 
     # --- the end of an epoch, a stop, the end of the run ---
 
     def _snapshot(self, done: int) -> dict[str, Any]:
         """Everything a resume needs, after `done` complete epochs (see common/checkpoint.py)."""
-        return {
-            "format": checkpoint.FORMAT,
-            "config": self.cfg,
-            "script": self.script,
-            "image_shape": self.image_shape,
-            "classes": self.classes,
-            "epoch": done,
-            "models": {name: model.state_dict() for name, model in self.networks.items()},
-            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
-            **self.fixed_tensors,
-            "rng": rng_state(),
-            "history": self.history,
-            "metrics": self.metric_history,
-        }
+        run = {"config": self.cfg, "script": self.script, "image_shape": self.image_shape, "classes": self.classes}
+        kept = {"models": self.networks, "optimizers": self.optimizers, "fixed": self.fixed_tensors}
+        return checkpoint.snapshot(run, done, **kept, history=self.history, metrics=self.metric_history)
 
     def _check_weights(self, where: str) -> None:
         """Exit 3 if a model about to be saved holds a NaN or infinite weight (on any process)."""
-        bad = checkpoint.nonfinite(self.networks)
-        if distributed.all_reduce([float(bool(bad))], "max")[0]:
-            diverged(self.epoch, where, bad or "a weight on another process", math.nan)
+        if bad := checkpoint.nonfinite(self.networks, everywhere=True):
+            diverged(self.epoch, where, bad, math.nan)
 
     def _end_epoch(self) -> None:
         """Record the epoch: its row (averaged over processes), losses.csv, loss.png and the checkpoint."""
@@ -327,14 +286,7 @@ class Run:
                 self._draw()
             state["history"] = self.history
             checkpoint.save(state, self.out / "checkpoints")
-            values = "  ".join(
-                f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "time_s", "img_per_s", "wall_s")
-            )
-            print(
-                f"epoch {self.epoch}/{self.ns['EPOCHS']}  {values}  {row['time_s']:.1f}s of steps "
-                f"({row['img_per_s']:.0f} img/s), {row['wall_s']:.1f}s in all",
-                flush=True,
-            )
+            print(progress.epoch_line(row, self.ns["EPOCHS"]), flush=True)
         if signum:  # a signal during the epoch's grid or evaluation: its checkpoint is whole
             self.guard.exit(self._stopped(f"after epoch {self.epoch}"))
 
@@ -359,13 +311,12 @@ class Run:
             checkpoint.save(state, self.out / "checkpoints")
             self._draw()
             if self.metric_history:  # evaluations since the figures were last drawn
-                metrics.draw(self.metric_history, self.out, self.classes)
+                records.draw(self.metric_history, self.out, self.classes)
             plots.make_gif(self.out / "samples", self.out / "progress.gif")
         self.guard.exit(self._stopped(f"in epoch {self.epoch} after step {step}"))
 
     def _stopped(self, where: str) -> str:
-        """Where the run stopped and the command that resumes it."""
-        return f"Stopped {where}; checkpoint in {self.out}/checkpoints. Resume with:\n  {resume_command()}"
+        return stopped(where, self.out / "checkpoints")
 
     def _finish(self) -> None:
         """After the last epoch (which drew every figure): the progress GIF and one line."""

@@ -9,7 +9,7 @@ import torchvision.transforms.functional as TF
 from conftest import OFFLINE_ENV
 from PIL import Image
 
-from common import data, inception, metrics, plots
+from common import data, inception, metrics, plots, records, scores
 
 EVALUATOR_EPOCHS = 3  # measured: 93.8% test accuracy on the sample's 1,000 test digits (8 epochs, the default: 97.1%)
 MIN_ACCURACY = 0.90
@@ -101,7 +101,7 @@ def test_record_writes_csv_plot_and_histogram(evaluator, sample, tmp_path):
     history = []
     fake = data.to_unit(sample.train.images[:400])
     for epoch in (1, 2, 2):  # recording an epoch twice replaces its row
-        metrics.record(tmp_path, history, epoch, evaluator, fake, extra={"test_neg_elbo": 100.0 - epoch})
+        records.record(tmp_path, history, epoch, evaluator, fake, extra={"test_neg_elbo": 100.0 - epoch})
     with open(tmp_path / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"] and {
@@ -130,9 +130,9 @@ def test_evaluation_leaves_the_global_random_state_alone(evaluator):
 def test_small_helpers():
     flat = torch.zeros(2, 1, 4, 4)
     flat[1, 0, :2] = 1.0  # half black, half white: one bit
-    assert metrics.pixel_entropy(flat).tolist() == pytest.approx([0.0, 1.0])
-    assert metrics.class_coverage(torch.tensor([0, 0, 1, 2]), 4) == (3, pytest.approx(math.log(4) - 1.5 * math.log(2)))
-    mean, per_class = metrics.label_accuracy(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), 3)
+    assert scores.pixel_entropy(flat).tolist() == pytest.approx([0.0, 1.0])
+    assert scores.class_coverage(torch.tensor([0, 0, 1, 2]), 4) == (3, pytest.approx(math.log(4) - 1.5 * math.log(2)))
+    mean, per_class = scores.label_accuracy(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), 3)
     assert mean == pytest.approx(0.75) and per_class[:2] == [0.5, 1.0] and math.isnan(per_class[2])
 
 

@@ -4,7 +4,7 @@ For each model the same networks (same seed, same widths) are trained with the s
 functions at the same batch size, fed two ways, in one run:
 
 - repo: the whole split as a uint8 tensor on the device, shuffled batches by index
-  (`data.Batches`), normalised per batch on the device (`data.to_gan` / `data.to_unit`);
+  (`batches.Batches`), normalised per batch on the device (`data.to_gan` / `data.to_unit`);
 - DataLoader: torchvision's `datasets.MNIST` (PIL images from IDX files) or an `ImageFolder` of
   JPEGs (CenterCrop(108), Resize, ToTensor, Normalize), `--workers` processes (default: the CPU
   count, at most 8), default collate, pinned memory on CUDA.
@@ -56,7 +56,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import celeba, config, data, device, steps
+from common import celeba, config, data, device, mnist_files, steps
+from common.batches import Batches
 from common.config import fail
 from common.speed import NAMES, Speed
 
@@ -147,8 +148,8 @@ def write_mnist(root: Path, n_train: int = MNIST_IMAGES) -> Path:
     images = np.tile(train.images[:, 0].numpy(), (reps, 1, 1))[:n_train]
     labels = np.tile(train.labels.numpy(), reps)[:n_train]
     raw = root / "MNIST" / "raw"
-    data.write_idx(raw, images, labels, "train")
-    data.write_idx(raw, test.images[:, 0].numpy(), test.labels.numpy(), "t10k")
+    mnist_files.write_idx(raw, images, labels, "train")
+    mnist_files.write_idx(raw, test.images[:, 0].numpy(), test.labels.numpy(), "t10k")
     return root
 
 
@@ -293,7 +294,7 @@ def repo_batches(
     split: data.Split, batch_size: int, dev: torch.device, unit: bool, sw: Speed
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The scripts' path: uint8 batches by index from the split, normalised on the device; endless."""
-    batches = data.Batches(split, batch_size, seed=0)
+    batches = Batches(split, batch_size, seed=0)
     normalise = data.to_unit if unit else data.to_gan
     epoch = 1
     while True:
@@ -535,7 +536,7 @@ def header(plan: Plan, argv: list[str], load_start: str, sw: Speed, switches_mod
         lines.append("- switches: each alone against the baseline, repo data path only")
     else:
         lines += [
-            "- repo: uint8 split on the device, `data.Batches`, `data.to_gan`/`to_unit` per batch",
+            "- repo: uint8 split on the device, `batches.Batches`, `data.to_gan`/`to_unit` per batch",
             f"- DataLoader: torchvision dataset with PIL transforms, num_workers={plan.workers}, shuffle, default "
             f"collate, pin_memory={plan.dev.type == 'cuda'}; repo / DataLoader = the ratio of their img/s",
             f"- data: MNIST = the bundled 4,000 real training digits tiled to {MNIST_IMAGES:,} as IDX files; "

@@ -38,7 +38,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from common import checkpoint, config, page  # noqa: E402
-from common.page import find_runs, read_csv  # noqa: E402
+from common.run_folders import find_runs, read_csv  # noqa: E402
 
 WINDOW = 5  # stability is judged on the last this-many epochs
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # state-dict entries that are not parameters

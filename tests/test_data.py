@@ -8,6 +8,7 @@ import torch
 from conftest import OFFLINE_ENV, ROOT, make_idx_dataset
 
 from common import data
+from common.batches import Batches
 
 
 def test_torchvision_idx_files_load_as_uint8_on_device(mnist_root):
@@ -67,21 +68,21 @@ def test_fake_has_the_right_shape():
 @pytest.mark.parametrize("n, batch_size", [(100, 32), (64, 64), (257, 16), (10, 3)])
 def test_batches_of_one_size_each_sample_at_most_once_per_epoch(n, batch_size):
     split = data.Split(torch.zeros(n, 1, 2, 2, dtype=torch.uint8), torch.arange(n))
-    batches = data.Batches(split, batch_size, seed=1)
+    batches = Batches(split, batch_size, seed=1)
     got = [labels for _, labels in batches.epoch(3)]
     assert len(got) == len(batches) == n // batch_size and {len(b) for b in got} == {batch_size}  # no short last batch
     seen = torch.cat(got).tolist()
     assert len(set(seen)) == len(seen) == n - n % batch_size  # the remainder sits this epoch out
     # shuffled differently each epoch (so a different remainder sits out), identically for the same (seed, epoch)
     assert not torch.equal(batches.indices(3)[0], batches.indices(4)[0])
-    assert torch.equal(torch.cat(batches.indices(3)), torch.cat(data.Batches(split, batch_size, 1).indices(3)))
+    assert torch.equal(torch.cat(batches.indices(3)), torch.cat(Batches(split, batch_size, 1).indices(3)))
     # over epochs every sample is trained on
     assert set(torch.cat([torch.cat(batches.indices(e)) for e in range(1, 40)]).tolist()) == set(range(n))
 
 
 def test_a_resumed_epoch_skips_exactly_the_batches_done():
     split = data.Split(torch.zeros(50, 1, 2, 2, dtype=torch.uint8), torch.arange(50))
-    batches = data.Batches(split, 8, seed=2)
+    batches = Batches(split, 8, seed=2)
     whole = [labels for _, labels in batches.epoch(5)]
     rest = [labels for _, labels in batches.epoch(5, skip=2)]
     assert len(rest) == len(whole) - 2 and all(torch.equal(a, b) for a, b in zip(whole[2:], rest, strict=True))
@@ -89,7 +90,7 @@ def test_a_resumed_epoch_skips_exactly_the_batches_done():
 
 def test_ranks_draw_disjoint_shards_of_one_permutation():
     split = data.Split(torch.zeros(101, 1, 2, 2, dtype=torch.uint8), torch.arange(101))
-    shards = [torch.cat(data.Batches(split, 8, seed=0, rank=r, world_size=2).indices(1)) for r in (0, 1)]
+    shards = [torch.cat(Batches(split, 8, seed=0, rank=r, world_size=2).indices(1)) for r in (0, 1)]
     assert len(shards[0]) == len(shards[1]) == 48  # 50 each, in 6 whole batches of 8
     assert not set(shards[0].tolist()) & set(shards[1].tolist())
 
@@ -97,7 +98,7 @@ def test_ranks_draw_disjoint_shards_of_one_permutation():
 def test_batch_larger_than_data_is_an_error(capsys):
     split = data.Split(torch.zeros(10, 1, 2, 2, dtype=torch.uint8), torch.arange(10))
     with pytest.raises(SystemExit):
-        data.Batches(split, 11, seed=0)
+        Batches(split, 11, seed=0)
     assert "--batch_size=11 is larger than the 10" in capsys.readouterr().err
 
 

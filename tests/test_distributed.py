@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 from conftest import OFFLINE_ENV, ROOT, load_script, test_device
 
 from common import data
+from common.batches import Batches
 
 ENV = {**os.environ, **OFFLINE_ENV, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
@@ -109,7 +110,7 @@ def test_torchrun_two_processes_shard_the_data_and_resume(tmp_path):
     # each process trains on its own half of the epoch's permutation: disjoint, together all of it
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
     train, _ = data.load_sample()
-    halves = [torch.cat(data.Batches(train, 100, 0, rank, 2).indices(1)) for rank in (0, 1)]
+    halves = [torch.cat(Batches(train, 100, 0, rank, 2).indices(1)) for rank in (0, 1)]
     assert not set(halves[0].tolist()) & set(halves[1].tolist())
     assert len(set(halves[0].tolist()) | set(halves[1].tolist())) == 4000
     assert len(state["rng"]["per_rank"]) == 2  # each process resumes its own random stream

@@ -10,6 +10,7 @@ import torch
 from conftest import load_script, run_script, test_device
 
 from common import data, steps
+from common.batches import Batches
 from common.tally import Tally, first_bad
 
 META = torch.device("meta")  # off the host like a GPU: .item() and any host tensor mixed in raise
@@ -123,7 +124,7 @@ def test_gan_losses_have_exact_fp32_targets():
 
 def test_batches_on_the_device_are_indexed_there():
     split = data.Split(torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1), torch.arange(40)).to(META)
-    batches = data.Batches(split, 8, seed=0)
+    batches = Batches(split, 8, seed=0)
     got = list(batches.epoch(1, META))
     assert len(got) == 5 and all(x.device == META and x.shape == (8, 1, 1, 1) for x, _ in got)
 

@@ -162,6 +162,11 @@ def build_models(
     return {"vae": VAE(cfg["LATENT_DIM"], cfg["HIDDEN"], cfg["CHANNELS"], image_shape[0], n_classes)}
 
 
+def _labels(vae: VAE, labels: torch.Tensor) -> torch.Tensor | None:
+    """The labels a model is given: all of them for a conditional VAE, none otherwise."""
+    return labels if vae.n_classes else None
+
+
 def vae_loss(
     logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float
 ) -> torch.Tensor:
@@ -197,11 +202,6 @@ def evaluate(vae: VAE, split: data.Split, beta: float, batch_size: int = 1000) -
         means.append(mu)
     vae.train(was_training)
     return total.item() / len(split), torch.cat(means)
-
-
-def _labels(vae: VAE, labels: torch.Tensor) -> torch.Tensor | None:
-    """The labels a model is given: all of them for a conditional VAE, none otherwise."""
-    return labels if vae.n_classes else None
 
 
 @torch.no_grad()

@@ -3,20 +3,31 @@
 A convolutional encoder maps a 28x28 image to a Gaussian q(z|x); a transposed-convolution
 decoder maps z back to Bernoulli pixel logits. Loss = summed BCE reconstruction + BETA x KL.
 
+A chosen class without a conditional model: at every evaluation and at the last epoch the run
+fits one Gaussian per class (mean, full covariance) to the posterior means of that class's
+training images and saves them in the checkpoint; decoding z ~ N(mean_k, cov_k) draws class k
+(generate.py --label). With CONDITIONAL=True it is a conditional VAE (Sohn et al., 2015): both
+networks are given the label, and the sample grid has one row per class.
+
     python VAE-MNIST.py                              # 20 epochs on MNIST
     python VAE-MNIST.py --dataset=fashion-mnist --latent_dim=2
+    python VAE-MNIST.py --conditional=True           # a CVAE, in outputs/VAE-MNIST-conditional
+    python generate.py outputs/VAE-MNIST --label 8   # afterwards: 8s, from either kind
     python VAE-MNIST.py --help                       # every constant, its default and meaning
 
 Writes to outputs/VAE-MNIST/ (or OUT_DIR): config.json, samples/epoch_001.png ... (decoded from
-a fixed latent batch), reconstructions/epoch_001.png (real rows above their reconstructions),
-losses.csv and loss.png (train and test negative ELBO per image), progress.gif, latent.png
-(test-set latent means coloured by class, PCA when LATENT_DIM > 2), manifold.png (when
-LATENT_DIM = 2) and checkpoints/last.pt. Every EVAL_EVERY epochs and at the last: metrics.csv and
-metrics.png (classifier FID, KID, IS, class coverage, pixel entropy, test negative ELBO; an IWAE
-bound at the last epoch), class_shares.png, pixel_histogram.png. Rerunning resumes; --epochs=N extends a finished run.
+a fixed latent batch; conditional: one row per class, one shared latent per column),
+reconstructions/epoch_001.png (real rows above their reconstructions), losses.csv and loss.png
+(train and test negative ELBO per image), progress.gif, latent.png (test-set latent means
+coloured by class, PCA when LATENT_DIM > 2), manifold.png (when LATENT_DIM = 2, unconditional) and
+checkpoints/last.pt. Every EVAL_EVERY epochs and at the last: metrics.csv and metrics.png
+(classifier FID, KID, IS, class coverage, pixel entropy, test negative ELBO; an IWAE bound at the
+last epoch; the asked-class accuracy: label_acc for the CVAE, region_acc by latent region for the
+VAE), class_shares.png, pixel_histogram.png. Rerunning resumes; --epochs=N extends a finished run.
 """
 
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
@@ -37,6 +48,7 @@ LATENT_DIM = 20  # size of z; 2 gives a plottable latent space and a manifold gr
 HIDDEN = 256  # width of the fully connected layer between convolutions and z
 CHANNELS = 32  # channels of the first convolution (the second has twice as many)
 BETA = 1.0  # weight of the KL term (1 = the standard ELBO)
+CONDITIONAL = False  # give both networks the class label (a conditional VAE; its own -conditional folder)
 # --- optimisation ---
 EPOCHS = 20  # passes over the training set
 BATCH_SIZE = 128  # images per step
@@ -47,7 +59,7 @@ DETERMINISTIC = False  # only repeatable kernels, so a CUDA resume matches numbe
 DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 OUT_DIR = ""  # empty: outputs/VAE-MNIST (plus -<dataset> for other data sets)
 RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
-N_SAMPLES = 64  # images in the per-epoch sample grid
+N_SAMPLES = 64  # images in the per-epoch sample grid (conditional: 10 per class instead)
 # --- speed (CUDA only: ignored on CPU and MPS; see "Speed" in the README) ---
 AMP = False  # bf16 autocast of the forward passes and losses
 CHANNELS_LAST = False  # NHWC weights and inputs for the convolutions
@@ -60,16 +72,20 @@ EVAL_SAMPLES = 2000  # generated images scored per evaluation
 IWAE_K = 100  # importance samples per image of the final IWAE bound
 IWAE_IMAGES = 1000  # test images of the final IWAE bound (the first ones: a subset, for CPU time)
 
-SHAPE_KEYS = ("DATASET", "LATENT_DIM", "HIDDEN", "CHANNELS")  # resuming with other values refuses
+SHAPE_KEYS = ("DATASET", "LATENT_DIM", "HIDDEN", "CHANNELS", "CONDITIONAL")  # resuming with other values refuses
 
 
 class Encoder(nn.Module):
-    """x [B, C, 28, 28] -> (mu, logvar), each [B, latent_dim]."""
+    """x [B, C, 28, 28] (+ labels [B] when conditional) -> (mu, logvar), each [B, latent_dim]."""
 
-    def __init__(self, latent_dim: int, hidden: int = 256, channels: int = 32, image_channels: int = 1):
+    def __init__(
+        self, latent_dim: int, hidden: int = 256, channels: int = 32, image_channels: int = 1, n_classes: int = 0
+    ):
         super().__init__()
+        self.n_classes = n_classes
         self.net = nn.Sequential(
-            nn.Conv2d(image_channels, channels, kernel_size=4, stride=2, padding=1),  # -> c x 14 x 14
+            # conditional: the label enters as n_classes constant planes beside the image (as in CDCGAN's D)
+            nn.Conv2d(image_channels + n_classes, channels, kernel_size=4, stride=2, padding=1),  # -> c x 14 x 14
             nn.ReLU(inplace=True),
             nn.Conv2d(channels, 2 * channels, kernel_size=4, stride=2, padding=1),  # -> 2c x 7 x 7
             nn.ReLU(inplace=True),
@@ -79,18 +95,26 @@ class Encoder(nn.Module):
             nn.Linear(hidden, 2 * latent_dim),
         )
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.n_classes:
+            planes = F.one_hot(labels, self.n_classes).to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+            x = torch.cat([x, planes], dim=1)
         mu, logvar = self.net(x).chunk(2, dim=1)
         return mu, logvar
 
 
 class Decoder(nn.Module):
-    """z [B, latent_dim] -> pixel logits [B, C, 28, 28]."""
+    """z [B, latent_dim] (+ labels [B] when conditional) -> pixel logits [B, C, 28, 28]."""
 
-    def __init__(self, latent_dim: int, hidden: int = 256, channels: int = 32, image_channels: int = 1):
+    def __init__(
+        self, latent_dim: int, hidden: int = 256, channels: int = 32, image_channels: int = 1, n_classes: int = 0
+    ):
         super().__init__()
+        self.n_classes = n_classes
         self.net = nn.Sequential(
-            nn.Linear(latent_dim, hidden),
+            # conditional: z and the one-hot label enter together; a one-hot times the first layer's
+            # weights is already a learned per-class embedding, so 10 classes need no nn.Embedding
+            nn.Linear(latent_dim + n_classes, hidden),
             nn.ReLU(inplace=True),
             nn.Linear(hidden, 2 * channels * 7 * 7),
             nn.ReLU(inplace=True),
@@ -100,35 +124,47 @@ class Decoder(nn.Module):
             nn.ConvTranspose2d(channels, image_channels, kernel_size=4, stride=2, padding=1),  # -> C x 28 x 28
         )
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.n_classes:
+            z = torch.cat([z, F.one_hot(labels, self.n_classes).to(z.dtype)], dim=1)
         return self.net(z)
 
 
 class VAE(nn.Module):
-    """Encoder + decoder with the reparameterisation trick."""
+    """Encoder + decoder with the reparameterisation trick; with n_classes > 0 both are given the label (a CVAE)."""
 
-    def __init__(self, latent_dim: int, hidden: int = 256, channels: int = 32, image_channels: int = 1):
+    def __init__(
+        self, latent_dim: int, hidden: int = 256, channels: int = 32, image_channels: int = 1, n_classes: int = 0
+    ):
         super().__init__()
-        self.latent_dim = latent_dim
-        self.encoder = Encoder(latent_dim, hidden, channels, image_channels)
-        self.decoder = Decoder(latent_dim, hidden, channels, image_channels)
+        self.latent_dim, self.n_classes = latent_dim, n_classes
+        self.encoder = Encoder(latent_dim, hidden, channels, image_channels, n_classes)
+        self.decoder = Decoder(latent_dim, hidden, channels, image_channels, n_classes)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encoder(x)
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(x, labels)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return self.decoder(z), mu, logvar
+        return self.decoder(z, labels), mu, logvar
 
     @torch.no_grad()
-    def sample(self, z: torch.Tensor) -> torch.Tensor:
-        """Decode latents to images in [0, 1]."""
-        return torch.sigmoid(self.decoder(z))
+    def sample(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode latents (of the given classes, conditional) to images in [0, 1]."""
+        return torch.sigmoid(self.decoder(z, labels))
 
 
 def build_models(
     cfg: dict, image_shape: tuple[int, int, int] = (1, 28, 28), n_classes: int = 10
 ) -> dict[str, nn.Module]:
     """The models of this script, sized by a config (used by main() and generate.py)."""
-    return {"vae": VAE(cfg["LATENT_DIM"], cfg["HIDDEN"], cfg["CHANNELS"], image_shape[0])}
+    n_classes = n_classes if cfg.get("CONDITIONAL") else 0  # runs from before CONDITIONAL are unconditional
+    return {"vae": VAE(cfg["LATENT_DIM"], cfg["HIDDEN"], cfg["CHANNELS"], image_shape[0], n_classes)}
+
+
+def _labels(vae: VAE, labels: torch.Tensor) -> torch.Tensor | None:
+    """The labels a model is given: all of them for a conditional VAE, none otherwise."""
+    return labels if vae.n_classes else None
 
 
 def vae_loss(
@@ -142,11 +178,12 @@ def vae_loss(
 
 
 def train_step(
-    vae: VAE, opt: torch.optim.Optimizer, x: torch.Tensor, beta: float, autocast: Autocast = nullcontext
-) -> torch.Tensor:
-    """One Adam step on a batch in [0, 1]; returns the batch's summed loss, a device tensor."""
+    vae: VAE, opt: torch.optim.Optimizer, x: torch.Tensor, beta: float, autocast: Autocast = nullcontext,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """One Adam step on a batch in [0, 1] (and its labels, conditional); returns the batch's summed loss, a device tensor."""
     with autocast():  # forward and loss only: backward and the optimizer step run outside autocast
-        logits, mu, logvar = vae(x)
+        logits, mu, logvar = vae(x, labels)
         loss = vae_loss(logits, x, mu, logvar, beta)
     steps.update(opt, loss)
     return loss.detach()
@@ -160,7 +197,7 @@ def evaluate(vae: VAE, split: data.Split, beta: float, batch_size: int = 1000) -
     total, means = torch.zeros((), device=split.images.device), []
     for start in range(0, len(split), batch_size):
         x = data.to_unit(split.images[start : start + batch_size])
-        logits, mu, logvar = vae(x)
+        logits, mu, logvar = vae(x, _labels(vae, split.labels[start : start + batch_size]))
         total += vae_loss(logits, x, mu, logvar, beta)
         means.append(mu)
     vae.train(was_training)
@@ -168,15 +205,18 @@ def evaluate(vae: VAE, split: data.Split, beta: float, batch_size: int = 1000) -
 
 
 @torch.no_grad()
-def iwae_bound(vae: VAE, images: torch.Tensor, k: int, batch_size: int = 50) -> float:
-    """Importance-weighted estimate of -log p(x) per image (Burda et al., 2016) with k samples, in nats."""
+def iwae_bound(vae: VAE, split: data.Split, k: int, n_images: int, batch_size: int = 50) -> float:
+    """Importance-weighted estimate of -log p(x) (conditional: -log p(x|y)) per image (Burda et al., 2016) over
+    the first n_images of a split, with k samples, in nats."""
+    images = split.images[:n_images]
     total = torch.zeros((), device=images.device)
     for start in range(0, len(images), batch_size):
         x = data.to_unit(images[start : start + batch_size])
-        mu, logvar = vae.encoder(x)
+        y = _labels(vae, split.labels[start : start + len(x)])
+        mu, logvar = vae.encoder(x, y)
         std = torch.exp(0.5 * logvar)
         z = mu + std * torch.randn(k, *mu.shape, device=x.device)  # [k, B, latent_dim]
-        logits = vae.decoder(z.flatten(0, 1)).view(k, *x.shape)
+        logits = vae.decoder(z.flatten(0, 1), None if y is None else y.repeat(k)).view(k, *x.shape)
         log_px_z = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").flatten(2).sum(2)
         log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(2)
         log_qz = torch.distributions.Normal(mu, std).log_prob(z).sum(2)
@@ -189,27 +229,116 @@ def bounds(vae: VAE, test: data.Split, known: float | None, iwae_k: int, iwae_im
     iwae_k > 0, the tighter IWAE bound."""
     found = {"test_neg_elbo": evaluate(vae, test, 1.0)[0] if known is None else known}
     if iwae_k:
-        found["test_iwae"] = iwae_bound(vae, test.images[:iwae_images], iwae_k)
+        found["test_iwae"] = iwae_bound(vae, test, iwae_k, iwae_images)
     return found
 
 
-def sample_for_eval(vae: VAE, n: int, device: torch.device, seed: int) -> tuple[torch.Tensor, None]:
-    """n images in [0, 1] decoded from the same evaluation latents every time (no labels)."""
-    z, _ = metrics.eval_noise(n, vae.latent_dim, 0, device, seed)
-    return torch.cat([vae.sample(z[i : i + 500]) for i in range(0, n, 500)]), None
+def sample_for_eval(vae: VAE, n: int, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n images in [0, 1] decoded from the same evaluation latents every time, and for a CVAE the classes asked
+    for (balanced); the unconditional VAE draws from its prior (its classes by region: region_scores)."""
+    z, labels = metrics.eval_noise(n, vae.latent_dim, vae.n_classes, device, seed)
+    chunks = [(z[i : i + 500], None if labels is None else labels[i : i + 500]) for i in range(0, n, 500)]
+    return torch.cat([vae.sample(*chunk) for chunk in chunks]), labels
 
 
-def reconstructions(vae: VAE, x: torch.Tensor) -> torch.Tensor:
-    """Rows of 8 real images in [0, 1], each above its reconstruction (x: [32, C, H, W])."""
-    recon = torch.sigmoid(vae(x)[0])
+# --- a chosen class from the unconditional VAE: one Gaussian per class where its images lie in z ---
+
+
+def no_class_latents(n_classes: int, latent_dim: int) -> dict[str, torch.Tensor]:
+    """The class statistics before a fit: count 0 marks them unfitted (mean 0 and cov I are placeholders)."""
+    return {
+        "mean": torch.zeros(n_classes, latent_dim),
+        "cov": torch.eye(latent_dim).repeat(n_classes, 1, 1),
+        "count": torch.zeros(n_classes, dtype=torch.long),
+    }
+
+
+@torch.no_grad()
+def posterior_means(vae: VAE, split: data.Split, batch_size: int = 1000) -> torch.Tensor:
+    """The mean of q(z|x) for every image of a split, in eval mode: the encoder only, so nothing is sampled and
+    training's random numbers stay as they were."""
+    was_training = vae.training
+    vae.eval()
+    images = split.images
+    means = [vae.encoder(data.to_unit(images[i : i + batch_size]))[0] for i in range(0, len(images), batch_size)]
+    vae.train(was_training)
+    return torch.cat(means).float()
+
+
+def fit_class_latents(vae: VAE, split: data.Split, latents: dict[str, torch.Tensor], ridge: float = 1e-3) -> None:
+    """Fit each class's Gaussian to the posterior means of its images in `split`, in place: mean [K, D], full
+    covariance [K, D, D] plus ridge x I (positive definite even for a class of few images or a latent dimension
+    the encoder does not use) and the images counted per class [K]."""
+    means, labels = posterior_means(vae, split), split.labels.to(latents["mean"].device)
+    eye = torch.eye(vae.latent_dim, device=means.device)
+    for k in range(len(latents["count"])):
+        of_k = means[labels == k]
+        latents["count"][k] = len(of_k)
+        latents["mean"][k] = of_k.mean(0) if len(of_k) else 0.0
+        spread = torch.cov(of_k.T).reshape_as(eye) if len(of_k) > 1 else torch.zeros_like(eye)
+        latents["cov"][k] = spread + ridge * eye
+
+
+def class_latents(latents: dict[str, torch.Tensor], eps: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """z = mean_k + L_k eps for each asked class k (L_k L_k^T = cov_k): eps ~ N(0, I) gives z ~ N(mean_k, cov_k)."""
+    scale = torch.linalg.cholesky(latents["cov"])
+    return latents["mean"][labels] + (scale[labels] @ eps.unsqueeze(-1)).squeeze(-1)
+
+
+def draw(
+    vae: VAE, eps: torch.Tensor, labels: torch.Tensor | None, latents: dict[str, torch.Tensor] | None = None
+) -> torch.Tensor:
+    """Images in [0, 1] from noise eps [B, latent_dim]: of the classes `labels` when given (a CVAE is told them;
+    the VAE decodes their latent regions, from `latents`), else from the prior (used by generate.py)."""
+    if labels is not None and not vae.n_classes:
+        return vae.sample(class_latents(latents, eps, labels))
+    return vae.sample(eps, labels)
+
+
+@torch.no_grad()
+def region_scores(
+    vae: VAE, latents: dict[str, torch.Tensor], n: int, seed: int, evaluator: metrics.Evaluator | None
+) -> dict[str, float]:
+    """region_acc of the unconditional VAE: how often "asked for k, drew k" for n images, a balanced share per
+    class, decoded from the classes' latent regions and labelled by the evaluator's classifier.
+    {} for a CVAE (no latents), whose label_acc is scored on the evaluation samples themselves."""
+    if not latents or evaluator is None:
+        return {}
+    n_classes = len(latents["count"])
+    eps, asked = metrics.eval_noise(n, vae.latent_dim, n_classes, latents["mean"].device, seed)
+    images = torch.cat([draw(vae, eps[i : i + 500], asked[i : i + 500], latents) for i in range(0, n, 500)])
+    return {"region_acc": metrics.label_accuracy(evaluator.predict(images), asked, n_classes)[0]}
+
+
+def merged(*scorers: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """The columns of several scorers in one row (the evaluation's extra columns)."""
+    return {key: value for scorer in scorers for key, value in scorer().items()}
+
+
+def grid_latents(
+    n: int, latent_dim: int, n_classes: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The sample grid's latents: n of them (unconditional), or for a CVAE one row per class whose 10 columns
+    share one latent each (a column is one style drawn as every class), with the rows' labels."""
+    if not n_classes:
+        return torch.randn(n, latent_dim), None
+    labels = torch.arange(n_classes, device=device).repeat_interleave(10)
+    return torch.randn(10, latent_dim).repeat(n_classes, 1), labels
+
+
+def reconstructions(vae: VAE, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Rows of 8 real images in [0, 1], each above its reconstruction (x: [32, C, H, W], labels: [32])."""
+    recon = torch.sigmoid(vae(x, _labels(vae, labels))[0])
     return torch.stack([x.view(4, 8, *x.shape[1:]), recon.view(4, 8, *x.shape[1:])], dim=1).flatten(0, 2)
 
 
 def draw_latent_space(vae: VAE, test: data.Split, classes: tuple[str, ...], out: Path) -> None:
-    """latent.png (the test set's latent means coloured by class) and, for a 2-D z, manifold.png."""
+    """latent.png (the test set's latent means coloured by class) and, for a 2-D unconditional z, manifold.png."""
     _, means = evaluate(vae, test, 1.0)
-    plots.latent_scatter(means, test.labels, out / "latent.png", classes, "test-set latent means")
-    if vae.latent_dim == 2:
+    # a CVAE's z is given the class, so it keeps what the label does not say (the style): classes overlap
+    title = "test-set latent means (given the label)" if vae.n_classes else "test-set latent means"
+    plots.latent_scatter(means, test.labels, out / "latent.png", classes, title)
+    if vae.latent_dim == 2 and not vae.n_classes:
         levels = torch.linspace(0.03, 0.97, 20, device=means.device)
         q = torch.distributions.Normal(0.0, 1.0).icdf(levels)  # evenly spaced in probability mass
         grid_z = torch.stack(torch.meshgrid(q.flip(0), q, indexing="ij"), dim=-1).view(-1, 2)[:, [1, 0]]
@@ -218,24 +347,35 @@ def draw_latent_space(vae: VAE, test: data.Split, classes: tuple[str, ...], out:
 
 def main() -> None:
     config.setup(globals(), choices={"DATASET": data.DATASETS})
-    with run.Run(globals(), SHAPE_KEYS) as r:  # device, torchrun, seed, resume, Ctrl-C, NaN stop, checkpoints
+    suffix = "-conditional" if CONDITIONAL else ""  # the CVAE's run folder is its own
+    with run.Run(globals(), SHAPE_KEYS, suffix) as r:  # device, torchrun, seed, resume, Ctrl-C, NaN stop, checkpoints
         ds = r.load(lambda device: data.load(DATASET, DATA_DIR, DOWNLOAD, device))
-        vae = r.models(build_models(r.cfg, ds.shape))["vae"]  # on the device, saved in checkpoints by name
+        vae = r.models(build_models(r.cfg, ds.shape, len(ds.classes)))["vae"]  # on the device, saved by name
         opt = r.adam("opt", vae, LR, (0.9, 0.999))
-        fixed_z = r.fixed("fixed_noise", torch.randn(N_SAMPLES, LATENT_DIM))
-        recon_x = data.to_unit(ds.test.images[:32])  # the same test images every epoch
+        grid_z, grid_labels = grid_latents(N_SAMPLES, LATENT_DIM, vae.n_classes, r.device)
+        fixed_z = r.fixed("fixed_noise", grid_z)
+        grid_args = {"nrow": 10, "row_labels": ds.classes} if CONDITIONAL else {"nrow": 8}
+        # the VAE's class Gaussians for generate.py --label (none for the CVAE), saved in checkpoints
+        blank = {} if CONDITIONAL else no_class_latents(len(ds.classes), LATENT_DIM)
+        latents = {name: r.fixed(f"class_latent_{name}", tensor) for name, tensor in blank.items()}
+        recon_x, recon_y = data.to_unit(ds.test.images[:32]), ds.test.labels[:32]  # the same test images every epoch
         train_vae = r.wrap(vae)  # DDP under torchrun, else the model itself
         for epoch in r.epochs({"negative ELBO per image (nats)": ("train_neg_elbo", "test_neg_elbo")}):
-            for images, _ in r.batches():
+            for images, labels in r.batches():
                 x = r.input(data.to_unit(images))
-                r.log(train_neg_elbo=train_step(train_vae, opt, x, BETA, r.autocast) / len(x))
+                r.log(train_neg_elbo=train_step(train_vae, opt, x, BETA, r.autocast, _labels(vae, labels)) / len(x))
             test_loss = evaluate(vae, ds.test, BETA)[0]
             r.record(test_neg_elbo=test_loss)
-            r.grid(lambda: vae.sample(fixed_z), nrow=8, value_range=(0, 1))
-            r.grid(lambda: reconstructions(vae, recon_x), folder="reconstructions", nrow=8, value_range=(0, 1))
+            r.grid(lambda: vae.sample(fixed_z, grid_labels), value_range=(0, 1), **grid_args)
+            r.grid(lambda: reconstructions(vae, recon_x, recon_y), folder="reconstructions", nrow=8, value_range=(0, 1))
+            if latents and r.is_main and (epoch == EPOCHS or (EVAL_EVERY and epoch % EVAL_EVERY == 0)):
+                fit_class_latents(vae, ds.train, latents)  # one encoder pass: at each evaluation and the last epoch
             iwae_k = IWAE_K if epoch == EPOCHS else 0  # the IWAE bound is costly: at the last epoch only
             bounds_now = partial(bounds, vae, ds.test, test_loss if BETA == 1 else None, iwae_k, IWAE_IMAGES)
-            r.evaluate(lambda: sample_for_eval(vae, EVAL_SAMPLES, r.device, SEED), bounds_now)
+            by_region = partial(region_scores, vae, latents, EVAL_SAMPLES, SEED, r.evaluator)
+            r.evaluate(
+                lambda: sample_for_eval(vae, EVAL_SAMPLES, r.device, SEED), partial(merged, bounds_now, by_region)
+            )
         if r.is_main:
             draw_latent_space(vae, ds.test, ds.classes, r.out)
 

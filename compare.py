@@ -59,6 +59,7 @@ COLUMNS = (
     ("coverage", "coverage"),
     ("label acc", "label_acc"),
     ("label acc real", "label_acc_real"),
+    ("region acc", "region_acc"),
     ("test neg. ELBO", "test_neg_elbo"),
     ("test IWAE", "test_iwae"),
 )
@@ -131,7 +132,7 @@ def _cell(key: str, value: Any) -> str:
         return ""
     if key == "time":
         return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
-    if key in ("label_acc", "label_acc_real"):
+    if key in ("label_acc", "label_acc_real", "region_acc"):
         return f"{value:.1%}"
     if key == "img_per_s":
         return f"{value:.0f}"

@@ -7,10 +7,15 @@ saved in it.
     python generate.py outputs/DCGAN-MNIST                       # 64 samples -> RUN_DIR/generated.png
     python generate.py outputs/CDCGAN-MNIST --label 7 --n 16     # sixteen 7s
     python generate.py outputs/CDCGAN-MNIST-fashion-mnist --label "Ankle boot"
+    python generate.py outputs/VAE-MNIST --label 8 --n 5         # five 8s from the region of 8s in z
     python generate.py outputs/DCGAN-MNIST --out digits.npz      # uint8 array(s) instead of a picture
     python generate.py outputs/VAE-MNIST --interpolate           # latent interpolation strips
     python generate.py outputs/GAN-MNIST --blur 0.7              # Gaussian post-filter on the images
     python generate.py outputs/DCGAN-MNIST --score --n 10000     # the repo's metrics of 10,000 fresh samples
+
+`--label` works on conditional models (the class is given to the generator or decoder) and on the
+unconditional VAE, which decodes z drawn from a Gaussian fitted to where the class's training images
+lie in its latent space (saved in the checkpoint by VAE-MNIST.py).
 
 `--score` prints the metrics of a finished run (MNIST family) with as many samples as asked (the
 per-epoch evaluation uses few, for speed) and appends them to RUN_DIR/scores.csv.
@@ -24,9 +29,11 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -41,7 +48,7 @@ ROOT = Path(__file__).resolve().parent
 class Sampler:
     """A trained generator behind one call: (z, labels) -> images in [0, 1]."""
 
-    def __init__(self, state: dict, dev: torch.device):
+    def __init__(self, state: dict, dev: torch.device, run_dir: Path | None = None):
         script = ROOT / str(state.get("script", ""))
         if not state.get("script") or not script.is_file():
             fail(f"the checkpoint names no known training script ({state.get('script')!r})")
@@ -51,11 +58,24 @@ class Sampler:
         for name, model in models.items():  # the generator's moving average, when the run kept one, draws
             model.load_state_dict(state["models"].get(f"{name}_ema", state["models"][name]))
             model.to(dev).eval()
-        self.device = dev
+        self.device, self.module = dev, module
+        self.vae: torch.nn.Module | None = None
+        self.latents: dict[str, torch.Tensor] = {}  # an unconditional VAE's class Gaussians, when saved
+        self.refusal = (  # why --label cannot pick a class here
+            "--label needs a conditional model; this one is unconditional (train one with CDCGAN-MNIST.py or "
+            "GAN-MNIST.py --conditional=True)"
+        )
         if "vae" in models:
-            vae = models["vae"]
-            self.latent_dim, self.n_classes = vae.latent_dim, 0
-            self.decode: Callable = lambda z, labels: vae.sample(z)
+            vae = self.vae = models["vae"]
+            self.latent_dim, self.n_classes = vae.latent_dim, vae.n_classes
+            if not vae.n_classes:
+                self.latents = vae_latents(state, dev)
+                self.refusal = (
+                    f"--label on this VAE needs the class statistics that training fits at each evaluation and at "
+                    f"its end, and this checkpoint (epoch {state['epoch']}) has none (a run from before they were "
+                    f"saved, or stopped before a fit); this fits them: {refit_command(module, state, run_dir)}"
+                )
+            self.decode: Callable = lambda z, labels: module.draw(vae, z, labels, self.latents)
         else:
             generator = models["generator"]
             self.latent_dim, self.n_classes = generator.latent_dim, getattr(generator, "n_classes", 0)
@@ -66,17 +86,41 @@ class Sampler:
         return self.decode(z.to(self.device), None if labels is None else labels.to(self.device)).clamp(0, 1).cpu()
 
     def parse_label(self, text: str) -> int:
-        """A class index from an index or a class name (case-insensitive); exit if neither."""
-        if not self.n_classes:
-            fail(
-                "--label needs a conditional model; this one is unconditional (train one with CDCGAN-MNIST.py or GAN-MNIST.py --conditional=True)"
-            )
+        """A class index from an index or a class name (case-insensitive); exit if neither, or if the model cannot
+        draw a chosen class."""
+        if not self.n_classes and not self.latents:
+            fail(self.refusal)
         names = [c.lower() for c in self.classes]
         if text.strip().lower() in names:
-            return names.index(text.strip().lower())
-        if text.strip().lstrip("-").isdigit() and 0 <= int(text) < self.n_classes:
-            return int(text)
-        fail(f"--label {text!r} is not a class; use 0-{self.n_classes - 1} or one of: {', '.join(self.classes)}")
+            label = names.index(text.strip().lower())
+        elif text.strip().lstrip("-").isdigit() and 0 <= int(text) < len(self.classes):
+            label = int(text)
+        else:
+            fail(f"--label {text!r} is not a class; use 0-{len(self.classes) - 1} or one of: {', '.join(self.classes)}")
+        if self.latents and not self.latents["count"][label]:
+            fail(f"--label {text!r}: the run's training data had no image of this class to fit its latent region")
+        return label
+
+
+def vae_latents(state: dict, dev: torch.device) -> dict[str, torch.Tensor]:
+    """An unconditional VAE's class Gaussians from its checkpoint (VAE-MNIST.py's class_latent_*), {} if never fitted."""
+    latents = {name: state.get(f"class_latent_{name}") for name in ("mean", "cov", "count")}
+    if any(t is None for t in latents.values()) or not latents["count"].any():
+        return {}
+    return {name: t.to(dev) for name, t in latents.items()}
+
+
+def refit_command(module: ModuleType, state: dict, run_dir: Path | None) -> str:
+    """The command that resumes a run (a finished one: for one more epoch) with the settings it was trained with."""
+    cfg, done = state["config"], state["epoch"]
+    kept = [
+        f"--{key.lower()}={shlex.quote(str(value))}"
+        for key, value in cfg.items()
+        if key not in ("EPOCHS", "OUT_DIR", "RESUME") and getattr(module, key, value) != value
+    ]
+    epochs = cfg["EPOCHS"] if done < cfg["EPOCHS"] else done + 1
+    where = shlex.quote(str(run_dir)) if run_dir else "RUN_DIR"
+    return " ".join(["python", state["script"], *kept, f"--out_dir={where}", f"--epochs={epochs}"])
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -137,7 +181,7 @@ def main(argv: list[str] | None = None) -> Path:
     if state is None or "models" not in state:
         fail(f"{folder} holds no readable checkpoint of this repo")
     dev = device.pick(args.device)
-    sampler = Sampler(state, dev)
+    sampler = Sampler(state, dev, run_dir)
     label = sampler.parse_label(args.label) if args.label is not None else None
     if args.score:
         return score(run_dir, state, sampler, args, dev)
@@ -145,8 +189,10 @@ def main(argv: list[str] | None = None) -> Path:
     gen = torch.Generator().manual_seed(args.seed)
     n = args.n
     labels = None
-    if sampler.n_classes:  # the asked-for class, else the classes in turn
-        labels = torch.full((n,), label) if label is not None else torch.arange(n) % sampler.n_classes
+    if label is not None:  # the asked-for class (given to a conditional model, or the VAE's latent region of it)
+        labels = torch.full((n,), label)
+    elif sampler.n_classes:  # a conditional model without --label: the classes in turn
+        labels = torch.arange(n) % sampler.n_classes
     if args.interpolate:
         ends = torch.randn(2, n, sampler.latent_dim, generator=gen)
         z = slerp(ends[0], ends[1], torch.linspace(0, 1, args.steps)).reshape(-1, sampler.latent_dim)
@@ -168,13 +214,9 @@ def main(argv: list[str] | None = None) -> Path:
         np.savez_compressed(out, **arrays)
     else:
         plots.save_grid(images, out, nrow=nrow, value_range=(0, 1))
-    what = (
-        f"class {sampler.classes[label]!r}"
-        if label is not None
-        else "all classes"
-        if sampler.n_classes
-        else "unconditional"
-    )
+    what = "unconditional" if not sampler.n_classes else "all classes"
+    if label is not None:
+        what = f"class {sampler.classes[label]!r}" + ("" if sampler.n_classes else ", from its latent region")
     print(f"wrote {out}: {len(images)} images ({what}) from {run_dir} after epoch {state['epoch']}")
     return out
 
@@ -193,6 +235,10 @@ def score(run_dir: Path, state: dict, sampler: Sampler, args: argparse.Namespace
     z, labels = metrics.eval_noise(args.n, sampler.latent_dim, sampler.n_classes, "cpu", args.seed)
     fake = torch.cat([sampler(zb, lb) for zb, lb in _chunks(z, labels)])
     row = {"epoch": state["epoch"], "seed": args.seed, **evaluator.scores(fake, labels)}
+    if sampler.latents:  # an unconditional VAE: also its classes drawn from their latent regions
+        row.update(sampler.module.region_scores(sampler.vae, sampler.latents, args.n, args.seed, evaluator))
+    elif sampler.vae is not None and not sampler.n_classes:
+        print("note: no class statistics in this checkpoint, so no region_acc; resume or extend the run to fit them")
     if row["n"] < args.n:
         print(f"note: scored {row['n']} samples, as many as the {len(ds.train)} training images compared with")
     path = run_dir / "scores.csv"
@@ -202,8 +248,10 @@ def score(run_dir: Path, state: dict, sampler: Sampler, args: argparse.Namespace
             earlier = list(csv.DictReader(f))
     plots.write_csv([*earlier, row], path)
     shares = [row[f"share_{k}"] for k in range(len(ds.classes))]
-    accuracy = (
-        f"  label acc {row['label_acc']:.1%} (evaluator {row['evaluator_acc']:.1%})" if "label_acc" in row else ""
+    accuracy = "".join(
+        f"  {name} acc {row[f'{name}_acc']:.1%} (evaluator {row['evaluator_acc']:.1%})"
+        for name in ("label", "region")
+        if f"{name}_acc" in row
     )
     print(
         f"{run_dir} after epoch {state['epoch']}, {row['n']} samples: FID {row['fid']:.3g} (floor {row['fid_floor']:.3g})"

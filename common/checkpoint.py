@@ -236,7 +236,10 @@ def restore(
         for group, flags in zip(opt.param_groups, kept, strict=True):
             group.update(flags, lr=lr)
     for name, tensor in fixed.items():
-        tensor.copy_(state[name])
+        if name in state:
+            tensor.copy_(state[name])
+        else:  # kept by a newer version of the script (e.g. the VAE's class statistics): it keeps its start value
+            print(f"note: the checkpoint has no {name}; it starts afresh")
     set_rng_state(state["rng"])
 
 

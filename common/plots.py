@@ -21,7 +21,7 @@ METRIC_PANELS = (  # metrics.png: a panel per metric, with its real-data floor
     ("FID (classifier features)", ("fid", "fid_floor")),
     ("KID (classifier features)", ("kid", "kid_floor")),
     ("Inception Score (classifier)", ("is", "is_real")),
-    ("classes covered / label accuracy", ("coverage", "label_acc", "label_acc_real")),
+    ("classes covered / label accuracy", ("coverage", "label_acc", "label_acc_real", "region_acc")),
     ("mean pixel entropy (bits)", ("entropy", "entropy_real")),
     ("negative ELBO / IWAE (nats)", ("test_neg_elbo", "test_iwae")),
 )

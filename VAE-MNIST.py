@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import config, data, metrics, plots, run, steps
+from common import config, data, metrics, plots, run, scores, steps
 from common.speed import Autocast
 
 # --- data ---
@@ -307,7 +307,7 @@ def region_scores(
     n_classes = len(latents["count"])
     eps, asked = metrics.eval_noise(n, vae.latent_dim, n_classes, latents["mean"].device, seed)
     images = torch.cat([draw(vae, eps[i : i + 500], asked[i : i + 500], latents) for i in range(0, n, 500)])
-    return {"region_acc": metrics.label_accuracy(evaluator.predict(images), asked, n_classes)[0]}
+    return {"region_acc": scores.label_accuracy(evaluator.predict(images), asked, n_classes)[0]}
 
 
 def merged(*scorers: Callable[[], dict[str, float]]) -> dict[str, float]:

@@ -368,7 +368,7 @@ def main() -> None:
             r.record(test_neg_elbo=test_loss)
             r.grid(lambda: vae.sample(fixed_z, grid_labels), value_range=(0, 1), **grid_args)
             r.grid(lambda: reconstructions(vae, recon_x, recon_y), folder="reconstructions", nrow=8, value_range=(0, 1))
-            if latents and r.is_main and (epoch == EPOCHS or (EVAL_EVERY and epoch % EVAL_EVERY == 0)):
+            if latents and r.is_main and r.eval_due:
                 fit_class_latents(vae, ds.train, latents)  # one encoder pass: at each evaluation and the last epoch
             iwae_k = IWAE_K if epoch == EPOCHS else 0  # the IWAE bound is costly: at the last epoch only
             bounds_now = partial(bounds, vae, ds.test, test_loss if BETA == 1 else None, iwae_k, IWAE_IMAGES)

@@ -11,7 +11,6 @@ import os
 import shlex
 import signal
 import sys
-from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, NoReturn
 
@@ -84,8 +83,3 @@ def resume_command() -> str:
         nproc = os.environ.get("LOCAL_WORLD_SIZE", str(distributed.world_size()))
         return shlex.join(["torchrun", f"--nproc_per_node={nproc}", sys.argv[0], *args])
     return shlex.join(["python", sys.argv[0], *args])
-
-
-def stopped(where: str, checkpoints: Path) -> str:
-    """Where a run stopped, where its checkpoint is, and the command that resumes it."""
-    return f"Stopped {where}; checkpoint in {checkpoints}. Resume with:\n  {resume_command()}"

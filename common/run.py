@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from common import checkpoint, config, data, distributed, ema, metrics, page, plots, progress, records, steps
 from common.device import keep_rng, seed_all
-from common.guard import Guard, diverged, stopped
+from common.guard import Guard, diverged, resume_command
 from common.speed import Speed
 from common.tally import Tally, first_bad
 
@@ -239,6 +239,12 @@ class Run:
                 images = draw()
             plots.save_grid(images, self.out / folder / f"epoch_{self.epoch:03d}.png", **kwargs)
 
+    @property
+    def eval_due(self) -> bool:
+        """Whether this epoch is one that evaluates: every EVAL_EVERY epochs (0: none) and the last."""
+        every = self.ns.get("EVAL_EVERY", 0)
+        return self.epoch == self.ns["EPOCHS"] or bool(every) and self.epoch % every == 0
+
     def evaluate(
         self, sample: Callable[[], tuple[torch.Tensor, torch.Tensor | None]], extra: Callable[[], dict] | None = None
     ) -> None:
@@ -246,8 +252,8 @@ class Run:
 
         Rank 0 only, in eval mode and on its own random numbers, so evaluating never changes training.
         """
-        epoch, every = self.epoch, self.ns.get("EVAL_EVERY", 0)
-        if self.evaluator is None or not (epoch % every == 0 or epoch == self.ns["EPOCHS"]):
+        epoch = self.epoch
+        if self.evaluator is None or not self.eval_due:
             return
         with keep_rng(self.device, self.ns["SEED"]), steps.eval_mode(list(self.networks.values())):
             fake, asked = sample()
@@ -264,8 +270,9 @@ class Run:
 
     def _check_weights(self, where: str) -> None:
         """Exit 3 if a model about to be saved holds a NaN or infinite weight (on any process)."""
-        if bad := checkpoint.nonfinite(self.networks, everywhere=True):
-            diverged(self.epoch, where, bad, math.nan)
+        bad = checkpoint.nonfinite(self.networks)
+        if distributed.all_reduce([float(bool(bad))], "max")[0]:
+            diverged(self.epoch, where, bad or "a weight on another process", math.nan)
 
     def _end_epoch(self) -> None:
         """Record the epoch: its row (averaged over processes), losses.csv, loss.png and the checkpoint."""
@@ -316,7 +323,8 @@ class Run:
         self.guard.exit(self._stopped(f"in epoch {self.epoch} after step {step}"))
 
     def _stopped(self, where: str) -> str:
-        return stopped(where, self.out / "checkpoints")
+        """Where the run stopped and the command that resumes it."""
+        return f"Stopped {where}; checkpoint in {self.out}/checkpoints. Resume with:\n  {resume_command()}"
 
     def _finish(self) -> None:
         """After the last epoch (which drew every figure): the progress GIF and one line."""

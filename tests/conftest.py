@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -91,3 +92,17 @@ def run_script(script: str, *args: str, cwd: Path | None = None, env: dict | Non
 def load_script(name: str):
     """Import a hyphenated top-level script as a module (its main() is not run)."""
     return config.load_script(name)
+
+
+@functools.cache
+def _generate_module():
+    return load_script("generate.py")
+
+
+def generate(*args) -> int:
+    """Run generate.py's main() in this process (no interpreter start-up); returns the exit code."""
+    try:
+        _generate_module().main([str(a) for a in args] + device_args(*map(str, args)))
+    except SystemExit as exc:
+        return exc.code
+    return 0

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import device_args, load_script, make_idx_dataset, run_script
+from conftest import generate, load_script, make_idx_dataset, run_script
 from PIL import Image
 
 TINY_GAN = ["--epochs=1", "--batch_size=64"]
@@ -36,18 +36,6 @@ def runs(tmp_path_factory):
         assert result.returncode == 0, f"{script}: {result.stderr[-2000:]}"
         folders[kind] = out
     return folders
-
-
-GENERATE = load_script("generate.py")
-
-
-def generate(*args) -> int:
-    """Run generate.py's main() in this process (no interpreter start-up); returns the exit code."""
-    try:
-        GENERATE.main([str(a) for a in args] + device_args(*map(str, args)))
-    except SystemExit as exc:
-        return exc.code
-    return 0
 
 
 @pytest.mark.parametrize("kind", ["dcgan", "cdcgan"])

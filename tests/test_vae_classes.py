@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import device_args, load_script, make_idx_dataset, run_script
+from conftest import generate, load_script, make_idx_dataset, run_script
 from PIL import Image
 
 from common import data, metrics
@@ -39,15 +39,6 @@ def runs(tmp_path_factory):
         assert result.returncode == 0, f"{kind}: {result.stderr[-2000:]}"
         folders[kind] = out
     return folders
-
-
-def generate(*args) -> int:
-    """generate.py's main() in this process; returns the exit code."""
-    try:
-        GENERATE.main([str(a) for a in args] + device_args(*map(str, args)))
-    except SystemExit as exc:
-        return exc.code
-    return 0
 
 
 def last(run) -> dict:

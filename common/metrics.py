@@ -1,8 +1,10 @@
 """How good are the samples? Classifier-based FID, KID and Inception Score, mode coverage, pixel statistics.
 
-No Inception network is needed for the MNIST family: a small CNN classifier is trained once per
-data set (fixed seed, a few epochs) and cached in DATA_DIR/evaluators/<dataset>.pt with its
-test accuracy. Its penultimate layer is the feature space of FID and KID and its logits give the
+No Inception network is needed for the MNIST family: a small CNN classifier scores the samples.
+MNIST and the real-digit sample use the one shipped in common/mnist_classifier.pt (trained on
+full MNIST's training split less the sample's digits, 99.3% on MNIST's test digits); other data sets
+get one trained once on their training split (fixed seed, a few epochs). Either is cached in
+DATA_DIR/evaluators/<dataset>.pt with its test accuracy on the run's test split. Its penultimate layer is the feature space of FID and KID and its logits give the
 Inception Score, all computed by torchmetrics. Every score is written beside its real-versus-real
 floor (train split against test split, same number of images), so a number can be read.
 
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from common import classifier as classifier_lib
 from common import data
 from common.classifier import CHUNK, FEATURES, Classifier, Penultimate, batched, train_classifier
 from common.device import keep_rng
@@ -32,7 +35,7 @@ if TYPE_CHECKING:  # torchmetrics takes seconds to import: only evaluations load
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
-VERSION = 2  # bump when the classifier or its training changes: cached evaluators are then retrained
+VERSION = 3  # bump when the classifier or its training changes: cached evaluators are then rebuilt
 KID_SUBSET = 1000  # images per KID subset (fewer when fewer are given)
 KID_SUBSETS = 20  # KID is averaged over this many random subsets
 IS_SPLITS = 10  # the Inception Score is averaged over this many splits
@@ -93,22 +96,20 @@ class Evaluator:
 
     @classmethod
     def for_dataset(
-        cls, ds: data.Dataset, data_dir: str | Path, device: torch.device | str, epochs: int = 0
+        cls, ds: data.Dataset, data_dir: str | Path, device: torch.device | str, epochs: int = 0, shipped: bool = True
     ) -> Evaluator | None:
-        """The evaluator of a data set, trained once and cached in DATA_DIR/evaluators/<name>.pt; None for "fake"."""
+        """The evaluator of a data set, cached in DATA_DIR/evaluators/<name>.pt; None for "fake". MNIST and the
+        sample use the shipped classifier (common/mnist_classifier.pt) unless `shipped` is False; other data
+        sets, or MNIST without that file, get one trained on their own training split."""
         if ds.name == "fake" or ds.name not in data.DATASETS:
             print(f"metrics: skipped for dataset {ds.name!r} (no real images to compare with)")
             return None
         path = Path(data_dir) / "evaluators" / f"{ds.name}.pt"
-        fingerprint = _fingerprint(ds)
-        saved = None
-        if path.exists():
-            try:
-                saved = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:  # damaged file: train again
-                print(f"metrics: ignoring unreadable {path} ({type(exc).__name__})")
-            if saved and (saved.get("version") != VERSION or saved.get("fingerprint") != fingerprint):
-                saved = None  # another classifier version, or the data set changed (e.g. a subset)
+        found = classifier_lib.load_shipped() if shipped and ds.name in classifier_lib.SHIPPED_FOR else None
+        if shipped and ds.name in classifier_lib.SHIPPED_FOR and found is None:
+            print(f"metrics: {classifier_lib.SHIPPED} is missing, so the evaluator is trained on {ds.name} itself")
+        fingerprint = _fingerprint(ds) + ("-" + found[1] if found else "")
+        saved = cls._cached(path, fingerprint)
         if saved is not None:
             with keep_rng():  # building the network draws random initial weights
                 classifier = Classifier(len(ds.classes), ds.shape)
@@ -116,6 +117,14 @@ class Evaluator:
             evaluator = cls(ds, classifier, saved["accuracy"], device)
             evaluator.floors = {int(n): dict(f) for n, f in saved["floors"].items()}
             print(f"metrics: evaluator for {ds.name} from {path} (test accuracy {evaluator.accuracy:.2%})")
+        elif found is not None:
+            dev = evaluation_device(device)
+            acc = classifier_lib.accuracy(found[0].to(dev), ds.test, dev)
+            evaluator = cls(ds, found[0], acc, device)
+            print(
+                f"metrics: the shipped MNIST evaluator ({classifier_lib.SHIPPED.name}, trained on full MNIST "
+                f"less the sample's digits): test accuracy {acc:.2%} on this run's {len(ds.test):,} test digits"
+            )
         else:
             start = time.perf_counter()
             classifier, acc = train_classifier(ds.train, ds.test, len(ds.classes), device, epochs)
@@ -129,6 +138,20 @@ class Evaluator:
         if saved is None:
             evaluator.save()
         return evaluator
+
+    @staticmethod
+    def _cached(path: Path, fingerprint: str) -> dict[str, Any] | None:
+        """The cached evaluator at `path` if it is of this VERSION and for these data and weights, else None."""
+        if not path.exists():
+            return None
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # damaged file: build it again
+            print(f"metrics: ignoring unreadable {path} ({type(exc).__name__})")
+            return None
+        if saved.get("version") != VERSION or saved.get("fingerprint") != fingerprint:
+            return None  # another classifier version, other weights, or the data set changed (e.g. a subset)
+        return saved
 
     def save(self) -> None:
         """Cache the classifier, its accuracy and the floors computed so far (skipped if DATA_DIR is read-only)."""

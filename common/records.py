@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from common import plots
+from common import plots, scores
 from common.metrics import Evaluator
 
 
@@ -50,7 +50,9 @@ def record(
         f"class shares {min(shares):.0%}-{max(shares):.0%}",
     ]
     if "label_acc" in row:
-        parts.append(f"label acc {row['label_acc']:.1%} (real {row['label_acc_real']:.1%})")
+        per_class = [row[f"label_acc_{k}"] for k in range(len(evaluator.classes))]
+        verdict = scores.label_verdict(row["label_acc"], per_class, evaluator.classes)
+        parts.append(f"label acc {row['label_acc']:.1%} (real {row['label_acc_real']:.1%}; {verdict})")
     parts += [f"{k} {v:.4g}" for k, v in (extra or {}).items()]
     print(f"metrics epoch {epoch}: " + "  ".join(parts) + f"  ({row['eval_s']:.1f}s)", flush=True)
     return row

@@ -10,6 +10,7 @@ import math
 import torch
 
 COVERAGE_SHARE = 0.5  # a class is covered when it gets at least this fraction of its fair share 1/K
+CLASS_OK = 0.8  # a conditional model's class is called weak when it draws the asked class less often than this
 
 
 def pixel_entropy(images: torch.Tensor) -> torch.Tensor:
@@ -43,3 +44,11 @@ def label_accuracy(pred: torch.Tensor, asked: torch.Tensor, n_classes: int) -> t
     ]
     asked_classes = [a for a in per_class if not math.isnan(a)]
     return sum(asked_classes) / max(len(asked_classes), 1), per_class
+
+
+def label_verdict(mean: float, per_class: list[float], classes: tuple[str, ...]) -> str:
+    """A few words on a conditional model's label accuracy: the weak classes, or that it ignores its labels."""
+    if mean < 2 / len(classes):  # chance is 1/K: the samples do not follow the asked class
+        return "the model looks to ignore its labels"
+    weak = [f"{c} {a:.0%}" for c, a in zip(classes, per_class, strict=True) if a < CLASS_OK]
+    return f"under {CLASS_OK:.0%}: {', '.join(weak)}" if weak else f"every class at least {CLASS_OK:.0%}"

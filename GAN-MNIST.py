@@ -1,7 +1,9 @@
 """Generative adversarial network (Goodfellow et al., 2014) with fully connected networks.
 
 With CONDITIONAL=True it is a conditional GAN (Mirza & Osindero, 2014): the class label is fed to
-both networks, and the sample grid has one row per class. The training step is the GAN step the
+both networks, and the sample grid has one row per class. G gets the one-hot label beside z; D
+gets it through a projection (Miyato & Koyama, 2018; D_LABELS), which made it draw the asked digit
+92% of the time on the sample where the paper's one-hot input to D gave 40% (see the README). The training step is the GAN step the
 four GAN scripts share (common/steps.py: d_step, then g_step every K_STEPS discriminator steps).
 
     python GAN-MNIST.py                              # 30 epochs on MNIST
@@ -29,6 +31,7 @@ DOWNLOAD = True  # download the data set when it is missing
 LATENT_DIM = 100  # size of the noise vector z
 HIDDEN = 256  # width of the narrowest hidden layer (the others are 2x and 4x)
 CONDITIONAL = False  # feed class labels to both networks (a conditional GAN)
+D_LABELS = "projection"  # conditional: how D sees the label: projection (Miyato & Koyama) | concat (one-hot input)
 # --- optimisation ---
 EPOCHS = 30  # passes over the training set
 BATCH_SIZE = 64  # images per step
@@ -51,7 +54,7 @@ COMPILE = False  # torch.compile the networks (a slower first epoch)
 EVAL_EVERY = 1  # epochs between metric evaluations (the last epoch is always evaluated); 0 disables
 EVAL_SAMPLES = 2000  # generated images scored per evaluation
 
-SHAPE_KEYS = ("DATASET", "LATENT_DIM", "HIDDEN", "CONDITIONAL")  # resuming with other values refuses
+SHAPE_KEYS = ("DATASET", "LATENT_DIM", "HIDDEN", "CONDITIONAL", "D_LABELS")  # resuming with other values refuses
 
 
 class Generator(nn.Module):
@@ -79,25 +82,38 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """images [B, C, H, W] (+ labels [B]) -> real/fake logits [B]."""
+    """images [B, C, H, W] (+ labels [B]) -> real/fake logits [B].
 
-    def __init__(self, image_shape: tuple[int, int, int], hidden: int = 256, n_classes: int = 0):
+    Conditional, it sees the label one of two ways (D_LABELS): "concat" appends the one-hot label to
+    the pixels (Mirza & Osindero, 2014); "projection" adds the inner product of a learned class
+    embedding with the last hidden features to the logit (Miyato & Koyama, 2018).
+    """
+
+    def __init__(
+        self, image_shape: tuple[int, int, int], hidden: int = 256, n_classes: int = 0, labels: str = "concat"
+    ):
         super().__init__()
         self.n_classes = n_classes
+        self.concat = n_classes if labels == "concat" else 0
         n_pixels = image_shape[0] * image_shape[1] * image_shape[2]
         self.net = nn.Sequential(
-            nn.Linear(n_pixels + n_classes, 2 * hidden),
+            nn.Linear(n_pixels + self.concat, 2 * hidden),
             nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(2 * hidden, hidden),
             nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(hidden, 1),
         )
+        self.embed = nn.Embedding(n_classes, hidden) if n_classes and labels == "projection" else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = x.flatten(1)
-        if self.n_classes:
+        if self.concat:
             x = torch.cat([x, F.one_hot(labels, self.n_classes).to(x.dtype)], dim=1)
-        return self.net(x).squeeze(1)
+        features = self.net[:-1](x)
+        logits = self.net[-1](features).squeeze(1)
+        if self.embed is not None:
+            logits = logits + (self.embed(labels) * features).sum(1)
+        return logits
 
 
 def build_models(
@@ -107,7 +123,7 @@ def build_models(
     n_classes = n_classes if cfg["CONDITIONAL"] else 0
     return {
         "generator": Generator(cfg["LATENT_DIM"], image_shape, cfg["HIDDEN"], n_classes),
-        "discriminator": Discriminator(image_shape, cfg["HIDDEN"], n_classes),
+        "discriminator": Discriminator(image_shape, cfg["HIDDEN"], n_classes, cfg.get("D_LABELS", "concat")),
     }
 
 
@@ -121,7 +137,7 @@ def sample_for_eval(
 
 
 def main() -> None:
-    config.setup(globals(), choices={"DATASET": data.DATASETS})
+    config.setup(globals(), choices={"DATASET": data.DATASETS, "D_LABELS": ("concat", "projection")})
     config.check_positive(config.constants(globals()), "K_STEPS")
     with run.Run(globals(), SHAPE_KEYS, out_suffix="-conditional" if CONDITIONAL else "") as r:
         ds = r.load(lambda device: data.load(DATASET, DATA_DIR, DOWNLOAD, device))

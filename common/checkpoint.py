@@ -227,7 +227,14 @@ def restore(
     copied into the run's own, on its device; the random states go to the host generators.
     """
     for name, model in models.items():
-        model.load_state_dict(state["models"][name])
+        try:
+            model.load_state_dict(state["models"][name])
+        except RuntimeError:  # other layers: a run from before a model constant existed, say
+            fail(
+                f"cannot resume: the saved {name} does not fit the model these settings build. A run from an "
+                "older version may need a constant it was trained with (its config.json lists them, e.g. "
+                "--d_labels=concat for a conditional GAN-MNIST run from before D_LABELS), or --resume=False"
+            )
     for name, opt in optimizers.items():
         # the saved groups hold the old rate and the old implementation flags: a changed --lr or
         # FUSED_ADAM (a GPU run resumed on a CPU, say) must take effect

@@ -145,10 +145,10 @@ def test_vae_shapes_and_ranges(latent_dim):
     assert vae_module.vae_loss(logits, x, mu, logvar, 1.0).item() > 0
 
 
-@pytest.mark.parametrize("conditional", [False, True])
-def test_gan_shapes_and_ranges(conditional):
+@pytest.mark.parametrize(("conditional", "d_labels"), [(False, "projection"), (True, "concat"), (True, "projection")])
+def test_gan_shapes_and_ranges(conditional, d_labels):
     gan = load_script("GAN-MNIST.py")
-    models = gan.build_models({"LATENT_DIM": 100, "HIDDEN": 32, "CONDITIONAL": conditional})
+    models = gan.build_models({"LATENT_DIM": 100, "HIDDEN": 32, "CONDITIONAL": conditional, "D_LABELS": d_labels})
     generator, discriminator = models["generator"], models["discriminator"]
     labels = torch.arange(4) if conditional else None
     fake = generator(torch.randn(4, 100), labels)
@@ -159,6 +159,25 @@ def test_gan_shapes_and_ranges(conditional):
             generator(torch.zeros(2, 100), torch.tensor([0, 1]))[0],
             generator(torch.zeros(2, 100), torch.tensor([0, 1]))[1],
         )
+        same = fake[:1].repeat(2, 1, 1, 1)  # one image, two labels: D's verdict depends on the label
+        assert discriminator(same, torch.tensor([0, 1])).unique().numel() == 2
+    first = discriminator.net[0].in_features  # the one-hot label is an input only with concat
+    assert first == 784 + (10 if conditional and d_labels == "concat" else 0)
+    assert (discriminator.embed is not None) == (conditional and d_labels == "projection")
+
+
+def test_a_run_from_before_d_labels_resumes_with_its_setting_and_says_so_otherwise(tmp_path, mnist_root):
+    out = tmp_path / "cgan"
+    args = [f"--data_dir={mnist_root}", f"--out_dir={out}", *TINY, "--conditional=true", "--hidden=32"]
+    assert run_script("GAN-MNIST.py", *args, "--d_labels=concat").returncode == 0
+    path = out / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=False)
+    del state["config"]["D_LABELS"]  # as an older version saved it: it did not know the constant
+    torch.save(state, path)
+    result = run_script("GAN-MNIST.py", *args, "--epochs=2")  # the default, projection, builds other layers
+    assert result.returncode == 2 and "--d_labels=concat" in result.stderr and "Traceback" not in result.stderr
+    result = run_script("GAN-MNIST.py", *args, "--epochs=2", "--d_labels=concat")
+    assert result.returncode == 0, result.stderr
 
 
 def test_a_changed_lr_takes_effect_when_resuming(tmp_path, mnist_root):

@@ -12,6 +12,7 @@ saved in it.
     python generate.py outputs/VAE-MNIST --interpolate           # latent interpolation strips
     python generate.py outputs/GAN-MNIST --blur 0.7              # Gaussian post-filter on the images
     python generate.py outputs/DCGAN-MNIST --score --n 10000     # the repo's metrics of 10,000 fresh samples
+    python generate.py outputs/CDCGAN-MNIST outputs/VAE-MNIST --label 8 --n 5   # a row of five 8s from each run
 
 `--label` works on conditional models (the class is given to the generator or decoder) and on the
 unconditional VAE, which decodes z drawn from a Gaussian fitted to where the class's training images
@@ -148,7 +149,9 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", help="a run folder, e.g. outputs/DCGAN-MNIST")
+    parser.add_argument(
+        "run_dir", nargs="+", help="a run folder, e.g. outputs/DCGAN-MNIST (several, with --label: a row from each)"
+    )
     parser.add_argument("--n", type=int, default=64, help="number of images (or of strips with --interpolate)")
     parser.add_argument("--label", help="class to draw, as an index or a name (conditional models)")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed draws the same images")
@@ -166,12 +169,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         fail("--blur SIGMA must be >= 0")
     if args.out and Path(args.out).suffix.lower() not in (".png", ".npz"):
         fail(f"--out {args.out} must end in .png or .npz")
+    if len(args.run_dir) > 1 and (args.label is None or args.score or args.interpolate):
+        fail("several run folders take --label (and neither --score nor --interpolate): a row of that class from each")
     return args
 
 
-def main(argv: list[str] | None = None) -> Path:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    run_dir = Path(args.run_dir)
+def open_run(run_dir: Path, dev: torch.device) -> tuple[dict, Sampler]:
+    """A run folder's latest checkpoint and its sampler; exit with one line if there is none."""
     if not run_dir.is_dir():
         fail(f"{run_dir} is not a folder; pass a run folder such as outputs/DCGAN-MNIST")
     folder = run_dir / "checkpoints"
@@ -180,8 +184,36 @@ def main(argv: list[str] | None = None) -> Path:
     state = checkpoint.load_latest(folder)
     if state is None or "models" not in state:
         fail(f"{folder} holds no readable checkpoint of this repo")
+    return state, Sampler(state, dev, run_dir)
+
+
+def side_by_side(args: argparse.Namespace, dev: torch.device) -> Path:
+    """--n images of the --label class from each of several runs, one labelled row per run, in one grid."""
+    opened = {run_dir: open_run(run_dir, dev) for run_dir in map(Path, args.run_dir)}
+    if len({tuple(state["image_shape"]) for state, _ in opened.values()}) > 1:
+        fail("the runs draw images of different shapes; pick runs of one data set")
+    rows, names = [], []
+    for run_dir, (state, sampler) in opened.items():
+        label = sampler.parse_label(args.label)
+        z = torch.randn(args.n, sampler.latent_dim, generator=torch.Generator().manual_seed(args.seed))
+        rows.append(blur(sampler(z, torch.full((args.n,), label)), args.blur))
+        names.append(f"{run_dir.name} ({state['epoch']} ep.)")
+    out = Path(args.out) if args.out else Path(args.run_dir[0]).parent / f"label-{args.label}.png"
+    if out.suffix.lower() == ".npz":
+        np.savez_compressed(out, images=to_uint8(torch.cat(rows)), runs=np.array(names))
+    else:
+        plots.save_grid(torch.cat(rows), out, nrow=args.n, value_range=(0, 1), row_labels=names)
+    print(f"wrote {out}: {args.n} images of class {args.label!r} from each of {len(rows)} runs")
+    return out
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     dev = device.pick(args.device)
-    sampler = Sampler(state, dev, run_dir)
+    if len(args.run_dir) > 1:
+        return side_by_side(args, dev)
+    run_dir = Path(args.run_dir[0])
+    state, sampler = open_run(run_dir, dev)
     label = sampler.parse_label(args.label) if args.label is not None else None
     if args.score:
         return score(run_dir, state, sampler, args, dev)

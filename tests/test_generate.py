@@ -134,6 +134,31 @@ def test_blur_smooths(runs, tmp_path):
     assert roughness(soft) < 0.8 * roughness(sharp)
 
 
+def test_a_chosen_class_from_several_runs_side_by_side(runs, tmp_path, capsys):
+    side, png = tmp_path / "side.npz", tmp_path / "side.png"
+    assert generate(runs["cgan"], runs["cdcgan"], runs["vae"], "--label", 7, "--n", 5, "--out", side) == 0
+    saved = np.load(side)
+    assert saved["images"].shape == (15, 28, 28) and [str(r) for r in saved["runs"]] == [
+        "cgan (1 ep.)",
+        "cdcgan (1 ep.)",
+        "vae (1 ep.)",
+    ]
+    for row, kind in enumerate(("cgan", "cdcgan")):  # each row is what the run draws alone for that class
+        assert generate(runs[kind], "--label", 7, "--n", 5, "--out", tmp_path / f"{kind}.npz") == 0
+        assert np.array_equal(saved["images"][5 * row : 5 * row + 5], np.load(tmp_path / f"{kind}.npz")["images"])
+    assert generate(runs["cgan"], runs["cdcgan"], "--label", "7", "--n", 5, "--out", png) == 0
+    assert Image.open(png).size[1] == 2 * (2 * 30 + 2)  # two rows of 28 px cells (2 px padding) at scale 2
+    capsys.readouterr()
+    for args, words in [
+        ((runs["cgan"], runs["cdcgan"]), "several run folders take --label"),
+        ((runs["cgan"], runs["dcgan"], "--label", 7), "needs a conditional model"),
+        ((runs["cgan"], runs["celeba"], "--label", 0), "different shapes"),
+    ]:
+        assert generate(*args) == 2, args
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
+
+
 def test_generate_errors_are_one_line(runs, tmp_path, capsys):
     foreign = tmp_path / "foreign"
     (foreign / "checkpoints").mkdir(parents=True)

@@ -35,7 +35,8 @@ D_LABELS = "projection"  # conditional: how D sees the label: projection (Miyato
 # --- optimisation ---
 EPOCHS = 30  # passes over the training set
 BATCH_SIZE = 64  # images per step
-LR = 2e-4  # Adam learning rate of both networks
+LR = 2e-4  # Adam learning rate of G
+LR_D = 8e-4  # Adam learning rate of D: 4x G's (two time-scale update rule, Heusel et al. 2017; see the README)
 BETA1 = 0.5  # Adam beta1 (0.5 is the usual GAN choice)
 K_STEPS = 1  # discriminator steps per generator step
 REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)
@@ -138,13 +139,13 @@ def sample_for_eval(
 
 def main() -> None:
     config.setup(globals(), choices={"DATASET": data.DATASETS, "D_LABELS": ("concat", "projection")})
-    config.check_positive(config.constants(globals()), "K_STEPS")
+    config.check_positive(config.constants(globals()), "K_STEPS", "LR_D")
     with run.Run(globals(), SHAPE_KEYS, out_suffix="-conditional" if CONDITIONAL else "") as r:
         ds = r.load(lambda device: data.load(DATASET, DATA_DIR, DOWNLOAD, device))
         models = r.models(build_models(r.cfg, ds.shape, len(ds.classes)))  # on the device, saved by name
         generator, discriminator = models["generator"], models["discriminator"]
         opt_g = r.adam("opt_g", generator, LR, (BETA1, 0.999))
-        opt_d = r.adam("opt_d", discriminator, LR, (BETA1, 0.999))
+        opt_d = r.adam("opt_d", discriminator, LR_D, (BETA1, 0.999))
         n_classes = len(ds.classes)  # conditional: a row per class, one noise vector per column shared by the rows
         noise = torch.randn(10, LATENT_DIM).repeat(n_classes, 1) if CONDITIONAL else torch.randn(64, LATENT_DIM)
         fixed_noise = r.fixed("fixed_noise", noise)

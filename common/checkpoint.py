@@ -218,7 +218,6 @@ def restore(
     models: dict[str, torch.nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
     fixed: dict[str, torch.Tensor],
-    lr: float,
 ) -> None:
     """Load a checkpoint (on the CPU) into a run being resumed, each piece where it belongs.
 
@@ -236,12 +235,13 @@ def restore(
                 "--d_labels=concat for a conditional GAN-MNIST run from before D_LABELS), or --resume=False"
             )
     for name, opt in optimizers.items():
-        # the saved groups hold the old rate and the old implementation flags: a changed --lr or
-        # FUSED_ADAM (a GPU run resumed on a CPU, say) must take effect
-        kept = [{key: group[key] for key in IMPLEMENTATION if key in group} for group in opt.param_groups]
+        # the saved groups hold the old rate and the old implementation flags: each optimizer keeps the
+        # rate it was built with now (a changed --lr or --lr_d) and this run's FUSED_ADAM (a GPU run
+        # resumed on a CPU, say)
+        kept = [{key: group[key] for key in (*IMPLEMENTATION, "lr") if key in group} for group in opt.param_groups]
         opt.load_state_dict(state["optimizers"][name])
         for group, flags in zip(opt.param_groups, kept, strict=True):
-            group.update(flags, lr=lr)
+            group.update(flags)
     for name, tensor in fixed.items():
         if name in state:
             tensor.copy_(state[name])

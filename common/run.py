@@ -163,7 +163,7 @@ class Run:
     def _restore(self, state: dict[str, Any]) -> dict[str, Any] | None:
         """Put a checkpoint into this run; returns its mid-epoch part, if any."""
         self.averages.fill_missing(state["models"])
-        checkpoint.restore(state, self.networks, self.optimizers, self.fixed_tensors, self.ns["LR"])
+        checkpoint.restore(state, self.networks, self.optimizers, self.fixed_tensors)
         self.history, self.metric_history = state["history"], state.get("metrics", [])
         self.epoch = state["epoch"]
         return state.get("partial")

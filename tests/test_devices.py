@@ -71,7 +71,7 @@ def test_resume_onto_another_device_puts_every_piece_where_it_belongs(trained):
         "opt_d": torch.optim.Adam(models["discriminator"].parameters(), lr=1e-3),
     }
     fixed = {"fixed_noise": torch.zeros(64, 100, device=META)}
-    checkpoint.restore(state, models, opts, fixed, lr=1e-3)  # raised TypeError when the RNG state was mapped there
+    checkpoint.restore(state, models, opts, fixed)  # raised TypeError when the RNG state was mapped there
     for opt in opts.values():
         for param_state in opt.state.values():
             assert param_state["exp_avg"].device == META

@@ -180,6 +180,18 @@ def test_a_run_from_before_d_labels_resumes_with_its_setting_and_says_so_otherwi
     assert result.returncode == 0, result.stderr
 
 
+def test_each_network_resumes_at_its_own_changed_rate(tmp_path, mnist_root):
+    out = tmp_path / "gan"
+    args = [f"--data_dir={mnist_root}", f"--out_dir={out}", *TINY, "--hidden=32"]
+    assert run_script("GAN-MNIST.py", *args).returncode == 0
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert [state["optimizers"][o]["param_groups"][0]["lr"] for o in ("opt_g", "opt_d")] == [2e-4, 8e-4]
+    assert run_script("GAN-MNIST.py", *args, "--epochs=2", "--lr_d=0.0003").returncode == 0
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert state["epoch"] == 2
+    assert [state["optimizers"][o]["param_groups"][0]["lr"] for o in ("opt_g", "opt_d")] == [2e-4, 3e-4]
+
+
 def test_a_changed_lr_takes_effect_when_resuming(tmp_path, mnist_root):
     out = tmp_path / "vae"
     args = [f"--data_dir={mnist_root}", f"--out_dir={out}", "--batch_size=64", "--eval_every=0", "--hidden=32"]

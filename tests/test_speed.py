@@ -134,7 +134,7 @@ def test_a_resumed_run_keeps_its_own_adam_implementation():
     fused.step()
     plain = torch.optim.Adam(model.parameters(), lr=5e-4)
     state = {"models": {"m": model.state_dict()}, "optimizers": {"opt": fused.state_dict()}, "rng": rng_state()}
-    checkpoint.restore(state, {"m": model}, {"opt": plain}, {}, 5e-4)
+    checkpoint.restore(state, {"m": model}, {"opt": plain}, {})
     group = plain.param_groups[0]
     assert group["fused"] is None and group["lr"] == 5e-4
     assert plain.state[model.weight]["step"] == 1  # the moments did come from the checkpoint

@@ -125,7 +125,7 @@ def test_offline_mnist_trains_on_the_sample_and_says_so(tmp_path):
         f"--out_dir={out}",
         "--epochs=1",
         "--batch_size=500",
-        "--eval_every=0",  # the sample's evaluator takes ~30 s to train on CPU; tests/test_metrics.py covers it
+        "--eval_every=0",  # the metrics have their own tests (tests/test_metrics.py)
     )
     assert result.returncode == 0, result.stderr
     assert "REAL-DIGIT SAMPLE" in result.stdout

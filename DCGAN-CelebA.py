@@ -48,7 +48,8 @@ NDF = 64  # discriminator width: channels of its first layer (doubling towards t
 # --- optimisation ---
 EPOCHS = 10  # passes over the training set
 BATCH_SIZE = 128  # images per step
-LR = 2e-4  # Adam learning rate of both networks
+LR = 2e-4  # Adam learning rate of G
+LR_D = 2e-4  # Adam learning rate of D (G's rate, as in the DCGAN paper; not measured on faces here)
 BETA1 = 0.5  # Adam beta1 (0.5, as in the DCGAN paper)
 REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)
 # --- run ---
@@ -190,7 +191,7 @@ def main() -> None:
         models = r.models(build_models(r.cfg, (3, IMAGE_SIZE, IMAGE_SIZE)))  # on the device, saved by name
         generator, discriminator = models["generator"], models["discriminator"]
         opt_g = r.adam("opt_g", generator, LR, (BETA1, 0.999))
-        opt_d = r.adam("opt_d", discriminator, LR, (BETA1, 0.999))
+        opt_d = r.adam("opt_d", discriminator, LR_D, (BETA1, 0.999))
         fixed_noise = r.fixed("fixed_noise", torch.randn(64, LATENT_DIM))
         train_g, train_d = r.wrap(generator), r.wrap(discriminator, sync_buffers=False)  # see DCGAN-MNIST.py
         for _ in r.epochs({"losses": ("loss_d", "loss_g"), "mean discriminator output": ("d_real", "d_fake")}):

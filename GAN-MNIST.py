@@ -139,7 +139,7 @@ def sample_for_eval(
 
 def main() -> None:
     config.setup(globals(), choices={"DATASET": data.DATASETS, "D_LABELS": ("concat", "projection")})
-    config.check_positive(config.constants(globals()), "K_STEPS", "LR_D")
+    config.check_positive(config.constants(globals()), "K_STEPS")
     with run.Run(globals(), SHAPE_KEYS, out_suffix="-conditional" if CONDITIONAL else "") as r:
         ds = r.load(lambda device: data.load(DATASET, DATA_DIR, DOWNLOAD, device))
         models = r.models(build_models(r.cfg, ds.shape, len(ds.classes)))  # on the device, saved by name

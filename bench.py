@@ -194,7 +194,8 @@ def build(
     # the switches are applied by the scripts' own helper (common/speed.py), as in a training run
     plain = {name: sw.prepare(m.to(dev)) for name, m in module.build_models(cfg, image_shape, n_classes).items()}
     betas = (cfg["BETA1"], 0.999) if "BETA1" in cfg else (0.9, 0.999)  # VAE-MNIST uses Adam's defaults
-    opts = {name: sw.adam(m.parameters(), cfg["LR"], betas) for name, m in plain.items()}
+    rates = {"discriminator": cfg.get("LR_D", cfg["LR"])}  # D has its own rate where the script sets one
+    opts = {name: sw.adam(m.parameters(), rates.get(name, cfg["LR"]), betas) for name, m in plain.items()}
     models = {name: sw.compiled(m) for name, m in plain.items()}
     amp = sw.autocast  # the steps autocast their forward passes themselves (bf16 needs no GradScaler)
 

@@ -142,7 +142,7 @@ def check_positive(cfg: dict[str, Any], *names: str) -> None:
 def setup(
     namespace: dict[str, Any],
     choices: dict[str, tuple[str, ...]] | None = None,
-    positive: tuple[str, ...] = ("EPOCHS", "BATCH_SIZE", "LR"),
+    positive: tuple[str, ...] = ("EPOCHS", "BATCH_SIZE", "LR", "LR_D"),
 ) -> dict[str, Any]:
     """Parse sys.argv into the script's constants, validate them and return the config dict."""
     cfg = parse(namespace, sys.argv[1:], choices)

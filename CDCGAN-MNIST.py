@@ -37,7 +37,7 @@ NDF = 64  # discriminator width: channels of its first layer (the second has 2x)
 EPOCHS = 10  # passes over the training set
 BATCH_SIZE = 128  # images per step (why 128: "Larger batches" in the README)
 LR = 4e-4  # Adam learning rate of G (2x the paper's 2e-4: measured better at batch 128)
-LR_D = 4e-4  # Adam learning rate of D (G's rate: 2x measured no better for the label; see the README)
+LR_D = 1.6e-3  # Adam learning rate of D: 4x G's (two time-scale update rule, Heusel et al. 2017; see the README)
 BETA1 = 0.5  # Adam beta1 (0.5 is the DCGAN choice)
 REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)
 # --- run ---

@@ -45,10 +45,12 @@ def grid_image(
     if not row_labels:
         return picture
     cell = (images.shape[2] + 2) * scale
-    canvas = Image.new(picture.mode, (picture.width + _LABEL_WIDTH, picture.height), "white")
-    canvas.paste(picture, (_LABEL_WIDTH, 0))
-    draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
+    widest = max(ImageDraw.Draw(picture).textlength(str(label), font=font) for label in row_labels)
+    margin = max(_LABEL_WIDTH, int(widest) + 12)  # long labels (run names) widen the margin
+    canvas = Image.new(picture.mode, (picture.width + margin, picture.height), "white")
+    canvas.paste(picture, (margin, 0))
+    draw = ImageDraw.Draw(canvas)
     for i, label in enumerate(row_labels):
         draw.text((4, i * cell + cell // 2 - 5), str(label), fill=0, font=font)
     return canvas

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import generate, load_script, make_idx_dataset, run_script
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 TINY_GAN = ["--epochs=1", "--batch_size=64"]
 # one short run per model kind, trained once for the whole module: (script, extra arguments)
@@ -146,8 +146,10 @@ def test_a_chosen_class_from_several_runs_side_by_side(runs, tmp_path, capsys):
     for row, kind in enumerate(("cgan", "cdcgan")):  # each row is what the run draws alone for that class
         assert generate(runs[kind], "--label", 7, "--n", 5, "--out", tmp_path / f"{kind}.npz") == 0
         assert np.array_equal(saved["images"][5 * row : 5 * row + 5], np.load(tmp_path / f"{kind}.npz")["images"])
-    assert generate(runs["cgan"], runs["cdcgan"], "--label", "7", "--n", 5, "--out", png) == 0
-    assert Image.open(png).size[1] == 2 * (2 * 30 + 2)  # two rows of 28 px cells (2 px padding) at scale 2
+    assert generate(runs["cgan"], runs["cdcgan-fashion"], "--label", "7", "--n", 5, "--out", png) == 0
+    with Image.open(png) as grid:  # two rows of 28 px cells (2 px padding) at scale 2, and room for the names
+        label = ImageDraw.Draw(grid).textlength("cdcgan-fashion (1 ep.)", font=ImageFont.load_default())
+        assert grid.size[1] == 2 * (2 * 30 + 2) and grid.size[0] >= 2 * (5 * 30 + 2) + label
     capsys.readouterr()
     for args, words in [
         ((runs["cgan"], runs["cdcgan"]), "several run folders take --label"),

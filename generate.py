@@ -196,9 +196,11 @@ def side_by_side(args: argparse.Namespace, dev: torch.device) -> Path:
     for run_dir, (state, sampler) in opened.items():
         label = sampler.parse_label(args.label)
         z = torch.randn(args.n, sampler.latent_dim, generator=torch.Generator().manual_seed(args.seed))
-        rows.append(blur(sampler(z, torch.full((args.n,), label)), args.blur))
+        drawn = [sampler(zb, lb) for zb, lb in _chunks(z, torch.full((args.n,), label))]
+        rows.append(blur(torch.cat(drawn), args.blur))
         names.append(f"{run_dir.name} ({state['epoch']} ep.)")
     out = Path(args.out) if args.out else Path(args.run_dir[0]).parent / f"label-{args.label}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npz":
         np.savez_compressed(out, images=to_uint8(torch.cat(rows)), runs=np.array(names))
     else:

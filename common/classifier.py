@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from common import data
 from common.batches import Batches
+from common.config import fail
 from common.device import keep_rng
 
 FEATURES = 128  # width of the classifier's penultimate layer, the FID/KID feature space
@@ -148,7 +149,7 @@ def build_mnist(data_dir: str | Path, epochs: int = 10, path: Path = SHIPPED, de
     """Train the shipped evaluator on full MNIST (DATA_DIR/MNIST/raw) less the sample; write fp16 weights."""
     ds = data.load("mnist", data_dir, download=False)
     if ds.name != "mnist":
-        raise SystemExit(f"error: full MNIST is not in {data_dir}/MNIST/raw")
+        fail(f"full MNIST is not in {data_dir}/MNIST/raw")
     train = without_sample(ds.train)
     start = time.perf_counter()
     classifier, acc = train_classifier(train, ds.test, 10, device, epochs, cosine=True)
@@ -171,4 +172,4 @@ if __name__ == "__main__":
     if len(sys.argv) in (3, 4) and sys.argv[1] == "build-mnist":
         build_mnist(sys.argv[2], *(int(a) for a in sys.argv[3:]))
     else:
-        raise SystemExit("usage: python -m common.classifier build-mnist DATA_DIR [EPOCHS]")
+        fail("usage: python -m common.classifier build-mnist DATA_DIR [EPOCHS]")

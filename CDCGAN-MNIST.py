@@ -33,6 +33,7 @@ DOWNLOAD = True  # download the data set when it is missing
 LATENT_DIM = 100  # size of the noise vector z
 NGF = 64  # generator width: channels of its last hidden layer (the first has 4x)
 NDF = 64  # discriminator width: channels of its first layer (the second has 2x)
+D_LABELS = "planes"  # how D uses the label: planes (ten constant planes beside the image) | classifier (AC-GAN: D names the class)
 # --- optimisation ---
 EPOCHS = 10  # passes over the training set
 BATCH_SIZE = 128  # images per step (why 128: "Larger batches" in the README)
@@ -40,6 +41,7 @@ LR = 4e-4  # Adam learning rate of G (2x the paper's 2e-4: measured better at ba
 LR_D = 1.6e-3  # Adam learning rate of D: 4x G's (two time-scale update rule, Heusel et al. 2017; see the README)
 BETA1 = 0.5  # Adam beta1 (0.5 is the DCGAN choice)
 REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)
+EMA = 0.0  # decay of a moving average of G that draws grids and metrics (0: G itself)
 # --- run ---
 SEED = 0  # seeds weights, shuffling and sampling
 DETERMINISTIC = False  # only repeatable kernels, so a CUDA resume matches number for number (slower; see "Devices")
@@ -57,7 +59,7 @@ COMPILE = False  # torch.compile the networks (a slower first epoch)
 EVAL_EVERY = 1  # epochs between metric evaluations (the last epoch is always evaluated); 0 disables
 EVAL_SAMPLES = 2000  # generated images scored per evaluation
 
-SHAPE_KEYS = ("DATASET", "LATENT_DIM", "NGF", "NDF")  # resuming with other values refuses
+SHAPE_KEYS = ("DATASET", "LATENT_DIM", "NGF", "NDF", "D_LABELS")  # resuming with other values refuses
 
 
 class Generator(nn.Module):
@@ -87,25 +89,35 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """images [B, C, 28, 28] + labels [B] -> real/fake logits [B]."""
+    """images [B, C, 28, 28] + labels [B] -> real/fake logits [B] (and class logits [B, K] with a classifier).
 
-    def __init__(self, n_classes: int = 10, ndf: int = 64, image_channels: int = 1):
+    It uses the label one of two ways (D_LABELS): "planes" feeds it as n_classes constant planes
+    beside the image, so D judges "is this a real image of class k"; "classifier" is the auxiliary
+    classifier GAN (Odena et al., 2017): D judges real or fake without the label, and a second head
+    names the class, trained on real images, which G must make it name as asked.
+    """
+
+    def __init__(self, n_classes: int = 10, ndf: int = 64, image_channels: int = 1, labels: str = "planes"):
         super().__init__()
         self.n_classes = n_classes
+        self.planes = n_classes if labels == "planes" else 0
         self.net = nn.Sequential(
-            # the label enters as n_classes constant planes beside the image
-            nn.Conv2d(image_channels + n_classes, ndf, kernel_size=4, stride=2, padding=1),  # -> ndf x 14 x 14
+            nn.Conv2d(image_channels + self.planes, ndf, kernel_size=4, stride=2, padding=1),  # -> ndf x 14 x 14
             nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(ndf, 2 * ndf, kernel_size=4, stride=2, padding=1, bias=False),  # -> 2ndf x 7 x 7
             nn.BatchNorm2d(2 * ndf),
             nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(2 * ndf, 1, kernel_size=7, stride=1, padding=0),  # -> 1 x 1 x 1
         )
+        self.classify = None if self.planes else nn.Conv2d(2 * ndf, n_classes, kernel_size=7)  # -> K x 1 x 1
         self.apply(steps.dcgan_init)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        planes = F.one_hot(labels, self.n_classes).to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
-        return self.net(torch.cat([x, planes], dim=1)).view(-1)
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.planes:
+            planes = F.one_hot(labels, self.n_classes).to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+            return self.net(torch.cat([x, planes], dim=1)).view(-1)
+        features = self.net[:-1](x)
+        return self.net[-1](features).view(-1), self.classify(features).flatten(1)
 
 
 def build_models(
@@ -114,7 +126,7 @@ def build_models(
     """The models of this script, sized by a config (used by main() and generate.py)."""
     return {
         "generator": Generator(cfg["LATENT_DIM"], n_classes, cfg["NGF"], image_shape[0]),
-        "discriminator": Discriminator(n_classes, cfg["NDF"], image_shape[0]),
+        "discriminator": Discriminator(n_classes, cfg["NDF"], image_shape[0], cfg.get("D_LABELS", "planes")),
     }
 
 
@@ -126,7 +138,7 @@ def sample_for_eval(generator: Generator, n: int, device: torch.device, seed: in
 
 
 def main() -> None:
-    config.setup(globals(), choices={"DATASET": data.DATASETS})
+    config.setup(globals(), choices={"DATASET": data.DATASETS, "D_LABELS": ("planes", "classifier")})
     with run.Run(globals(), SHAPE_KEYS) as r:  # device, torchrun, seed, resume, Ctrl-C, NaN stop, checkpoints
         ds = r.load(lambda device: data.load(DATASET, DATA_DIR, DOWNLOAD, device))
         models = r.models(build_models(r.cfg, ds.shape, len(ds.classes)))  # on the device, saved by name
@@ -138,12 +150,13 @@ def main() -> None:
         fixed_labels = torch.arange(len(ds.classes), device=r.device).repeat_interleave(10)
         # D keeps its own BatchNorm statistics per process under torchrun: see DCGAN-MNIST.py
         train_g, train_d = r.wrap(generator), r.wrap(discriminator, sync_buffers=False)
+        sampler = r.ema("generator_ema", generator, EMA) if EMA else generator  # what draws the pictures
         for _ in r.epochs({"losses": ("loss_d", "loss_g"), "mean discriminator output": ("d_real", "d_fake")}):
             for real, labels in r.batches(data.to_gan):  # D sees each image with its label
                 r.log(**steps.d_step(train_g, train_d, opt_d, real, labels, REAL_LABEL, r.autocast))
                 r.log(loss_g=steps.g_step(train_g, train_d, opt_g, len(real), len(ds.classes), r.autocast))
-            r.grid(lambda: generator(fixed_noise, fixed_labels), nrow=10, row_labels=ds.classes)
-            r.evaluate(lambda: sample_for_eval(generator, EVAL_SAMPLES, r.device, SEED))
+            r.grid(lambda: sampler(fixed_noise, fixed_labels), nrow=10, row_labels=ds.classes)
+            r.evaluate(lambda: sample_for_eval(sampler, EVAL_SAMPLES, r.device, SEED))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ DOWNLOAD = True  # download the data set when it is missing
 LATENT_DIM = 100  # size of the noise vector z
 HIDDEN = 256  # width of the narrowest hidden layer (the others are 2x and 4x)
 CONDITIONAL = False  # feed class labels to both networks (a conditional GAN)
-D_LABELS = "projection"  # conditional: how D sees the label: projection (Miyato & Koyama) | concat (one-hot input)
+D_LABELS = "projection"  # conditional: how D uses the label: projection (Miyato & Koyama) | concat (one-hot input) | classifier (AC-GAN) | projection+classifier
 # --- optimisation ---
 EPOCHS = 30  # passes over the training set
 BATCH_SIZE = 64  # images per step
@@ -85,9 +85,11 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """images [B, C, H, W] (+ labels [B]) -> real/fake logits [B].
 
-    Conditional, it sees the label one of two ways (D_LABELS): "concat" appends the one-hot label to
-    the pixels (Mirza & Osindero, 2014); "projection" adds the inner product of a learned class
-    embedding with the last hidden features to the logit (Miyato & Koyama, 2018).
+    Conditional, it uses the label (D_LABELS) by "concat", appending the one-hot label to the pixels
+    (Mirza & Osindero, 2014); "projection", adding the inner product of a learned class embedding
+    with the last hidden features to the logit (Miyato & Koyama, 2018); "classifier", a second head
+    on the last hidden features that names the class (the auxiliary classifier GAN, Odena et al.
+    2017), returned beside the logits; or "projection+classifier", both.
     """
 
     def __init__(
@@ -104,9 +106,12 @@ class Discriminator(nn.Module):
             nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(hidden, 1),
         )
-        self.embed = nn.Embedding(n_classes, hidden) if n_classes and labels == "projection" else None
+        self.embed = nn.Embedding(n_classes, hidden) if n_classes and "projection" in labels else None
+        self.classify = nn.Linear(hidden, n_classes) if n_classes and "classifier" in labels else None
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         x = x.flatten(1)
         if self.concat:
             x = torch.cat([x, F.one_hot(labels, self.n_classes).to(x.dtype)], dim=1)
@@ -114,7 +119,7 @@ class Discriminator(nn.Module):
         logits = self.net[-1](features).squeeze(1)
         if self.embed is not None:
             logits = logits + (self.embed(labels) * features).sum(1)
-        return logits
+        return logits if self.classify is None else (logits, self.classify(features))
 
 
 def build_models(
@@ -138,7 +143,10 @@ def sample_for_eval(
 
 
 def main() -> None:
-    config.setup(globals(), choices={"DATASET": data.DATASETS, "D_LABELS": ("concat", "projection")})
+    config.setup(
+        globals(),
+        choices={"DATASET": data.DATASETS, "D_LABELS": ("concat", "projection", "classifier", "projection+classifier")},
+    )
     config.check_positive(config.constants(globals()), "K_STEPS")
     with run.Run(globals(), SHAPE_KEYS, out_suffix="-conditional" if CONDITIONAL else "") as r:
         ds = r.load(lambda device: data.load(DATASET, DATA_DIR, DOWNLOAD, device))

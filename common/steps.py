@@ -63,6 +63,19 @@ def update(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     opt.step()
 
 
+def split(out: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A discriminator's output as (real/fake logits, class logits or None): a D with a class head
+    (an auxiliary classifier, Odena et al. 2017) returns both."""
+    return out if isinstance(out, tuple) else (out, None)
+
+
+def class_loss(class_logits: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor | float:
+    """The auxiliary classifier's cross-entropy against the labels (0 for a D without a class head)."""
+    if class_logits is None or labels is None:
+        return 0.0
+    return F.cross_entropy(class_logits.float(), labels)
+
+
 def mean_prob(logits: torch.Tensor) -> torch.Tensor:
     """The mean sigmoid of a batch of logits (D(x) or D(G(z))), a detached device scalar."""
     return torch.sigmoid(logits.detach().float()).mean()
@@ -78,16 +91,21 @@ def d_step(
     autocast: Autocast = nullcontext,
 ) -> dict[str, torch.Tensor]:
     """One discriminator step on a real batch and as many fakes (of the same labels when `labels` is given).
+    A D with a class head also learns to name the real images' classes.
 
-    Returns device tensors: loss_d, and d_real, d_fake, the mean D(x) and D(G(z)).
+        Returns device tensors: loss_d, and d_real, d_fake, the mean D(x) and D(G(z)).
     """
     given = () if labels is None else (labels,)
     z = torch.randn(len(real), generator.latent_dim, device=real.device)
     with autocast():  # forward and loss only: backward and the optimizer step run outside autocast
         with torch.no_grad():  # G's weights get no gradient in D's step
             fake = generator(z, *given)
-        logits_real, logits_fake = discriminator(real, *given), discriminator(fake, *given)
-        loss_d = d_loss(logits_real, logits_fake, real_label)
+        (logits_real, classes_real), (logits_fake, _) = (
+            split(discriminator(real, *given)),
+            split(discriminator(fake, *given)),
+        )
+        # a class head learns from real images only: trained on fakes it would learn to pass G's mistakes
+        loss_d = d_loss(logits_real, logits_fake, real_label) + class_loss(classes_real, labels)
     update(opt_d, loss_d)
     return {"loss_d": loss_d.detach(), "d_real": mean_prob(logits_real), "d_fake": mean_prob(logits_fake)}
 
@@ -100,13 +118,15 @@ def g_step(
     n_classes: int = 0,
     autocast: Autocast = nullcontext,
 ) -> torch.Tensor:
-    """One generator step with the non-saturating loss on fresh noise (and random labels when n_classes); its loss."""
+    """One generator step with the non-saturating loss on fresh noise (and random labels when n_classes); its loss.
+    Against a D with a class head G also learns to make it name the asked class."""
     device = next(generator.parameters()).device
     z = torch.randn(batch_size, generator.latent_dim, device=device)
     given = (torch.randint(0, n_classes, (batch_size,), device=device),) if n_classes else ()
     with frozen(discriminator):  # gradients flow through D to G, but none are kept for D's weights
         with autocast():
-            loss_g = g_loss(discriminator(generator(z, *given), *given))
+            logits_fake, classes_fake = split(discriminator(generator(z, *given), *given))
+            loss_g = g_loss(logits_fake) + class_loss(classes_fake, given[0] if given else None)
         update(opt_g, loss_g)
     return loss_g.detach()
 

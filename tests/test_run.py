@@ -14,18 +14,28 @@ from common.batches import Batches
 from common.tally import Tally, first_bad
 
 META = torch.device("meta")  # off the host like a GPU: .item() and any host tensor mixed in raise
-GANS = {
-    "DCGAN-MNIST.py": ({"LATENT_DIM": 8, "NGF": 4, "NDF": 4}, False),
-    "CDCGAN-MNIST.py": ({"LATENT_DIM": 8, "NGF": 4, "NDF": 4}, True),
-    "GAN-MNIST.py": ({"LATENT_DIM": 8, "HIDDEN": 16, "CONDITIONAL": True}, True),
-    "DCGAN-CelebA.py": ({"LATENT_DIM": 8, "NGF": 4, "NDF": 4, "IMAGE_SIZE": 16}, False),
+GANS = {  # name: (script, config, conditional); a D with a class head returns class logits too
+    "DCGAN-MNIST.py": ("DCGAN-MNIST.py", {"LATENT_DIM": 8, "NGF": 4, "NDF": 4}, False),
+    "CDCGAN-MNIST.py": ("CDCGAN-MNIST.py", {"LATENT_DIM": 8, "NGF": 4, "NDF": 4, "D_LABELS": "planes"}, True),
+    "CDCGAN-MNIST.py classifier": (
+        "CDCGAN-MNIST.py",
+        {"LATENT_DIM": 8, "NGF": 4, "NDF": 4, "D_LABELS": "classifier"},
+        True,
+    ),
+    "GAN-MNIST.py": ("GAN-MNIST.py", {"LATENT_DIM": 8, "HIDDEN": 16, "CONDITIONAL": True}, True),
+    "GAN-MNIST.py projection+classifier": (
+        "GAN-MNIST.py",
+        {"LATENT_DIM": 8, "HIDDEN": 16, "CONDITIONAL": True, "D_LABELS": "projection+classifier"},
+        True,
+    ),
+    "DCGAN-CelebA.py": ("DCGAN-CelebA.py", {"LATENT_DIM": 8, "NGF": 4, "NDF": 4, "IMAGE_SIZE": 16}, False),
 }
 
 
-def gan_on(device: torch.device, script: str):
+def gan_on(device: torch.device, name: str):
     """A script's module, its generator, discriminator, their Adam optimizers and a real batch, on `device`."""
+    script, cfg, conditional = GANS[name]
     module = load_script(script)
-    cfg, conditional = GANS[script]
     side = cfg.get("IMAGE_SIZE", 28)
     with device:
         models = module.build_models(cfg, (3 if side == 16 else 1, side, side), 10)
@@ -104,6 +114,26 @@ def test_g_step_computes_no_gradient_for_d(script):
     assert all(torch.equal(a, p.grad) for a, p in zip(after_d, d.parameters(), strict=True))  # nothing added
     assert all(p.requires_grad for p in d.parameters())  # D trains again in its next step
     assert any(not torch.equal(a, p) for a, p in zip(weights_g, g.parameters(), strict=True))  # G did learn
+
+
+def test_a_class_head_learns_the_real_classes_in_d_step_and_teaches_g_in_g_step():
+    """The auxiliary classifier (D_LABELS with "classifier"): D's step trains its class head on the
+    real images' labels, and G's step gets a gradient from it alone when the real/fake head is blind."""
+    module, g, d, opt_g, opt_d, real, labels = gan_on(torch.device("cpu"), "CDCGAN-MNIST.py classifier")
+    labels = torch.tensor([3, 7, 3, 7])
+    opt_d = torch.optim.Adam(d.parameters(), lr=1e-2)
+    for _ in range(30):
+        steps.d_step(g, d, opt_d, real, labels)
+    with torch.no_grad():
+        logits, classes = d(real, labels)
+        assert classes.argmax(1).tolist() == [3, 7, 3, 7]  # named from the image, not read off the label
+        assert torch.equal(d(real, torch.zeros(4, dtype=torch.long))[1], classes)
+        final = d.net[-1]
+        final.weight.zero_(), final.bias.zero_()  # the real/fake verdict no longer depends on G's images
+    weights_g = [p.detach().clone() for p in g.parameters()]
+    steps.g_step(g, d, opt_g, 4, 10)
+    assert any(not torch.equal(a, p) for a, p in zip(weights_g, g.parameters(), strict=True))  # the class loss moved G
+    assert steps.class_loss(None, labels) == 0.0
 
 
 def test_frozen_restores_only_what_it_froze():

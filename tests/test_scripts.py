@@ -8,6 +8,8 @@ import torch
 from conftest import load_script, run_script
 from PIL import Image
 
+from common import steps
+
 TINY = ["--epochs=1", "--batch_size=64", "--eval_every=0"]
 
 
@@ -145,7 +147,16 @@ def test_vae_shapes_and_ranges(latent_dim):
     assert vae_module.vae_loss(logits, x, mu, logvar, 1.0).item() > 0
 
 
-@pytest.mark.parametrize(("conditional", "d_labels"), [(False, "projection"), (True, "concat"), (True, "projection")])
+@pytest.mark.parametrize(
+    ("conditional", "d_labels"),
+    [
+        (False, "projection"),
+        (True, "concat"),
+        (True, "projection"),
+        (True, "classifier"),
+        (True, "projection+classifier"),
+    ],
+)
 def test_gan_shapes_and_ranges(conditional, d_labels):
     gan = load_script("GAN-MNIST.py")
     models = gan.build_models({"LATENT_DIM": 100, "HIDDEN": 32, "CONDITIONAL": conditional, "D_LABELS": d_labels})
@@ -153,17 +164,35 @@ def test_gan_shapes_and_ranges(conditional, d_labels):
     labels = torch.arange(4) if conditional else None
     fake = generator(torch.randn(4, 100), labels)
     assert fake.shape == (4, 1, 28, 28) and fake.min() >= -1 and fake.max() <= 1
-    assert discriminator(fake, labels).shape == (4,)
+    has_head = conditional and "classifier" in d_labels
+    out = discriminator(fake, labels)
+    logits = out[0] if has_head else out
+    assert logits.shape == (4,) and (not has_head or out[1].shape == (4, 10))
     if conditional:  # the label really changes the output
         assert not torch.allclose(
             generator(torch.zeros(2, 100), torch.tensor([0, 1]))[0],
             generator(torch.zeros(2, 100), torch.tensor([0, 1]))[1],
         )
-        same = fake[:1].repeat(2, 1, 1, 1)  # one image, two labels: D's verdict depends on the label
-        assert discriminator(same, torch.tensor([0, 1])).unique().numel() == 2
+        same = fake[:1].repeat(2, 1, 1, 1)  # one image, two labels: D's verdict depends on the label unless
+        verdict = steps.split(discriminator(same, torch.tensor([0, 1])))[0]  # only its class head uses it
+        assert verdict.unique().numel() == (1 if d_labels == "classifier" else 2)
     first = discriminator.net[0].in_features  # the one-hot label is an input only with concat
     assert first == 784 + (10 if conditional and d_labels == "concat" else 0)
-    assert (discriminator.embed is not None) == (conditional and d_labels == "projection")
+    assert (discriminator.embed is not None) == (conditional and "projection" in d_labels)
+
+
+@pytest.mark.parametrize("d_labels", ["planes", "classifier"])
+def test_cdcgan_discriminator_sees_the_label_as_set(d_labels):
+    """planes: the verdict on one image depends on the label; classifier: D is label-blind and names the class."""
+    models = load_script("CDCGAN-MNIST.py").build_models({"LATENT_DIM": 8, "NGF": 4, "NDF": 4, "D_LABELS": d_labels})
+    same = torch.rand(1, 1, 28, 28).repeat(2, 1, 1, 1) * 2 - 1
+    out = models["discriminator"](same, torch.tensor([0, 1]))
+    if d_labels == "planes":
+        assert out.shape == (2,) and out.unique().numel() == 2
+    else:
+        logits, classes = out
+        assert logits.shape == (2,) and classes.shape == (2, 10)
+        assert logits.unique().numel() == 1 and torch.equal(classes[0], classes[1])
 
 
 def test_a_run_from_before_d_labels_resumes_with_its_setting_and_says_so_otherwise(tmp_path, mnist_root):

@@ -85,7 +85,7 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """images [B, C, H, W] (+ labels [B]) -> real/fake logits [B].
+    """images [B, C, H, W] (+ labels [B]) -> real/fake logits [B] (and class logits [B, K] with a classifier).
 
     Conditional, it uses the label (D_LABELS) by "concat", appending the one-hot label to the pixels
     (Mirza & Osindero, 2014); "projection", adding the inner product of a learned class embedding

@@ -93,17 +93,15 @@ def d_step(
     """One discriminator step on a real batch and as many fakes (of the same labels when `labels` is given).
     A D with a class head also learns to name the real images' classes.
 
-        Returns device tensors: loss_d, and d_real, d_fake, the mean D(x) and D(G(z)).
+    Returns device tensors: loss_d, and d_real, d_fake, the mean D(x) and D(G(z)).
     """
     given = () if labels is None else (labels,)
     z = torch.randn(len(real), generator.latent_dim, device=real.device)
     with autocast():  # forward and loss only: backward and the optimizer step run outside autocast
         with torch.no_grad():  # G's weights get no gradient in D's step
             fake = generator(z, *given)
-        (logits_real, classes_real), (logits_fake, _) = (
-            split(discriminator(real, *given)),
-            split(discriminator(fake, *given)),
-        )
+        logits_real, classes_real = split(discriminator(real, *given))
+        logits_fake, _ = split(discriminator(fake, *given))
         # a class head learns from real images only: trained on fakes it would learn to pass G's mistakes
         loss_d = d_loss(logits_real, logits_fake, real_label) + class_loss(classes_real, labels)
     update(opt_d, loss_d)

@@ -17,6 +17,8 @@ checkpoints/last.pt; every EVAL_EVERY epochs and at the last, metrics.csv, metri
 class_shares.png and pixel_histogram.png (classifier FID/KID/IS against their real-data floors, class coverage, and
 "asked for k, drew k" accuracy).
 Rerunning resumes; --epochs=N extends a finished run; Ctrl-C saves a checkpoint first.
+
+Docs: docs/cdcgan.md (usage, outputs, implementation details, measured results).
 """
 
 import torch
@@ -36,9 +38,9 @@ NDF = 64  # discriminator width: channels of its first layer (the second has 2x)
 D_LABELS = "planes"  # how D uses the label: planes (ten constant planes beside the image) | classifier (AC-GAN: D names the class)
 # --- optimisation ---
 EPOCHS = 10  # passes over the training set
-BATCH_SIZE = 128  # images per step (why 128: "Larger batches" in the README)
+BATCH_SIZE = 128  # images per step (why 128: "Larger batches" in docs/results.md)
 LR = 4e-4  # Adam learning rate of G (2x the paper's 2e-4: measured better at batch 128)
-LR_D = 1.6e-3  # Adam learning rate of D: 4x G's (two time-scale update rule, Heusel et al. 2017; see the README)
+LR_D = 1.6e-3  # Adam learning rate of D: 4x G's (two time-scale update rule, Heusel et al. 2017; see docs/results.md)
 BETA1 = 0.5  # Adam beta1 (0.5 is the DCGAN choice)
 REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)
 EMA = 0.0  # decay of a moving average of G that draws grids and metrics (0: G itself)

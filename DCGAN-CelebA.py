@@ -20,6 +20,8 @@ weights are available, the Inception FID in metrics.csv. Rerunning resumes;
 Ctrl-C (or SIGTERM) finishes the step, saves a checkpoint and prints the command that resumes.
 
     torchrun --nproc_per_node=4 DCGAN-CelebA.py      # 4 GPUs (DDP), each a quarter of every epoch
+
+Docs: docs/dcgan-celeba.md (usage, outputs, implementation details, measured results).
 """
 
 import math

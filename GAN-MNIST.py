@@ -5,7 +5,7 @@ both networks, and the sample grid has one row per class. G gets the one-hot lab
 gets it through a projection (Miyato & Koyama, 2018) and names the class with a second head (an
 auxiliary classifier, Odena et al. 2017; D_LABELS): on the sample it draws the asked digit 96% of
 the time, where the paper's one-hot input to D gave 40% and the projection alone 92% (see the
-README). The training step is the GAN step the four GAN scripts share (common/steps.py: d_step,
+docs/results.md). The training step is the GAN step the four GAN scripts share (common/steps.py: d_step,
 then g_step every K_STEPS discriminator steps).
 
     python GAN-MNIST.py                              # 30 epochs on MNIST
@@ -17,6 +17,8 @@ batch, comparable across epochs), losses.csv and loss.png (G and D losses, mean 
 D(G(z))), progress.gif and checkpoints/last.pt. Every EVAL_EVERY epochs and at the last: metrics.csv
 and metrics.png (classifier FID, KID, IS, class coverage, pixel entropy; label accuracy when
 conditional), class_shares.png and pixel_histogram.png. Rerunning resumes; --epochs=N extends a finished run.
+
+Docs: docs/gan.md (usage, outputs, implementation details, measured results).
 """
 
 import torch
@@ -38,7 +40,7 @@ D_LABELS = "projection+classifier"  # conditional: how D uses the label: project
 EPOCHS = 30  # passes over the training set
 BATCH_SIZE = 64  # images per step
 LR = 2e-4  # Adam learning rate of G
-LR_D = 8e-4  # Adam learning rate of D: 4x G's (two time-scale update rule, Heusel et al. 2017; see the README)
+LR_D = 8e-4  # Adam learning rate of D: 4x G's (two time-scale update rule, Heusel et al. 2017; see docs/results.md)
 BETA1 = 0.5  # Adam beta1 (0.5 is the usual GAN choice)
 K_STEPS = 1  # discriminator steps per generator step
 REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)

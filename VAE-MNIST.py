@@ -24,6 +24,8 @@ checkpoints/last.pt. Every EVAL_EVERY epochs and at the last: metrics.csv and me
 (classifier FID, KID, IS, class coverage, pixel entropy, test negative ELBO; an IWAE bound at the
 last epoch; the asked-class accuracy: label_acc for the CVAE, region_acc by latent region for the
 VAE), class_shares.png, pixel_histogram.png. Rerunning resumes; --epochs=N extends a finished run.
+
+Docs: docs/vae.md (usage, outputs, implementation details, measured results).
 """
 
 import math

@@ -1,6 +1,7 @@
-"""Equal-size shuffled batches drawn by index from a split, resumable mid-epoch, on the training device.
+"""A split of a data set and the equal-size shuffled batches drawn by index from it, resumable mid-epoch.
 
-Every batch has the same size, the shuffle of an epoch depends only on (seed, epoch), so a resumed
+A Split (uint8 images and their labels) is what common/data.py and common/celeba.py load; it lives
+here so that this module needs nothing above it. Every batch has the same size, the shuffle of an epoch depends only on (seed, epoch), so a resumed
 run draws the batches an uninterrupted one would, and under torchrun each rank takes a disjoint
 shard of it. A split held on the GPU is indexed there; one in host memory is copied over batch by
 batch from pinned memory.
@@ -9,14 +10,26 @@ batch from pinned memory.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 
 from common.config import fail
 
-if TYPE_CHECKING:
-    from common.data import Split
+
+@dataclass
+class Split:
+    """One split of a data set: uint8 images [N, C, H, W] and int64 labels [N]."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device) -> Split:
+        """The same split on another device."""
+        return Split(self.images.to(device), self.labels.to(device))
 
 
 class Batches:

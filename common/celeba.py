@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from common import data, image_cache
 from common.config import fail
+from common.image_cache import Source
 
 DATASETS = ("celeba", "fake")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -33,15 +33,6 @@ LAYOUTS = {
 KAGGLE = "https://www.kaggle.com/datasets/jessicali9530/celeba-dataset"
 OFFICIAL = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
 FAKE_SIZE = 1024  # images in the fake data set
-
-
-@dataclass
-class Source:
-    """Where the images are: the layout found, the folder, and its image files (sorted, relative)."""
-
-    layout: str
-    folder: Path
-    files: list[str]
 
 
 def list_images(folder: Path) -> list[str]:

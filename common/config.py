@@ -22,6 +22,13 @@ _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
 _CONST_RE = re.compile(r"^([A-Z][A-Z0-9_]*)\s*(?::[^=]+)?=")
 ROOT = Path(__file__).resolve().parents[1]  # where the training scripts live
+DOCS = {  # each training script's page, named on the last line of its --help and in its docstring
+    "VAE-MNIST.py": "docs/vae.md",
+    "GAN-MNIST.py": "docs/gan.md",
+    "DCGAN-MNIST.py": "docs/dcgan.md",
+    "CDCGAN-MNIST.py": "docs/cdcgan.md",
+    "DCGAN-CelebA.py": "docs/dcgan-celeba.md",
+}
 
 
 def fail(message: str) -> NoReturn:
@@ -87,7 +94,7 @@ def convert(name: str, raw: str, default: Any) -> Any:
 
 
 def help_text(namespace: dict[str, Any]) -> str:
-    """The --help page: the script's docstring, then every constant, default and comment."""
+    """The --help page: the script's docstring, every constant, default and comment, then its docs page."""
     doc = (namespace.get("__doc__") or "").strip()
     notes = comments(namespace["__file__"]) if namespace.get("__file__") else {}
     lines = [doc, "", "Options (any constant, as --lower_case_name=value):"]
@@ -100,6 +107,9 @@ def help_text(namespace: dict[str, Any]) -> str:
             group = heading
             lines.append(f"\n  [{heading}]" if heading else "")
         lines.append(f"  {option:<{width}}  {comment}".rstrip())
+    page = DOCS.get(Path(namespace.get("__file__") or "").name)
+    if page:
+        lines += ["", f"docs: {page}"]
     return "\n".join(lines)
 
 

@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.batches import Batches  # noqa: F401  (re-exported: common/run.py uses data.Batches)
+from common import mnist_files
+from common.batches import Batches, Split  # noqa: F401  (re-exported: callers use data.Batches, data.Split)
 from common.config import fail
+from common.mnist_files import SAMPLE_FILE
 
 DATASETS = ("mnist", "fashion-mnist", "mnist-sample", "fake")
 DIGITS = tuple(str(i) for i in range(10))
@@ -30,7 +32,6 @@ FASHION = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
-SAMPLE_FILE = Path(__file__).with_name("mnist_sample.npz")
 _IDX_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -38,21 +39,6 @@ _IDX_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 _FAKE_SIZES = (1024, 256)
-
-
-@dataclass
-class Split:
-    """One split of a data set: uint8 images [N, C, H, W] and int64 labels [N]."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def to(self, device: torch.device) -> Split:
-        """The same split on another device."""
-        return Split(self.images.to(device), self.labels.to(device))
 
 
 @dataclass
@@ -213,8 +199,6 @@ def describe(
 if __name__ == "__main__":
     args = sys.argv[1:]
     if args == ["build-sample"]:
-        from common import mnist_files
-
         mnist_files.build_sample()
     elif len(args) == 1 and args[0] in DATASETS:
         describe(args[0])

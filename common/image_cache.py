@@ -16,8 +16,8 @@ import math
 import multiprocessing
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -25,11 +25,17 @@ from tqdm import tqdm
 
 from common.config import fail
 
-if TYPE_CHECKING:
-    from common.celeba import Source
-
 CACHE_FORMAT = 1  # bump when decoding changes, so old caches are not reused
 _SHOW_BAD = 5  # bad file names shown in the warning line
+
+
+@dataclass
+class Source:
+    """Where the images are: the layout found, the folder, and its image files (sorted, relative)."""
+
+    layout: str
+    folder: Path
+    files: list[str]
 
 
 def crop_box(width: int, height: int, crop: float) -> tuple[float, float, float, float]:

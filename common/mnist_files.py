@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from common.config import fail
-from common.data import SAMPLE_FILE
+
+SAMPLE_FILE = Path(__file__).with_name("mnist_sample.npz")  # the bundled real-digit sample
 
 
 def write_idx(raw: Path, images: np.ndarray, labels: np.ndarray, prefix: str) -> None:

@@ -23,7 +23,7 @@ from common import checkpoint
 SCRIPT = "DCGAN-MNIST.py"
 # 125 steps of 32 images an epoch: a few seconds, so a signal lands inside an epoch
 TINY = ["--dataset=mnist-sample", "--ngf=8", "--ndf=8", "--batch_size=32", "--epochs=2", "--eval_every=0"]
-# the suite's device; off the CPU an exact resume is promised only with DETERMINISTIC (README "Devices")
+# the suite's device; off the CPU an exact resume is promised only with DETERMINISTIC (docs/devices.md)
 TINY += [f"--device={test_device()}"] + (["--deterministic=True"] if test_device() != "cpu" else [])
 # one thread per process: on a shared CPU, spinning OpenMP threads slow a small model 10x
 ENV = {**os.environ, **OFFLINE_ENV, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}

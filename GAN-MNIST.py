@@ -51,10 +51,10 @@ DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 OUT_DIR = ""  # empty: outputs/GAN-MNIST (plus -<dataset>, -conditional)
 RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
 SYNC_BN = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
-# --- speed (CUDA only: ignored on CPU and MPS; see "Speed" in the README) ---
-AMP = False  # bf16 autocast of the forward passes and losses
-FUSED_ADAM = False  # Adam's update as one fused kernel
-COMPILE = False  # torch.compile the networks (a slower first epoch)
+# --- speed ("auto", True or False each; auto chooses per device and processor: docs/speed.md) ---
+AMP = "auto"  # bf16 autocast of the forward passes and losses (auto: on a CPU with native bf16)
+FUSED_ADAM = "auto"  # Adam's update as one fused kernel (auto: off)
+COMPILE = "auto"  # torch.compile the networks, a slower first epoch (auto: off)
 # --- evaluation ---
 EVAL_EVERY = 1  # epochs between metric evaluations (the last epoch is always evaluated); 0 disables
 EVAL_SAMPLES = 2000  # generated images scored per evaluation

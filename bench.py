@@ -1,13 +1,18 @@
-"""Training and generation speed: the repo's data path against the standard torchvision DataLoader.
+"""Training and generation speed: each script's speed setting against plain fp32, and the repo's data
+path against the standard torchvision DataLoader.
 
 For each model the same networks (same seed, same widths) are trained with the script's own step
-functions at the same batch size, fed two ways, in one run:
+functions at the same batch size, in one run:
 
 - repo: the whole split as a uint8 tensor on the device, shuffled batches by index
-  (`batches.Batches`), normalised per batch on the device (`data.to_gan` / `data.to_unit`);
+  (`batches.Batches`), normalised per batch on the device (`data.to_gan` / `data.to_unit`), under
+  the script's speed setting: its constants, "auto" by default, which common/speed.py resolves for
+  this device and processor (bf16 autocast + channels_last on a CPU with native bf16, else fp32);
+- fp32: the repo path again in plain fp32 eager PyTorch (skipped where the setting is fp32 already:
+  the row then reads 'auto = fp32', measured once);
 - DataLoader: torchvision's `datasets.MNIST` (PIL images from IDX files) or an `ImageFolder` of
   JPEGs (CenterCrop(108), Resize, ToTensor, Normalize), `--workers` processes (default: the CPU
-  count, at most 8), default collate, pinned memory on CUDA.
+  count, at most 8), default collate, pinned memory on CUDA, under the script's setting.
 
 Each path gets warm-up steps, then the timed steps (the clock is read after a CUDA synchronise at
 both ends), in rounds that take turns going first. Defaults: 3 rounds of 20 warm-up + 200 timed
@@ -16,24 +21,33 @@ the bundled real-digit sample written as IDX files (the 4,000 training digits ti
 60,000-image epoch); CelebA from synthetic 178x218 JPEGs (no faces ship with the repo), both in a
 temporary folder.
 
-One table row per model (outputs/bench.md holds the same table under the run's facts):
+One table row per model (outputs/bench.md holds the same table under the run's facts, the speed
+line among them: what auto chose on this machine and why):
 
-- repo img/s: training images per second on the repo path (D step + G step, or the VAE step);
-- s/epoch: images in the script's epoch (60,000 for MNIST, 202,599 for CelebA) / repo img/s;
+- setting: the speed switches of the row, e.g. 'auto = fp32' or 'auto: amp+channels_last';
+  --amp, --channels-last, --cudnn-benchmark, --fused-adam, --compile measure exactly those instead;
+- img/s: training images per second on the repo path under the setting (D step + G step, or the
+  VAE step); fp32 img/s: the same in plain fp32 eager; speed-up: their ratio;
+- s/epoch: images in the script's epoch (60,000 for MNIST, 202,599 for CelebA) / img/s;
+  s/epoch sample: the bundled sample's 4,000 training digits (the scripts' offline data) / img/s;
 - GFLOP/img: the FLOPs of one training step, counted once per model by
   `torch.utils.flop_counter.FlopCounterMode` (matmuls and convolutions, forward and backward;
   not the optimizer's elementwise work), divided by the batch;
-- FLOP share: repo img/s x FLOP/img over the FLOP limit: --peak-tflops, else the built-in dense
-  figure of a known GPU (bf16 with --amp, else TF32); n/a on the CPU, MPS or an unknown GPU;
+- FLOP share: img/s x FLOP/img over the FLOP limit: --peak-tflops (a CPU's too), else the built-in
+  dense figure of a known GPU (bf16 under AMP, else TF32); n/a on the CPU, MPS or an unknown GPU;
 - DataLoader img/s and repo / DataLoader: the same training fed by the DataLoader, and the ratio;
 - generation img/s: a generator (VAE decoder) forward pass in eval mode under no_grad at a large batch.
 
---switches (CUDA) trains the repo path only, once per GPU switch alone, once with all of them, and
-once with none (the baseline), with the same columns and each one's speed-up over the baseline.
+--switches trains the repo path only, on any device: once per switch alone, once with all of them,
+and once with none (the fp32 baseline), with each one's speed-up over the baseline; a list
+(--switches amp,channels_last) picks some, and a switch the device cannot run (cudnn_benchmark off
+CUDA) is skipped with a note.
 
-    python bench.py --quick                        # every model, few steps (< 2 min on 2 CPU cores)
+    python bench.py                                # every model: auto against fp32, side by side
+    python bench.py --quick                        # the same, few steps (< 2 min on 2 CPU cores)
     python bench.py --models dcgan,vae --steps 30  # chosen models; writes outputs/bench.md
-    python bench.py --switches --models dcgan      # CUDA: each GPU switch alone vs the baseline
+    python bench.py --switches --models dcgan      # each switch alone vs the fp32 baseline
+    python bench.py --peak-tflops 2.5              # a FLOP share against a CPU's (or any) peak
 """
 
 from __future__ import annotations
@@ -59,13 +73,14 @@ from torch.utils.flop_counter import FlopCounterMode
 from common import celeba, config, data, device, mnist_files, steps
 from common.batches import Batches
 from common.config import fail
-from common.speed import NAMES, Speed
+from common.speed import AUTO, NAMES, Speed, cpu_name, unsupported
 
 MNIST_IMAGES = 60_000  # a full MNIST epoch: the sample's training digits are tiled up to this
 EPOCH_IMAGES = {"mnist": MNIST_IMAGES, "celeba": 202_599}  # images in one epoch of the script's data set
+SAMPLE_IMAGES = {"mnist": 4_000}  # an epoch of the bundled real-digit sample (--dataset=mnist-sample)
 GEN_BATCH = {"mnist": 1024, "celeba": 256}  # images per generator forward pass
 QUICK_CELEBA_SIZE = 32  # --quick trains the CelebA DCGAN at 32x32 (64x64 is ~15 img/s on 2 CPU cores)
-SWITCHES = tuple(NAMES)  # the CUDA-only switches, as the scripts have them
+SWITCHES = tuple(NAMES)  # the speed switches, as common/speed.py names them
 MAX_WORKERS = 8  # default DataLoader workers: the CPU count, at most this
 # dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets: (name substring, bf16, TF32); first match wins
 PEAK_TFLOPS = (
@@ -110,12 +125,30 @@ class Result:
     epoch_images: int  # images in one epoch of the script's data set
     peak: float | None  # the FLOP limit in TFLOP/s; None: unknown
     note: str = ""
-    switches: str = "baseline"
+    switches: str = "baseline"  # Speed.label() of the switches the repo path trained under
+    setting: str = "fp32"  # the row's setting in words: "auto = fp32", "auto: amp+channels_last", "amp"
+    fp32: float | None = None  # plain fp32 eager img/s on the repo path; None: not measured apart
+    sample_images: int | None = None  # images in an epoch of the bundled sample; None: no sample
 
     @property
     def epoch_seconds(self) -> float:
         """Seconds per epoch at the repo path's rate."""
         return self.epoch_images / self.repo
+
+    @property
+    def sample_seconds(self) -> float | None:
+        """Seconds per epoch of the bundled sample at the repo path's rate (None without a sample)."""
+        return None if self.sample_images is None else self.sample_images / self.repo
+
+    @property
+    def fp32_rate(self) -> float | None:
+        """Plain fp32 eager img/s: measured apart, or the repo rate itself when the row is fp32."""
+        return self.repo if self.switches == "baseline" else self.fp32
+
+    @property
+    def speed_up(self) -> float | None:
+        """The row's img/s over plain fp32 eager (None when fp32 was not measured)."""
+        return None if self.fp32_rate is None else self.repo / self.fp32_rate
 
     @property
     def share(self) -> float | None:
@@ -282,10 +315,10 @@ def peak_for(dev: torch.device, sw: Speed, given: float | None) -> tuple[float |
     if peak is None:
         return None, f"n/a: {name} is not in the built-in table (give --peak-tflops)"
     if sw.amp:
-        return peak, f"{peak:g} TFLOP/s: {name}, bf16 dense (--amp)"
+        return peak, f"{peak:g} TFLOP/s: {name}, bf16 dense (under AMP)"
     # cuDNN runs fp32 convolutions as TF32 by default; fp32 matmuls stay full FP32 unless
     # torch.set_float32_matmul_precision allows TF32, so the MLP models cannot reach this limit
-    return peak, f"{peak:g} TFLOP/s: {name}, TF32 dense (no --amp; fp32 matmuls run below it, in full FP32)"
+    return peak, f"{peak:g} TFLOP/s: {name}, TF32 dense (no AMP; fp32 matmuls run below it, in full FP32)"
 
 
 # --- the two data paths ---
@@ -389,8 +422,11 @@ class Plan:
     flops: dict[tuple[str, int], tuple[float, torch.device]] = field(default_factory=dict)  # counted once per model
 
 
-def bench_model(name: str, plan: Plan, sw: Speed, with_loader: bool = True) -> Result:
-    """Train one model on the repo path and (optionally) the DataLoader path; measure generation."""
+def bench_model(
+    name: str, plan: Plan, sw: Speed, with_loader: bool = True, setting: str = "", with_fp32: bool = False
+) -> Result:
+    """Train one model under `sw` on the repo path, and optionally in plain fp32 eager on the repo path
+    (unless `sw` is fp32 already) and under `sw` on the DataLoader path; measure generation under `sw`."""
     spec = MODELS[name]
     size = QUICK_CELEBA_SIZE if plan.quick else 64
     module = config.load_script(spec.script)
@@ -419,26 +455,30 @@ def bench_model(name: str, plan: Plan, sw: Speed, with_loader: bool = True) -> R
         note = "; ".join(filter(None, [note, "FLOPs counted on the CPU"]))
     peak, _ = peak_for(plan.dev, sw, plan.peak_tflops)
 
-    torch.backends.cudnn.benchmark = sw.cudnn_benchmark
-    # each path trains its own copy of the same initial weights
+    # each path trains its own copy of the same initial weights, under its own switches
+    plain = Speed(device_type=plan.dev.type)
+    speeds = {"repo": sw, "fp32": plain, "loader": sw}
     paths = {"repo": build(module, cfg, image_shape, n_classes, plan.dev, sw)[0]}
+    if with_fp32 and sw != plain:
+        paths["fp32"] = build(module, cfg, image_shape, n_classes, plan.dev, plain)[0]
     if with_loader:
         paths["loader"] = build(module, cfg, image_shape, n_classes, plan.dev, sw)[0]
         dataset = torchvision_dataset(spec.dataset, plan.tmp, unit, size)
     totals = {path: [0, 0.0] for path in paths}
     for round_ in range(plan.rounds):
-        # rounds alternate which path goes first, so a load that drifts on a shared machine hits both alike;
+        # rounds alternate which path goes first, so a load that drifts on a shared machine hits all alike;
         # a DataLoader is opened per round and closed after it, so its workers never run beside the repo path
         for path in sorted(paths, reverse=round_ % 2 == 1):
-            if path == "repo":
-                batches = repo_batches(split, batch_size, plan.dev, unit, sw)
-            else:
+            if path == "loader":
                 batches = loader_batches(dataset, batch_size, plan.workers, plan.dev, sw)
+            else:
+                batches = repo_batches(split, batch_size, plan.dev, unit, speeds[path])
+            torch.backends.cudnn.benchmark = speeds[path].cudnn_benchmark
             images, seconds = timed(paths[path], batches, plan.warmup, plan.steps, plan.dev)
             totals[path][0] += images
             totals[path][1] += seconds
-    repo = totals["repo"][0] / totals["repo"][1]
-    loader = totals["loader"][0] / totals["loader"][1] if with_loader else None
+    rate = {path: images / seconds for path, (images, seconds) in totals.items()}
+    torch.backends.cudnn.benchmark = sw.cudnn_benchmark
     _, draw = build(module, cfg, image_shape, n_classes, plan.dev, sw)
     generation = generation_rate(draw, plan.gen_batch or GEN_BATCH[spec.dataset], plan.gen_reps, plan.dev, sw)
     torch.backends.cudnn.benchmark = False
@@ -447,14 +487,17 @@ def bench_model(name: str, plan: Plan, sw: Speed, with_loader: bool = True) -> R
         script=spec.script,
         batch_size=batch_size,
         steps=plan.rounds * plan.steps,
-        repo=repo,
-        loader=loader,
+        repo=rate["repo"],
+        loader=rate.get("loader"),
         generation=generation,
         flops=step_flops / batch_size,
         epoch_images=EPOCH_IMAGES[spec.dataset],
         peak=peak,
         note=note,
         switches=sw.label(),
+        setting=setting or sw.label().replace("baseline", "fp32"),
+        fp32=rate.get("fp32"),
+        sample_images=SAMPLE_IMAGES.get(spec.dataset),
     )
 
 
@@ -465,10 +508,12 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f}"
 
 
-def _cells(r: Result) -> str:
-    """s/epoch, GFLOP/img and FLOP share: the columns both tables share."""
-    share = "n/a" if r.share is None else f"{100 * r.share:.3g}%"
-    return f"{r.epoch_seconds:,.2f} | {r.flops / 1e9:.3g} | {share}"
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _share(r: Result) -> str:
+    return "n/a" if r.share is None else f"{100 * r.share:.3g}%"
 
 
 def table(results: list[Result], switches_mode: bool = False) -> str:
@@ -484,19 +529,22 @@ def table(results: list[Result], switches_mode: bool = False) -> str:
             b = base[r.model]
             lines.append(
                 f"| {r.model} | {r.switches} | {r.batch_size} | {r.steps} | {_fmt(r.repo)} | {r.repo / b.repo:.2f}x "
-                f"| {_cells(r)} | {_fmt(r.generation)} | {r.generation / b.generation:.2f}x |"
+                f"| {r.epoch_seconds:,.2f} | {r.flops / 1e9:.3g} | {_share(r)} | {_fmt(r.generation)} "
+                f"| {r.generation / b.generation:.2f}x |"
             )
         return "\n".join(lines)
     lines = [
-        "| model | script | batch | steps | repo img/s | s/epoch | GFLOP/img | FLOP share | DataLoader img/s "
-        "| repo / DataLoader | generation img/s | notes |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| model | script | batch | steps | setting | img/s | fp32 img/s | speed-up | s/epoch | s/epoch sample "
+        "| GFLOP/img | FLOP share | DataLoader img/s | repo / DataLoader | generation img/s | notes |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
-        ratio = "-" if r.loader is None else f"{r.repo / r.loader:.2f}x"
+        sample = "-" if r.sample_seconds is None else f"{r.sample_seconds:,.2f}"
+        loader_ratio = _ratio(None if r.loader is None else r.repo / r.loader)
         lines.append(
-            f"| {r.model} | {r.script} | {r.batch_size} | {r.steps} | {_fmt(r.repo)} | {_cells(r)} | {_fmt(r.loader)} "
-            f"| {ratio} | {_fmt(r.generation)} | {r.note} |"
+            f"| {r.model} | {r.script} | {r.batch_size} | {r.steps} | {r.setting} | {_fmt(r.repo)} "
+            f"| {_fmt(r.fp32_rate)} | {_ratio(r.speed_up)} | {r.epoch_seconds:,.2f} | {sample} | {r.flops / 1e9:.3g} "
+            f"| {_share(r)} | {_fmt(r.loader)} | {loader_ratio} | {_fmt(r.generation)} | {r.note} |"
         )
     return "\n".join(lines)
 
@@ -510,10 +558,10 @@ def _load() -> str:
 
 
 def header(plan: Plan, argv: list[str], load_start: str, sw: Speed, switches_mode: bool) -> list[str]:
-    """The facts a reader needs to compare two bench.md files."""
+    """The facts a reader needs to compare two bench.md files (sw: the switches measured, with their line)."""
     import torchvision
 
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_name()
     gen = str(plan.gen_batch) if plan.gen_batch else f"{GEN_BATCH['mnist']} (MNIST) / {GEN_BATCH['celeba']} (CelebA)"
     lines = [
         f"- device: {device.describe(plan.dev)}; host: {os.cpu_count()} logical CPUs ({cpu}), torch threads "
@@ -524,8 +572,9 @@ def header(plan: Plan, argv: list[str], load_start: str, sw: Speed, switches_mod
         f"{plan.steps} timed steps, the paths taking turns to go first; generation: {plan.gen_reps} "
         f"forward pass(es) at batch {gen} after one warm-up pass, eval, no_grad",
         f"- load average (1, 5, 15 min): {load_start} at start, {_load()} at end",
-        f"- s/epoch = images per epoch ({EPOCH_IMAGES['mnist']:,} MNIST, {EPOCH_IMAGES['celeba']:,} CelebA) / repo "
-        "img/s (train img/s with --switches)",
+        f"- s/epoch = images per epoch ({EPOCH_IMAGES['mnist']:,} MNIST, {EPOCH_IMAGES['celeba']:,} CelebA) / img/s "
+        f"(train img/s with --switches); s/epoch sample = the bundled sample's {SAMPLE_IMAGES['mnist']:,} training "
+        "digits (--dataset=mnist-sample, the scripts' offline fallback) / img/s",
         "- GFLOP/img: one training step (D step + G step, or the VAE step) at the row's batch counted once per model "
         "by torch.utils.flop_counter.FlopCounterMode (matmuls and convolutions, forward and backward; not the "
         "optimizer's elementwise work), / batch",
@@ -543,7 +592,11 @@ def header(plan: Plan, argv: list[str], load_start: str, sw: Speed, switches_mod
             f"- data: MNIST = the bundled 4,000 real training digits tiled to {MNIST_IMAGES:,} as IDX files; "
             "CelebA = synthetic 178x218 JPEGs (ImageFolder, CenterCrop(108), Resize, ToTensor, Normalize) against "
             "the repo's uint8 cache of them (cache built once, not timed)",
-            f"- switches: {sw.label()}",
+            "- setting: the speed switches of the img/s column: each script's own constants (auto: chosen per "
+            "device by common/speed.py), or exactly the ones --amp, --channels-last, --cudnn-benchmark, --fused-adam, "
+            "--compile name; fp32 img/s: the same repo path in plain fp32 eager, speed-up = img/s / fp32 img/s (a "
+            "row whose setting is fp32 is measured once); DataLoader and generation run under the row's setting",
+            f"- {sw.summary or 'speed: ' + sw.describe()}",
         ]
     lines.append(f"- command: python bench.py {shlex.join(argv)}".rstrip())
     return lines
@@ -586,13 +639,26 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="the FLOP limit of the FLOP share column (default: a known GPU's dense bf16/TF32 peak, else n/a)",
     )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's, i.e. OMP_NUM_THREADS)")
-    p.add_argument("--amp", action="store_true", help="CUDA: bf16 autocast")
-    p.add_argument("--channels-last", action="store_true", help="CUDA: models and inputs in channels_last")
+    named = "; any of these five: measure exactly the switches named instead of each script's auto"
+    p.add_argument("--amp", action="store_true", help="bf16 autocast" + named)
+    p.add_argument("--channels-last", action="store_true", help="models and inputs in channels_last")
     p.add_argument("--cudnn-benchmark", action="store_true", help="CUDA: torch.backends.cudnn.benchmark = True")
-    p.add_argument("--fused-adam", action="store_true", help="CUDA: torch.optim.Adam(..., fused=True)")
-    p.add_argument("--compile", action="store_true", help="CUDA: torch.compile each model")
-    p.add_argument("--switches", action="store_true", help="CUDA: each switch alone against the baseline")
+    p.add_argument("--fused-adam", action="store_true", help="torch.optim.Adam(..., fused=True)")
+    p.add_argument("--compile", action="store_true", help="torch.compile each model")
+    p.add_argument(
+        "--switches",
+        nargs="?",
+        const=",".join(SWITCHES),
+        default=None,
+        help="each switch alone, then all, against the fp32 baseline (repo path only); optionally only some, "
+        "e.g. --switches amp,channels_last (those the device cannot run are skipped with a note)",
+    )
     args = p.parse_args(argv)
+    if args.switches is not None:
+        args.switches = [w.strip().replace("-", "_") for w in args.switches.split(",") if w.strip()]
+        bad = [w for w in args.switches if w not in SWITCHES]
+        if bad or not args.switches:
+            fail(f"unknown switch(es) {', '.join(bad) or '(none given)'}; choose from: {', '.join(SWITCHES)}")
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in args.models if m not in MODELS]
     if unknown or not args.models:
@@ -626,6 +692,36 @@ def fill_defaults(args: argparse.Namespace, dev: torch.device) -> argparse.Names
     return args
 
 
+def model_speed(name: str, dev: torch.device, flags: dict[str, bool]) -> tuple[Speed, str]:
+    """The switches a model is measured under and the row's setting: the script's own constants (auto), or the flags'."""
+    if any(flags.values()):
+        sw = Speed.from_config({NAMES[n]: on for n, on in flags.items()}, dev, verbose=False)
+        return sw, sw.label().replace("baseline", "fp32")
+    module = config.load_script(MODELS[name].script)
+    own = {const: value for const, value in config.constants(vars(module)).items() if const in NAMES.values()}
+    sw = Speed.from_config(own, dev, verbose=False)
+    label = sw.label().replace("baseline", "fp32")
+    if own and all(value == AUTO for value in own.values()):
+        return sw, f"auto = {label}" if label == "fp32" else f"auto: {label}"
+    return sw, label
+
+
+def switch_variants(dev: torch.device, wanted: list[str]) -> list[Speed]:
+    """--switches: the fp32 baseline, each wanted switch alone that dev can run, then those together."""
+    base = Speed(device_type=dev.type)
+    acting = []
+    for name in wanted:
+        reason = unsupported(name, dev.type)
+        if reason:
+            print(f"note: --switches: {name} skipped on {dev.type}: {reason}")
+        else:
+            acting.append(name)
+    variants = [base] + [replace(base, **{name: True}) for name in acting]
+    if len(acting) > 1:
+        variants.append(replace(base, **dict.fromkeys(acting, True)))  # all together
+    return variants
+
+
 def main(argv: list[str] | None = None) -> list[Result]:
     """Run the benchmark, print the table and write the markdown file; returns the results."""
     argv = sys.argv[1:] if argv is None else argv
@@ -635,12 +731,12 @@ def main(argv: list[str] | None = None) -> list[Result]:
         torch.set_num_threads(args.threads)
     dev = device.pick(args.device)
     fill_defaults(args, dev)
-    sw = Speed(**{name: getattr(args, name) for name in SWITCHES})  # argparse names them as Speed does
-    switches_mode = args.switches
-    if dev.type != "cuda" and (sw != Speed() or switches_mode):
-        print(f"note: --amp, --channels-last, --cudnn-benchmark, --fused-adam, --compile, --switches are for CUDA; "
-              f"ignored on {dev.type}")  # fmt: skip
-        sw, switches_mode = Speed(), False
+    flags = {name: getattr(args, name) for name in SWITCHES}  # argparse names them as Speed does
+    switches_mode = args.switches is not None
+    # the switches measured: exactly those the flags name, else each script's own (auto); said in one line
+    overall = {NAMES[n]: on for n, on in flags.items()} if any(flags.values()) else dict.fromkeys(NAMES.values(), AUTO)
+    sw = Speed.from_config(overall, dev, verbose=not switches_mode)
+    variants = switch_variants(dev, args.switches) if switches_mode else []
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -668,8 +764,6 @@ def main(argv: list[str] | None = None) -> list[Result]:
         results: list[Result] = []
         for name in args.models:
             if switches_mode:
-                variants = [Speed()] + [replace(Speed(), **{s: True}) for s in SWITCHES]
-                variants.append(Speed(**dict.fromkeys(SWITCHES, True)))  # all together
                 for variant in variants:
                     results.append(bench_model(name, plan, variant, with_loader=False))
                     r = results[-1]
@@ -677,11 +771,13 @@ def main(argv: list[str] | None = None) -> list[Result]:
                         f"  {name} {variant.label()}: {r.repo:,.1f} img/s, {r.epoch_seconds:,.2f} s/epoch", flush=True
                     )
             else:
-                results.append(bench_model(name, plan, sw))
+                model_sw, setting = model_speed(name, dev, flags)
+                results.append(bench_model(name, plan, model_sw, setting=setting, with_fp32=True))
                 r = results[-1]
                 print(
-                    f"  {name}: repo {r.repo:,.1f} img/s ({r.epoch_seconds:,.2f} s/epoch, {r.flops / 1e9:.3g} "
-                    f"GFLOP/img), DataLoader {_fmt(r.loader)} img/s",
+                    f"  {name} [{r.setting}]: {r.repo:,.1f} img/s ({r.epoch_seconds:,.2f} s/epoch, {r.flops / 1e9:.3g} "
+                    f"GFLOP/img), fp32 {_fmt(r.fp32_rate)} img/s ({_ratio(r.speed_up)}), DataLoader {_fmt(r.loader)} "
+                    "img/s",
                     flush=True,
                 )
 

@@ -250,9 +250,12 @@ def restore(
     set_rng_state(state["rng"])
 
 
-def open_folder(out: Path, cfg: dict[str, Any], shape_keys: tuple[str, ...], script: str, device: torch.device) -> None:
+def open_folder(
+    out: Path, cfg: dict[str, Any], shape_keys: tuple[str, ...], script: str, device: torch.device, speed: str = ""
+) -> None:
     """Start a run's folder (rank 0 writes; every process calls it): refuse a checkpoint that does not
-    fit, prepare OUT_DIR (an old run moved aside with RESUME off), print and save config.json."""
+    fit, prepare OUT_DIR (an old run moved aside with RESUME off), print and save config.json (with
+    `speed`, the switches in effect: the config keeps "auto" where it says auto)."""
     ok = True
     if distributed.is_main():
         try:
@@ -264,6 +267,7 @@ def open_folder(out: Path, cfg: dict[str, Any], shape_keys: tuple[str, ...], scr
             print(f"{script} on {where}, writing to {out}/")
             print(config.show(cfg), flush=True)
             facts = {"script": script, "torch": torch.__version__, "device": describe(device)}
+            facts.update({"speed": speed.removeprefix("speed: ")} if speed else {})
             config.save(cfg, out / "config.json", {**facts, "world_size": distributed.world_size()})
         except SystemExit:  # a one-line error was printed; the other processes must stop too
             if not distributed.active():

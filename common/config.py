@@ -22,6 +22,7 @@ _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
 _CONST_RE = re.compile(r"^([A-Z][A-Z0-9_]*)\s*(?::[^=]+)?=")
 ROOT = Path(__file__).resolve().parents[1]  # where the training scripts live
+AUTO_OR_BOOL = ("AMP", "CHANNELS_LAST", "CUDNN_BENCHMARK", "FUSED_ADAM", "COMPILE")  # speed switches: auto|true|false
 DOCS = {  # each training script's page, named on the last line of its --help and in its docstring
     "VAE-MNIST.py": "docs/vae.md",
     "GAN-MNIST.py": "docs/gan.md",
@@ -73,13 +74,16 @@ def comments(source_file: str | Path) -> dict[str, tuple[str, str]]:
 def convert(name: str, raw: str, default: Any) -> Any:
     """Convert a command-line string to the type of `default`, or exit with a clear error."""
     kind = type(default)
-    if kind is bool:
+    auto = name in AUTO_OR_BOOL  # common/speed.py's switches: "auto" or a bool, whatever the default
+    if auto and raw.strip().lower() == "auto":
+        return "auto"
+    if kind is bool or auto:
         low = raw.strip().lower()
         if low in _TRUE:
             return True
         if low in _FALSE:
             return False
-        fail(f"--{name.lower()} expects true or false, got {raw!r}")
+        fail(f"--{name.lower()} expects {'auto, ' if auto else ''}true or false, got {raw!r}")
     if kind is int:
         try:
             return int(raw)

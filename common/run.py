@@ -55,7 +55,7 @@ class Run:
         self.device = self.dist.device
         self.is_main = self.dist.is_main
         seed_all(namespace["SEED"] + self.dist.rank, namespace.get("DETERMINISTIC", False))  # own noise per process
-        self.speed = Speed.from_config(self.cfg, self.device)
+        self.speed = Speed.from_config(self.cfg, self.device, verbose=self.is_main)  # one line: what and why
         self.autocast, self.input = self.speed.autocast, self.speed.input
         asked = namespace["OUT_DIR"] or f"{config.default_out_dir(self.script, namespace.get('DATASET'))}{out_suffix}"
         self.out = Path(asked)
@@ -101,7 +101,7 @@ class Run:
         self.image_shape = tuple(train.images.shape[1:])
         ns = self.ns
         self.data = data.Batches(train, ns["BATCH_SIZE"], ns["SEED"], self.dist.rank, self.dist.world_size)
-        checkpoint.open_folder(self.out, self.cfg, self.shape_keys, self.script, self.device)
+        checkpoint.open_folder(self.out, self.cfg, self.shape_keys, self.script, self.device, self.speed.summary)
         if ns.get("EVAL_EVERY") and self.is_main and isinstance(loaded, data.Dataset):
             self.evaluator = metrics.Evaluator.for_dataset(loaded, ns["DATA_DIR"], self.device)
         return loaded

@@ -1,4 +1,5 @@
-"""The speed bench (python bench.py): its table, its markdown file and its errors; no timing is asserted."""
+"""The speed bench (python bench.py): its side-by-side table (auto against fp32), its markdown file and its
+errors; no timing is asserted."""
 
 from __future__ import annotations
 
@@ -15,14 +16,19 @@ from conftest import OFFLINE_ENV, ROOT, device_args, test_device
 from torch import nn
 
 import bench
+from common import speed as speed_module
 
 COLUMNS = [
     "model",
     "script",
     "batch",
     "steps",
-    "repo img/s",
+    "setting",
+    "img/s",
+    "fp32 img/s",
+    "speed-up",
     "s/epoch",
+    "s/epoch sample",
     "GFLOP/img",
     "FLOP share",
     "DataLoader img/s",
@@ -60,19 +66,29 @@ def number(cell: str) -> float:
 
 
 def check_row(cells: list[str], model: str, steps: int) -> None:
-    """One result row: the right model, positive rates and FLOPs, s/epoch and the ratio from the rates."""
+    """One result row: the right model, positive rates and FLOPs, s/epoch and the ratios from the rates."""
     assert len(cells) == len(COLUMNS)
     assert cells[COL["model"]] == model and cells[COL["script"]] == bench.MODELS[model].script
     assert int(cells[COL["steps"]]) == steps
-    repo, loader, ratio, generation, epoch_s, gflop = (
+    repo, fp32, speed_up, loader, ratio, generation, epoch_s, gflop = (
         number(cells[COL[c]])
-        for c in ("repo img/s", "DataLoader img/s", "repo / DataLoader", "generation img/s", "s/epoch", "GFLOP/img")
-    )
-    assert repo > 0 and loader > 0 and ratio > 0 and generation > 0 and gflop > 0
-    # the printed rates are rounded to 0.1 img/s, s/epoch to 0.01 s and the ratio to 0.01
+        for c in (
+            "img/s", "fp32 img/s", "speed-up", "DataLoader img/s", "repo / DataLoader", "generation img/s", "s/epoch",
+            "GFLOP/img",
+        )
+    )  # fmt: skip
+    assert repo > 0 and fp32 > 0 and loader > 0 and ratio > 0 and generation > 0 and gflop > 0
+    # the printed rates are rounded to 0.1 img/s, s/epoch to 0.01 s and the ratios to 0.01
     assert ratio == pytest.approx(repo / loader, rel=0.02, abs=0.01)
+    assert speed_up == pytest.approx(repo / fp32, rel=0.02, abs=0.01)
+    if cells[COL["setting"]] in ("auto = fp32", "fp32"):  # measured once: the fp32 column is the same run
+        assert cells[COL["fp32 img/s"]] == cells[COL["img/s"]] and cells[COL["speed-up"]] == "1.00x"
     images = bench.EPOCH_IMAGES[bench.MODELS[model].dataset]
     assert epoch_s == pytest.approx(images / repo, rel=0.01, abs=0.01)
+    if bench.MODELS[model].dataset == "mnist":  # the bundled sample's 4,000 training digits
+        assert number(cells[COL["s/epoch sample"]]) == pytest.approx(4_000 / repo, rel=0.01, abs=0.01)
+    else:
+        assert cells[COL["s/epoch sample"]] == "-"
 
 
 def test_quick_run_prints_the_table_and_writes_bench_md(tmp_path: Path):
@@ -117,38 +133,58 @@ def test_quick_run_prints_the_table_and_writes_bench_md(tmp_path: Path):
         "FlopCounterMode",
         "- FLOP share = ",
         "- s/epoch = images per epoch (60,000 MNIST, 202,599 CelebA)",
+        "s/epoch sample = the bundled sample's 4,000 training digits",
+        "\n- speed: auto -> ",  # the line the scripts print: what auto chose here, and why
     ):
         assert fact in text
+    assert all(cells[COL["setting"]].startswith("auto") for cells in printed)
     if test_device() == "cpu":
         assert "limit: n/a on cpu (give --peak-tflops)" in text
     assert "python bench.py --quick --models dcgan,vae" in text
 
 
-def test_gpu_switches_are_ignored_with_a_note_off_cuda(tmp_path: Path, capsys):
+def test_switches_run_on_the_cpu_and_skip_what_it_cannot(tmp_path: Path, capsys):
     out = tmp_path / "bench.md"
-    argv = [
-        "--switches",
-        "--amp",
-        "--compile",
-        "--models",
-        "gan",
-        "--device",
-        "cpu",
-        "--steps",
-        "1",
-        "--warmup",
-        "0",
-        "--rounds",
-        "2",
-    ]
-    results = bench.main([*argv, "--workers", "0", "--batch-size", "8", "--gen-batch", "64", "--out", str(out)])
+    argv = ["--switches", "amp,cudnn-benchmark,fused_adam", "--models", "gan", "--rounds", "2", *TINY]
+    results = bench.main([*argv, "--out", str(out)])
     printed = capsys.readouterr().out
-    assert sum("ignored on cpu" in line for line in printed.splitlines()) == 1
-    assert [r.switches for r in results] == ["baseline"]  # the ordinary comparison, not the switches table
-    check_row(rows(out.read_text())[0], "gan", steps=2)  # two rounds of one step, summed
+    assert printed.count("note: --switches: cudnn_benchmark skipped on cpu: acts on CUDA only") == 1
+    assert [r.switches for r in results] == ["baseline", "amp", "fused_adam", "amp+fused_adam"]  # then all together
+    cells = rows(out.read_text(), SWITCH_COLUMNS)
+    assert [c[1] for c in cells] == ["baseline", "amp", "fused_adam", "amp+fused_adam"] and cells[0][5] == "1.00x"
+    assert all(int(c[3]) == 2 for c in cells)  # two rounds of one step, summed
 
 
 TINY = ["--device", "cpu", "--steps", "1", "--warmup", "0", "--workers", "0", "--batch-size", "8", "--gen-batch", "64"]
+
+
+def test_auto_and_fp32_side_by_side_on_a_cpu_with_native_bf16(tmp_path: Path, monkeypatch, capsys):
+    """Where auto turns the switches on, each row measures them and plain fp32 eager in one run."""
+    monkeypatch.setattr(speed_module, "native_bf16", lambda: "avx512_bf16")
+    out = tmp_path / "bench.md"
+    gan, dcgan = bench.main(["--models", "gan,dcgan", "--rounds", "1", *TINY, "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0] == "speed: auto -> bf16 autocast + channels_last on cpu (native bf16: avx512_bf16)"
+    # per script: GAN-MNIST's MLPs have no CHANNELS_LAST, so its auto is bf16 autocast alone
+    assert (gan.setting, gan.switches, dcgan.setting) == ("auto: amp", "amp", "auto: amp+channels_last")
+    assert gan.fp32 > 0 and dcgan.fp32 > 0 and dcgan.speed_up == pytest.approx(dcgan.repo / dcgan.fp32)
+    text = out.read_text()
+    for cells, r in zip(rows(text), (gan, dcgan), strict=True):
+        check_row(cells, r.model, steps=1)
+        assert cells[COL["setting"]] == r.setting
+        assert number(cells[COL["fp32 img/s"]]) == pytest.approx(r.fp32, rel=0.01, abs=0.05)
+    assert "- speed: auto -> bf16 autocast + channels_last on cpu (native bf16: avx512_bf16)" in text
+
+
+def test_where_auto_is_fp32_the_row_is_measured_once(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(speed_module, "native_bf16", lambda: "")  # this dev box: AVX-512 without native bf16
+    (r,) = bench.main(["--models", "gan", "--rounds", "1", *TINY, "--out", str(tmp_path / "bench.md")])
+    assert (r.setting, r.switches, r.fp32) == ("auto = fp32", "baseline", None)  # no second fp32 measurement
+    assert r.fp32_rate == r.repo and r.speed_up == 1.0
+    # --amp names the switches measured instead of auto: honoured on the CPU, against fp32 beside it
+    (r,) = bench.main(["--models", "gan", "--amp", "--rounds", "1", *TINY, "--out", str(tmp_path / "amp.md")])
+    assert (r.setting, r.switches) == ("amp", "amp") and r.fp32 > 0
+    assert "AMP asked: " in (tmp_path / "amp.md").read_text()
 
 
 def test_peak_tflops_gives_the_flop_share_a_number(tmp_path: Path):
@@ -208,13 +244,18 @@ def result(**kw) -> bench.Result:
 
 
 def test_table_columns_from_the_rates():
-    text = bench.table([result(), result(model="gan", script="GAN-MNIST.py", epoch_images=60_000, peak=None)])
-    celeba, gan = rows(text)
-    assert celeba[COL["s/epoch"]] == "202.60"  # 202,599 images / 1,000 img/s
+    gan = result(model="gan", script="GAN-MNIST.py", epoch_images=60_000, peak=None, sample_images=4_000)
+    gan.switches, gan.setting, gan.fp32 = "amp+channels_last", "auto: amp+channels_last", 400.0
+    celeba, gan = rows(bench.table([result(setting="auto = fp32"), gan]))
+    assert celeba[COL["setting"]] == "auto = fp32" and celeba[COL["fp32 img/s"]] == celeba[COL["img/s"]] == "1,000.0"
+    assert celeba[COL["speed-up"]] == "1.00x"  # measured once
+    assert celeba[COL["s/epoch"]] == "202.60" and celeba[COL["s/epoch sample"]] == "-"  # 202,599 images / 1,000 img/s
     assert celeba[COL["GFLOP/img"]] == "2"
     assert celeba[COL["FLOP share"]] == "2%"  # 1,000 img/s x 2 GFLOP = 2 TFLOP/s of 100
     assert celeba[COL["repo / DataLoader"]] == "2.50x"
-    assert gan[COL["s/epoch"]] == "60.00" and gan[COL["FLOP share"]] == "n/a"
+    assert gan[COL["setting"]] == "auto: amp+channels_last" and gan[COL["fp32 img/s"]] == "400.0"
+    assert gan[COL["speed-up"]] == "2.50x"
+    assert gan[COL["s/epoch"]] == "60.00" and gan[COL["s/epoch sample"]] == "4.00" and gan[COL["FLOP share"]] == "n/a"
 
 
 def test_switches_table_has_the_same_columns():
@@ -226,7 +267,7 @@ def test_switches_table_has_the_same_columns():
 
 
 def test_switch_variants_share_one_flop_count(tmp_path: Path):
-    # what --switches does per model on CUDA, here with the one switch that also runs on the CPU
+    # what --switches does per model, here with one switch
     plan = bench.Plan(
         dev=torch.device("cpu"), steps=1, warmup=0, rounds=1, batch_size=8, workers=0, quick=True, gen_reps=1,
         gen_batch=64, tmp=tmp_path, peak_tflops=1.0,
@@ -283,6 +324,7 @@ def test_flop_limits():
         (["--steps", "many"], "argument --steps: invalid int value: 'many'"),
         (["--fast"], "unrecognized arguments: --fast"),
         (["--peak-tflops", "0"], "--peak-tflops must be positive, got 0"),
+        (["--switches", "amp,turbo"], "unknown switch(es) turbo; choose from: " + ", ".join(bench.SWITCHES)),
     ],
 )
 def test_bad_arguments_are_one_line_errors(argv: list[str], message: str, capsys):

@@ -55,7 +55,14 @@ def test_comments_and_groups_are_read_from_the_source(tmp_path):
 def test_script_help_lists_every_constant_with_comment():
     result = run_script("VAE-MNIST.py", "--help")
     assert result.returncode == 0
-    for line in ("--latent_dim=20", "size of z", "--dataset='mnist'", "[optimisation]", "--resume=True", "--amp=False"):
+    for line in (
+        "--latent_dim=20",
+        "size of z",
+        "--dataset='mnist'",
+        "[optimisation]",
+        "--resume=True",
+        "--amp='auto'",
+    ):
         assert line in result.stdout
     options = [line for line in result.stdout.splitlines() if line.startswith("  --")]
     assert len(options) == len(config.constants(vars(load_script("VAE-MNIST.py"))))

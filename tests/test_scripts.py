@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import load_script, run_script
+from conftest import load_script, run_script, test_device
 from PIL import Image
 
 from common import steps
@@ -58,10 +58,14 @@ def test_vae_writes_every_output(tmp_path, mnist_root):
 
 def test_gan_writes_every_output_and_logs_d_outputs(tmp_path, mnist_root):
     out = tmp_path / "gan"
-    args = [f"--data_dir={mnist_root}", f"--out_dir={out}", *TINY, "--k_steps=2", "--amp=true", "--compile=true"]
+    args = [f"--data_dir={mnist_root}", f"--out_dir={out}", *TINY, "--k_steps=2", "--amp=true", "--fused_adam=auto"]
     result = run_script("GAN-MNIST.py", *args)
     assert result.returncode == 0, result.stderr
-    assert "AMP, COMPILE act on CUDA only; ignored on cpu" in result.stdout  # the switches are accepted, and off
+    # the switches are accepted and obeyed (bf16 autocast runs on any device), and said in one line
+    line = f"speed: auto -> bf16 autocast on {test_device()}"
+    assert line in result.stdout.splitlines()[0]
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["amp"] is True and saved["fused_adam"] == "auto" and saved["speed"].startswith(line[7:])
     assert_image(out / "samples" / "epoch_001.png")
     assert_image(out / "loss.png")
     (row,) = rows(out / "losses.csv")

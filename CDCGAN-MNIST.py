@@ -38,11 +38,13 @@ NDF = 64  # discriminator width: channels of its first layer (the second has 2x)
 D_LABELS = "planes"  # how D uses the label: planes (ten constant planes beside the image) | classifier (AC-GAN: D names the class)
 # --- optimisation ---
 EPOCHS = 10  # passes over the training set
+SAMPLE_EPOCHS = 40  # epochs on the 4,000-digit sample (offline fallback, --dataset=mnist-sample) unless --epochs is given; 0: EPOCHS
 BATCH_SIZE = 128  # images per step (why 128: "Larger batches" in docs/results.md)
 LR = 4e-4  # Adam learning rate of G (2x the paper's 2e-4: measured better at batch 128)
 LR_D = 1.6e-3  # Adam learning rate of D: 4x G's (two time-scale update rule, Heusel et al. 2017; see docs/results.md)
 BETA1 = 0.5  # Adam beta1 (0.5 is the DCGAN choice)
 REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)
+AUGMENT = ""  # D's input, real and fake, augmented (DiffAugment): "" off, or a list of color,translation,cutout
 EMA = 0.0  # decay of a moving average of G that draws grids and metrics (0: G itself)
 # --- run ---
 SEED = 0  # seeds weights, shuffling and sampling
@@ -155,8 +157,8 @@ def main() -> None:
         sampler = r.ema("generator_ema", generator, EMA) if EMA else generator  # what draws the pictures
         for _ in r.epochs({"losses": ("loss_d", "loss_g"), "mean discriminator output": ("d_real", "d_fake")}):
             for real, labels in r.batches(data.to_gan):  # D sees each image with its label
-                r.log(**steps.d_step(train_g, train_d, opt_d, real, labels, REAL_LABEL, r.autocast))
-                r.log(loss_g=steps.g_step(train_g, train_d, opt_g, len(real), len(ds.classes), r.autocast))
+                r.log(**steps.d_step(train_g, train_d, opt_d, real, labels, REAL_LABEL, r.autocast, r.augment))
+                r.log(loss_g=steps.g_step(train_g, train_d, opt_g, len(real), len(ds.classes), r.autocast, r.augment))
             r.grid(lambda: sampler(fixed_noise, fixed_labels), nrow=10, row_labels=ds.classes)
             r.evaluate(lambda: sample_for_eval(sampler, EVAL_SAMPLES, r.device, SEED))
 

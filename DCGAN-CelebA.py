@@ -54,6 +54,7 @@ LR = 2e-4  # Adam learning rate of G
 LR_D = 2e-4  # Adam learning rate of D (G's rate, as in the DCGAN paper; not measured on faces here)
 BETA1 = 0.5  # Adam beta1 (0.5, as in the DCGAN paper)
 REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)
+AUGMENT = ""  # D's input, real and fake, augmented (DiffAugment): "" off, or a list of color,translation,cutout
 # --- run ---
 SEED = 0  # seeds weights, shuffling and sampling
 DETERMINISTIC = False  # only repeatable kernels, so a CUDA resume matches number for number (slower; see "Devices")
@@ -198,8 +199,12 @@ def main() -> None:
         train_g, train_d = r.wrap(generator), r.wrap(discriminator, sync_buffers=False)  # see DCGAN-MNIST.py
         for _ in r.epochs({"losses": ("loss_d", "loss_g"), "mean discriminator output": ("d_real", "d_fake")}):
             for real, _ in r.batches(data.to_gan):  # faces in [-1, 1]
-                r.log(**steps.d_step(train_g, train_d, opt_d, real, real_label=REAL_LABEL, autocast=r.autocast))
-                r.log(loss_g=steps.g_step(train_g, train_d, opt_g, len(real), autocast=r.autocast))
+                r.log(
+                    **steps.d_step(
+                        train_g, train_d, opt_d, real, real_label=REAL_LABEL, autocast=r.autocast, augment=r.augment
+                    )
+                )
+                r.log(loss_g=steps.g_step(train_g, train_d, opt_g, len(real), autocast=r.autocast, augment=r.augment))
             r.grid(lambda: generator(fixed_noise), nrow=8)
         if r.is_main:
             final_pictures(generator, faces, r.out, SEED, FID_SAMPLES, INCEPTION_WEIGHTS, EPOCHS)

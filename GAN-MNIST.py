@@ -44,6 +44,7 @@ LR_D = 8e-4  # Adam learning rate of D: 4x G's (two time-scale update rule, Heus
 BETA1 = 0.5  # Adam beta1 (0.5 is the usual GAN choice)
 K_STEPS = 1  # discriminator steps per generator step
 REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)
+AUGMENT = ""  # D's input, real and fake, augmented (DiffAugment): "" off, or a list of color,translation,cutout
 # --- run ---
 SEED = 0  # seeds weights, shuffling and sampling
 DETERMINISTIC = False  # only repeatable kernels, so a CUDA resume matches number for number (slower; see "Devices")
@@ -166,9 +167,13 @@ def main() -> None:
         for _ in r.epochs({"losses": ("loss_d", "loss_g"), "mean discriminator output": ("d_real", "d_fake")}):
             for real, labels in r.batches(data.to_gan):
                 given = labels if CONDITIONAL else None  # the labels only reach a conditional model
-                r.log(**steps.d_step(train_g, train_d, opt_d, real, given, REAL_LABEL, r.autocast))
+                r.log(**steps.d_step(train_g, train_d, opt_d, real, given, REAL_LABEL, r.autocast, r.augment))
                 if r.step % K_STEPS == 0:  # K_STEPS discriminator steps per generator step
-                    r.log(loss_g=steps.g_step(train_g, train_d, opt_g, len(real), generator.n_classes, r.autocast))
+                    r.log(
+                        loss_g=steps.g_step(
+                            train_g, train_d, opt_g, len(real), generator.n_classes, r.autocast, r.augment
+                        )
+                    )
             row_labels = ds.classes if CONDITIONAL else None
             r.grid(lambda: generator(fixed_noise, fixed_labels), nrow=10 if CONDITIONAL else 8, row_labels=row_labels)
             r.evaluate(lambda: sample_for_eval(generator, EVAL_SAMPLES, r.device, SEED))

@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
 _CONST_RE = re.compile(r"^([A-Z][A-Z0-9_]*)\s*(?::[^=]+)?=")
+OVERRIDDEN = "_overridden"  # the namespace key of the constants set on the command line
 ROOT = Path(__file__).resolve().parents[1]  # where the training scripts live
 AUTO_OR_BOOL = ("AMP", "CHANNELS_LAST", "CUDNN_BENCHMARK", "FUSED_ADAM", "COMPILE")  # speed switches: auto|true|false
 DOCS = {  # each training script's page, named on the last line of its --help and in its docstring
@@ -143,6 +144,7 @@ def parse(
         if value not in allowed:
             fail(f"--{name.lower()}={value} is not one of: {', '.join(allowed)}")
     namespace.update(updates)
+    namespace[OVERRIDDEN] = tuple(updates)  # what the command line set (e.g. --epochs beats the sample budget)
     return constants(namespace)
 
 

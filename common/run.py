@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from common import checkpoint, config, data, distributed, ema, metrics, page, plots, progress, records, steps
+from common import augment, checkpoint, config, data, distributed, ema, metrics, page, plots, progress, records, steps
 from common.device import keep_rng, seed_all
 from common.guard import Guard, diverged, resume_command
 from common.speed import Speed
@@ -49,6 +49,7 @@ class Run:
 
     def __init__(self, namespace: dict[str, Any], shape_keys: Sequence[str] = (), out_suffix: str = ""):
         self.ns = namespace  # the script's globals: its constants, after the overrides
+        self.augment = augment.policy(namespace.get("AUGMENT", ""))  # D's input transformations, or None
         self.script = Path(namespace["__file__"]).name
         self.shape_keys = tuple(shape_keys)  # resuming with other values of these refuses
         self.dist = distributed.setup(namespace["DEVICE"], namespace.get("SYNC_BN", False))
@@ -101,10 +102,31 @@ class Run:
         self.image_shape = tuple(train.images.shape[1:])
         ns = self.ns
         self.data = data.Batches(train, ns["BATCH_SIZE"], ns["SEED"], self.dist.rank, self.dist.world_size)
+        budget = self._budget()
+        if self.is_main:
+            print(budget, flush=True)
         checkpoint.open_folder(self.out, self.cfg, self.shape_keys, self.script, self.device, self.speed.summary)
         if ns.get("EVAL_EVERY") and self.is_main and isinstance(loaded, data.Dataset):
             self.evaluator = metrics.Evaluator.for_dataset(loaded, ns["DATA_DIR"], self.device)
         return loaded
+
+    def _budget(self) -> str:
+        """Set EPOCHS to SAMPLE_EPOCHS on the bundled sample (unless --epochs was given); the run's line on it."""
+        ns, steps_per_epoch = self.ns, len(self.data)
+        sample_epochs = ns.get("SAMPLE_EPOCHS", 0)
+        why = ""
+        if ns.get("DATASET") == "mnist-sample" and sample_epochs:
+            if "EPOCHS" in ns.get(config.OVERRIDDEN, ()):
+                why = f" (--epochs; the sample budget SAMPLE_EPOCHS={sample_epochs} is not used)"
+            else:
+                ns["EPOCHS"] = sample_epochs
+                why = " (SAMPLE_EPOCHS, the budget for the 4,000-digit sample; --epochs=N sets another)"
+        epochs = ns["EPOCHS"]
+        return (
+            f"training: {ns.get('DATASET', 'images')}, {len(self.data) * self.data.batch_size:,} images an epoch: "
+            f"{epochs} epoch{'s' * (epochs != 1)} x {steps_per_epoch} steps = {epochs * steps_per_epoch:,} steps{why}; "
+            "each epoch's line says how long the rest will take"
+        )
 
     def models(self, models: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
         """The models on the run's device (channels_last if asked), saved in checkpoints by their names."""
@@ -293,9 +315,14 @@ class Run:
                 self._draw()
             state["history"] = self.history
             checkpoint.save(state, self.out / "checkpoints")
-            print(progress.epoch_line(row, self.ns["EPOCHS"]), flush=True)
+            print(progress.epoch_line(row, self.ns["EPOCHS"], self._left()), flush=True)
         if signum:  # a signal during the epoch's grid or evaluation: its checkpoint is whole
             self.guard.exit(self._stopped(f"after epoch {self.epoch}"))
+
+    def _left(self) -> float:
+        """Seconds the epochs still to come will take, at the mean wall time of this run's epochs so far."""
+        walls = [row["wall_s"] for row in self.history if "wall_s" in row]
+        return (self.ns["EPOCHS"] - self.epoch) * sum(walls) / len(walls) if walls else 0.0
 
     def _plot_due(self) -> bool:
         """Whether this epoch redraws the figures: the last epoch does, the others at most every PLOT_SECONDS."""

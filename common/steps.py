@@ -17,7 +17,7 @@ for the GPU at every step; the run helper sums them on the device and reads them
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 
 import torch
@@ -26,6 +26,8 @@ from torch import nn
 
 from common import distributed
 from common.speed import Autocast
+
+Augment = Callable[[torch.Tensor], torch.Tensor]  # common/augment.py's policy(): images -> images
 
 
 def dcgan_init(module: nn.Module) -> None:
@@ -89,9 +91,11 @@ def d_step(
     labels: torch.Tensor | None = None,
     real_label: float = 1.0,
     autocast: Autocast = nullcontext,
+    augment: Augment | None = None,
 ) -> dict[str, torch.Tensor]:
     """One discriminator step on a real batch and as many fakes (of the same labels when `labels` is given).
-    A D with a class head also learns to name the real images' classes.
+    A D with a class head also learns to name the real images' classes. `augment` (common/augment.py)
+    transforms both batches before D sees them; the labels are never augmented.
 
     Returns device tensors: loss_d, and d_real, d_fake, the mean D(x) and D(G(z)).
     """
@@ -100,6 +104,8 @@ def d_step(
     with autocast():  # forward and loss only: backward and the optimizer step run outside autocast
         with torch.no_grad():  # G's weights get no gradient in D's step
             fake = generator(z, *given)
+        if augment is not None:
+            real, fake = augment(real), augment(fake)
         logits_real, classes_real = split(discriminator(real, *given))
         logits_fake, _ = split(discriminator(fake, *given))
         # a class head learns from real images only: trained on fakes it would learn to pass G's mistakes
@@ -115,15 +121,18 @@ def g_step(
     batch_size: int,
     n_classes: int = 0,
     autocast: Autocast = nullcontext,
+    augment: Augment | None = None,
 ) -> torch.Tensor:
     """One generator step with the non-saturating loss on fresh noise (and random labels when n_classes); its loss.
-    Against a D with a class head G also learns to make it name the asked class."""
+    Against a D with a class head G also learns to make it name the asked class. `augment` transforms the
+    fakes on their way into D (G's gradient flows back through it), as in D's step."""
     device = next(generator.parameters()).device
     z = torch.randn(batch_size, generator.latent_dim, device=device)
     given = (torch.randint(0, n_classes, (batch_size,), device=device),) if n_classes else ()
     with frozen(discriminator):  # gradients flow through D to G, but none are kept for D's weights
         with autocast():
-            logits_fake, classes_fake = split(discriminator(generator(z, *given), *given))
+            fake = generator(z, *given)
+            logits_fake, classes_fake = split(discriminator(fake if augment is None else augment(fake), *given))
             loss_g = g_loss(logits_fake) + class_loss(classes_fake, given[0] if given else None)
         update(opt_g, loss_g)
     return loss_g.detach()

@@ -152,6 +152,8 @@ def test_every_script_defaults_to_auto_and_the_override_type_checks(capsys):
     assert set(config.AUTO_OR_BOOL) == set(NAMES.values())
     for script in ("VAE-MNIST.py", "GAN-MNIST.py", "DCGAN-MNIST.py", "CDCGAN-MNIST.py", "DCGAN-CelebA.py"):
         own = {k: v for k, v in config.constants(vars(load_script(script))).items() if k in NAMES.values()}
+        if script == "GAN-MNIST.py":  # bf16 gained 1.07x for its MLPs (docs/speed.md): not worth a risk
+            assert own.pop("AMP") is False
         assert own and set(own.values()) == {"auto"}, script
     ns = {"AMP": "auto", "COMPILE": "auto", "FUSED_ADAM": False, "DEVICE": "auto"}
     cfg = config.parse(ns, ["--amp=True", "--compile=off", "--fused_adam=auto", "--device=cpu"])

@@ -18,6 +18,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
+from tqdm import tqdm
+
+from common import files
+
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
 _CONST_RE = re.compile(r"^([A-Z][A-Z0-9_]*)\s*(?::[^=]+)?=")
@@ -35,7 +39,7 @@ DOCS = {  # each training script's page, named on the last line of its --help an
 
 def fail(message: str) -> NoReturn:
     """Print a one-line error and exit with code 2 (bad input), without a traceback."""
-    print(f"error: {message}", file=sys.stderr)
+    tqdm.write(f"error: {message}", file=sys.stderr)  # on a line of its own, below an open progress bar
     raise SystemExit(2)
 
 
@@ -176,8 +180,7 @@ def save(cfg: dict[str, Any], path: Path, extra: dict[str, Any] | None = None) -
     """Write the config (lower-case keys) plus `extra` facts to a JSON file."""
     record = {k.lower(): v for k, v in cfg.items()}
     record.update(extra or {})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    files.write_text(path, json.dumps(record, indent=2) + "\n", "the run's settings")
 
 
 def load_script(name: str) -> ModuleType:

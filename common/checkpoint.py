@@ -161,6 +161,7 @@ def resume(folder: Path, cfg: dict[str, Any], shape_keys: tuple[str, ...]) -> di
     state = load_latest(folder)
     if state is None:
         return None
+    state["config"] = config.upgrade(state["config"], cfg)  # e.g. FID_SAMPLES, now EVAL_SAMPLES
     check_resumable(state, cfg, shape_keys, folder / LAST)
     _pick_own(state, cfg)
     saved = state["config"]

@@ -9,6 +9,7 @@ after a Ctrl-C "partial" (the step within the next epoch and its running sums). 
 
 from __future__ import annotations
 
+import errno
 import time
 import warnings
 from collections.abc import Sequence
@@ -60,6 +61,10 @@ def prepare_out_dir(out_dir: str | Path, resume: bool, unreadable: Sequence[str]
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # not a bad setting: a full disk, as later on
+            files.fail(
+                files.WriteFailed(f"could not write to --out_dir={out}: {exc.strerror}"), "rerun after freeing space"
+            )
         fail(f"cannot write to --out_dir={out}: {exc.strerror or exc}")
     return out
 

@@ -63,7 +63,7 @@ class Guard:
 
     def exit(self, message: str) -> NoReturn:
         """Print where the run stopped and how to resume it, then exit with 128 + the signal."""
-        print(message, flush=True)
+        tqdm.write(message)  # below the progress bar, which is still open after a stop inside an epoch
         distributed.barrier()  # rank 0 has finished writing before any process exits
         raise SystemExit(128 + (self.signum or signal.SIGINT))
 

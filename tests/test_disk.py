@@ -4,6 +4,7 @@ the rerun resumes; a run that cannot be resumed is moved aside; the collapse war
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import subprocess
 import sys
@@ -149,3 +150,21 @@ def test_collapse_warning_when_the_discriminator_has_won():
     assert guard.collapsed({"epoch": 4, "d_real": 0.99, "d_fake": 0.05}) == ""  # G still gets a gradient
     assert guard.collapsed({"epoch": 4, "d_real": 0.8, "d_fake": 0.19}) == ""  # a healthy DCGAN-MNIST epoch
     assert guard.collapsed({"epoch": 4, "train_neg_elbo": 100.0}) == ""  # not a GAN
+
+
+def test_compare_on_a_full_disk_leaves_no_file(tmp_path, reference, monkeypatch, capsys):
+    import compare
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)  # every write is flushed before its rename: each one fails there
+    with pytest.raises(SystemExit) as stopped:
+        compare.main([str(run_dir)])
+    assert stopped.value.code == files.WRITE_FAILED
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert line.startswith("error: could not write the comparison table") and "No space left" in line, line
+    assert not (tmp_path / "comparison.md").exists() and not leftovers(tmp_path)

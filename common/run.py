@@ -7,7 +7,7 @@
         opt_g = r.adam("opt_g", generator, LR, (BETA1, 0.999))
         fixed_noise = r.fixed("fixed_noise", torch.randn(64, LATENT_DIM))
         train_g = r.wrap(generator)                  # DDP under torchrun, compiled if asked
-        for epoch in r.epochs({"losses": ("loss_g",)}):   # resumes; after each: losses.csv, loss.png, checkpoint
+        for epoch in r.epochs({"losses": ("loss_g",)}):   # resumes; after each: checkpoint, losses.csv, loss.png
             for images, labels in r.batches():       # progress bar; Ctrl-C and NaN checks between steps
                 r.log(loss_g=g_step(...))            # device tensors, summed on the device
             r.grid(lambda: generator(fixed_noise))   # samples/epoch_NNN.png (rank 0)

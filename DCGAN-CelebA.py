@@ -69,7 +69,7 @@ CUDNN_BENCHMARK = "auto"  # let cuDNN time its convolution algorithms on the fir
 FUSED_ADAM = "auto"  # Adam's update as one fused kernel (auto: off)
 COMPILE = "auto"  # torch.compile the networks, a slower first epoch (auto: off)
 # --- evaluation ---
-FID_SAMPLES = 10000  # images for the Inception FID at the end of the run (0 disables)
+EVAL_SAMPLES = 10000  # images for the Inception FID at the end of the run (0 disables; --fid_samples: old name)
 INCEPTION_WEIGHTS = ""  # a local pt_inception-2015-12-05 weights file, for boxes without internet
 
 SHAPE_KEYS = ("DATASET", "IMAGE_SIZE", "LATENT_DIM", "NGF", "NDF")  # resuming with other values refuses
@@ -155,7 +155,7 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def final_pictures(
-    generator: Generator, real: data.Split, out: Path, seed: int, fid_samples: int, weights: str, epoch: int
+    generator: Generator, real: data.Split, out: Path, seed: int, eval_samples: int, weights: str, epoch: int
 ) -> None:
     """interpolation.png (8 spherical walks between two faces, 10 steps each) and, when the Inception
     weights load (from `weights`, a local file, or the internet), the Inception FID in metrics.csv."""
@@ -166,9 +166,9 @@ def final_pictures(
         plots.save_grid(
             generator(slerp(z0, z1, 10).reshape(-1, generator.latent_dim)), out / "interpolation.png", nrow=10
         )
-    if not fid_samples:
+    if not eval_samples:
         return
-    n = min(fid_samples, len(real))  # comparable with published CelebA 64x64 figures
+    n = min(eval_samples, len(real))  # comparable with published CelebA 64x64 figures
     z = torch.randn(n, generator.latent_dim, generator=gen).to(device)
 
     def draw() -> torch.Tensor:  # called only when the Inception weights could be loaded
@@ -207,7 +207,7 @@ def main() -> None:
                 r.log(loss_g=steps.g_step(train_g, train_d, opt_g, len(real), autocast=r.autocast, augment=r.augment))
             r.grid(lambda: generator(fixed_noise), nrow=8)
         if r.is_main:
-            final_pictures(generator, faces, r.out, SEED, FID_SAMPLES, INCEPTION_WEIGHTS, EPOCHS)
+            final_pictures(generator, faces, r.out, SEED, EVAL_SAMPLES, INCEPTION_WEIGHTS, EPOCHS)
 
 
 if __name__ == "__main__":

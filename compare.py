@@ -37,7 +37,7 @@ matplotlib.use("Agg")  # headless
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from common import checkpoint, config, page  # noqa: E402
+from common import checkpoint, config, files, page, plots  # noqa: E402
 from common.run_folders import find_runs, read_csv  # noqa: E402
 
 WINDOW = 5  # stability is judged on the last this-many epochs
@@ -210,7 +210,7 @@ def write_markdown(runs: list[dict[str, Any]], path: Path) -> None:
     lines += ["", "## Stability", ""]
     for info in runs:
         lines.append(f"- **{info['run']}** ({info['model']}, {info['dataset']}): {stability(info)}")
-    path.write_text("\n".join(lines) + "\n")
+    files.write_text(path, "\n".join(lines) + "\n", "the comparison table")
 
 
 def write_figure(runs: list[dict[str, Any]], path: Path, per_row: int = 4) -> None:
@@ -229,8 +229,7 @@ def write_figure(runs: list[dict[str, Any]], path: Path, per_row: int = 4) -> No
         epochs = f"{info['epochs']} epochs" if "epochs" in info else "epochs unknown"
         ax.set_title(f"{info['run']}\n{info['model']}, {info['dataset']}, {epochs}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plots.save_figure(fig, path)
 
 
 def choose(argv: list[str]) -> tuple[Path, list[Path] | None]:
@@ -262,8 +261,11 @@ def main(argv: list[str]) -> int:
     if not runs:
         print(f"compare: no runs in {root}/ (a run is a folder with config.json); no table or figure written")
         return 0
-    write_markdown(runs, root / "comparison.md")
-    write_figure(runs, root / "comparison.png")
+    try:
+        write_markdown(runs, root / "comparison.md")
+        write_figure(runs, root / "comparison.png")
+    except files.WriteFailed as exc:  # e.g. a full disk: one line, exit 4, no half-written file left
+        files.fail(exc, "any file it would replace is as it was; rerun after freeing space")
     print(f"compare: {len(runs)} run(s) -> {root / 'comparison.md'}, {root / 'comparison.png'}")
     return 0
 

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
-from common import checkpoint, config, data, device, metrics, plots
+from common import checkpoint, config, data, device, files, metrics, plots
 from common.config import fail
 
 ROOT = Path(__file__).resolve().parent
@@ -200,9 +200,9 @@ def side_by_side(args: argparse.Namespace, dev: torch.device) -> Path:
         rows.append(blur(torch.cat(drawn), args.blur))
         names.append(f"{run_dir.name} ({state['epoch']} ep.)")
     out = Path(args.out) if args.out else Path(args.run_dir[0]).parent / f"label-{args.label}.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npz":
-        np.savez_compressed(out, images=to_uint8(torch.cat(rows)), runs=np.array(names))
+        arrays = {"images": to_uint8(torch.cat(rows)), "runs": np.array(names)}
+        files.write_safely(out, lambda f: np.savez_compressed(f, **arrays), "the images")
     else:
         plots.save_grid(torch.cat(rows), out, nrow=args.n, value_range=(0, 1), row_labels=names)
     print(f"wrote {out}: {args.n} images of class {args.label!r} from each of {len(rows)} runs")
@@ -211,6 +211,14 @@ def side_by_side(args: argparse.Namespace, dev: torch.device) -> Path:
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return generate(args)
+    except files.WriteFailed as exc:  # e.g. a full disk: one line, exit 4, no half-written file left
+        files.fail(exc, "any file it would replace is as it was; rerun after freeing space")
+
+
+def generate(args: argparse.Namespace) -> Path:
+    """Draw what the arguments ask for and write it; returns the file written."""
     dev = device.pick(args.device)
     if len(args.run_dir) > 1:
         return side_by_side(args, dev)
@@ -240,12 +248,11 @@ def main(argv: list[str] | None = None) -> Path:
 
     default_name = "interpolation.png" if args.interpolate else "generated.png"
     out = Path(args.out) if args.out else run_dir / default_name
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npz":
         arrays = {"images": to_uint8(images)}
         if labels is not None:
             arrays["labels"] = labels.numpy().astype(np.int64)
-        np.savez_compressed(out, **arrays)
+        files.write_safely(out, lambda f: np.savez_compressed(f, **arrays), "the images")
     else:
         plots.save_grid(images, out, nrow=nrow, value_range=(0, 1))
     what = "unconditional" if not sampler.n_classes else "all classes"

@@ -9,15 +9,16 @@ after a Ctrl-C "partial" (the step within the next epoch and its running sums). 
 
 from __future__ import annotations
 
-import os
+import errno
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from common import config, distributed
+from common import config, distributed, files
 from common.config import fail
 from common.device import describe, rng_state, set_rng_state
 
@@ -27,14 +28,16 @@ FORMAT = 2  # 1 (no "format" key): written before the run helper; such a run res
 PER_RANK = ("rng", "partial")  # entries each process keeps its own of
 UNTRACKED = ("EPOCHS", "RESUME")  # constants that may change on resume without a note
 IMPLEMENTATION = ("fused", "foreach", "capturable")  # optimizer flags of this run, never of the checkpoint
+_SKIPPED: set[Path] = set()  # unreadable checkpoints already reported by this process
 
 
-def prepare_out_dir(out_dir: str | Path, resume: bool) -> Path:
-    """Create OUT_DIR; with resume off, move an existing run aside (never delete it)."""
+def prepare_out_dir(out_dir: str | Path, resume: bool, unreadable: Sequence[str] = ()) -> Path:
+    """Create OUT_DIR; move an existing run aside (never delete it) with resume off, or when its
+    checkpoints (the `unreadable` names) all fail to load: a run that cannot be resumed is never trained over."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         fail(f"--out_dir={out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not resume:
+    if out.is_dir() and any(out.iterdir()) and (not resume or unreadable):
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(out.stat().st_mtime))
         aside = out.with_name(f"{out.name}-{stamp}")
         n = 1
@@ -45,13 +48,23 @@ def prepare_out_dir(out_dir: str | Path, resume: bool) -> Path:
             out.rename(aside)
         except OSError as exc:  # e.g. a read-only parent folder: the old run stays where it is
             fail(f"cannot move the previous run in --out_dir={out} aside: {exc.strerror or exc}")
-        print(f"--resume=False: moved the previous run in {out} to {aside}")
+        if unreadable:
+            print(
+                f"moved the run in {out} aside to {aside}: none of its checkpoints ({', '.join(unreadable)}) "
+                "can be read, so it cannot be resumed; starting afresh"
+            )
+        else:
+            print(f"--resume=False: moved the previous run in {out} to {aside}")
     try:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # not a bad setting: a full disk, as later on
+            files.fail(
+                files.WriteFailed(f"could not write to --out_dir={out}: {exc.strerror}"), "rerun after freeing space"
+            )
         fail(f"cannot write to --out_dir={out}: {exc.strerror or exc}")
     return out
 
@@ -74,33 +87,10 @@ def save(state: dict[str, Any], folder: str | Path) -> Path:
     loads on any machine: a run trained on a GPU resumes on a Mac or a CPU and the other way round.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    last, tmp = folder / LAST, folder / f".{LAST}.tmp"
     state = to_host(state)
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    # from here on a crash leaves last.pt or previous.pt whole, and load_latest() takes either
-    if last.exists():
-        os.replace(last, folder / PREVIOUS)
-    os.replace(tmp, last)
-    _fsync_folder(folder)
-    return last
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the renames durable too (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    # the one before is renamed previous.pt only once the new one is whole: load_latest() takes either
+    what = f"the checkpoint of epoch {state.get('epoch', '?')}"
+    return files.write_safely(folder / LAST, lambda f: torch.save(state, f), what, keep=folder / PREVIOUS)
 
 
 def read(path: str | Path) -> dict[str, Any]:
@@ -109,7 +99,9 @@ def read(path: str | Path) -> dict[str, Any]:
     Always the CPU: the random states must stay host tensors, and weights and optimizer states
     reach their device through load_state_dict (which leaves Adam's step counters on the host).
     """
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    with warnings.catch_warnings():  # a damaged file: the caller says so in one line of its own
+        warnings.simplefilter("ignore")
+        state = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(state, dict) or "config" not in state:
         raise ValueError("not a checkpoint written by this repo")
     return state
@@ -125,9 +117,17 @@ def load_latest(folder: str | Path) -> dict[str, Any] | None:
         try:
             return read(path)
         except Exception as exc:  # truncated or foreign file: try the older one
-            warnings.warn(f"skipping unreadable checkpoint {path}: {exc}", stacklevel=2)
-            print(f"warning: skipping unreadable checkpoint {path} ({type(exc).__name__})")
+            if path not in _SKIPPED:  # the folder is read at the start and again at the resume: say it once
+                _SKIPPED.add(path)
+                print(f"warning: skipping unreadable checkpoint {path} ({type(exc).__name__})", flush=True)
     return None
+
+
+def unreadable(folder: str | Path) -> list[str]:
+    """The checkpoint files in a folder when there are some and none of them loads, else []."""
+    folder = Path(folder)
+    names = [name for name in (LAST, PREVIOUS) if (folder / name).exists()]
+    return names if names and load_latest(folder) is None else []
 
 
 def check_compatible(saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...]) -> None:
@@ -166,6 +166,7 @@ def resume(folder: Path, cfg: dict[str, Any], shape_keys: tuple[str, ...]) -> di
     state = load_latest(folder)
     if state is None:
         return None
+    state["config"] = config.upgrade(state["config"], cfg)  # e.g. FID_SAMPLES, now EVAL_SAMPLES
     check_resumable(state, cfg, shape_keys, folder / LAST)
     _pick_own(state, cfg)
     saved = state["config"]
@@ -252,29 +253,37 @@ def restore(
 
 def open_folder(
     out: Path, cfg: dict[str, Any], shape_keys: tuple[str, ...], script: str, device: torch.device, speed: str = ""
-) -> None:
+) -> dict[str, Any]:
     """Start a run's folder (rank 0 writes; every process calls it): refuse a checkpoint that does not
-    fit, prepare OUT_DIR (an old run moved aside with RESUME off), print and save config.json (with
-    `speed`, the switches in effect: the config keeps "auto" where it says auto)."""
-    ok = True
+    fit, prepare OUT_DIR (an old run moved aside with RESUME off or with no readable checkpoint), print
+    the config. Returns the facts config.json records beside it (with `speed`, the switches in effect:
+    the config keeps "auto" where it says auto); write_config writes it with the run's first checkpoint."""
+    ok, facts = True, {}
     if distributed.is_main():
         try:
             saved = load_latest(out / "checkpoints") if cfg["RESUME"] else None
             if saved is not None:  # checked first: a refusal (exit 2) leaves the folder as it was
                 check_resumable(saved, cfg, shape_keys, out / "checkpoints")
-            prepare_out_dir(out, cfg["RESUME"])
+            damaged = unreadable(out / "checkpoints") if cfg["RESUME"] and saved is None else []
+            prepare_out_dir(out, cfg["RESUME"], damaged)
             where = describe(device) + (f" x {distributed.world_size()} processes" if distributed.active() else "")
             print(f"{script} on {where}, writing to {out}/")
             print(config.show(cfg), flush=True)
             facts = {"script": script, "torch": torch.__version__, "device": describe(device)}
             facts.update({"speed": speed.removeprefix("speed: ")} if speed else {})
-            config.save(cfg, out / "config.json", {**facts, "world_size": distributed.world_size()})
+            facts["world_size"] = distributed.world_size()
         except SystemExit:  # a one-line error was printed; the other processes must stop too
             if not distributed.active():
                 raise
             ok = False
     if not distributed.broadcast_object(ok):
         raise SystemExit(2)
+    return facts
+
+
+def write_config(out: Path, cfg: dict[str, Any], facts: dict[str, Any]) -> None:
+    """config.json: the settings of the checkpoint just written (so a start that fails leaves the old one)."""
+    config.save(cfg, out / "config.json", facts)
 
 
 def snapshot(

@@ -18,9 +18,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
+from tqdm import tqdm
+
+from common import files
+
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
 _CONST_RE = re.compile(r"^([A-Z][A-Z0-9_]*)\s*(?::[^=]+)?=")
+RENAMED = {
+    "FID_SAMPLES": "EVAL_SAMPLES"
+}  # old constant name -> new: still taken on the command line and from checkpoints
+_SAID: set[str] = set()  # the renames already noted by this process
 OVERRIDDEN = "_overridden"  # the namespace key of the constants set on the command line
 ROOT = Path(__file__).resolve().parents[1]  # where the training scripts live
 AUTO_OR_BOOL = ("AMP", "CHANNELS_LAST", "CUDNN_BENCHMARK", "FUSED_ADAM", "COMPILE")  # speed switches: auto|true|false
@@ -35,7 +43,7 @@ DOCS = {  # each training script's page, named on the last line of its --help an
 
 def fail(message: str) -> NoReturn:
     """Print a one-line error and exit with code 2 (bad input), without a traceback."""
-    print(f"error: {message}", file=sys.stderr)
+    tqdm.write(f"error: {message}", file=sys.stderr)  # on a line of its own, below an open progress bar
     raise SystemExit(2)
 
 
@@ -134,7 +142,7 @@ def parse(
         if not arg.startswith("--") or "=" not in arg:
             fail(f"arguments must look like --name=value, got {arg!r} (see --help)")
         key, raw = arg[2:].split("=", 1)
-        name = key.upper().replace("-", "_")
+        name = upgrade_name(key.upper().replace("-", "_"), defaults)
         if name not in defaults:
             valid = ", ".join(f"--{k.lower()}" for k in defaults)
             fail(f"unknown option --{key}; valid options: {valid}")
@@ -146,6 +154,22 @@ def parse(
     namespace.update(updates)
     namespace[OVERRIDDEN] = tuple(updates)  # what the command line set (e.g. --epochs beats the sample budget)
     return constants(namespace)
+
+
+def upgrade_name(name: str, known: dict[str, Any]) -> str:
+    """The current name of a renamed constant (said once per process), else `name`."""
+    new = RENAMED.get(name)
+    if new is None or new not in known:
+        return name
+    if name not in _SAID:
+        _SAID.add(name)
+        print(f"note: {name} (--{name.lower()}) is now called {new} (--{new.lower()}); the old name still works")
+    return new
+
+
+def upgrade(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """A saved config (a checkpoint's) with its renamed constants under their current names."""
+    return {upgrade_name(key, current): value for key, value in saved.items()}
 
 
 def check_positive(cfg: dict[str, Any], *names: str) -> None:
@@ -176,8 +200,7 @@ def save(cfg: dict[str, Any], path: Path, extra: dict[str, Any] | None = None) -
     """Write the config (lower-case keys) plus `extra` facts to a JSON file."""
     record = {k.lower(): v for k, v in cfg.items()}
     record.update(extra or {})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    files.write_text(path, json.dumps(record, indent=2) + "\n", "the run's settings")
 
 
 def load_script(name: str) -> ModuleType:

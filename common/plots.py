@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
+
+from common import files  # noqa: E402
 
 _LABEL_WIDTH = 84  # pixels of margin for row labels such as "Ankle boot"
 
@@ -64,25 +67,31 @@ def save_grid(
     row_labels: Sequence[str] | None = None,
 ) -> Path:
     """Save a batch of images as one PNG grid (small images are scaled up 2x to be seen)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     scale = 2 if images.shape[-1] <= 32 else 1
-    grid_image(images, nrow, value_range, row_labels, scale).save(path)
-    return path
+    picture = grid_image(images, nrow, value_range, row_labels, scale)
+    return files.write_safely(path, lambda f: picture.save(f, format="PNG"), "an image grid")
 
 
 def write_csv(rows: list[dict], path: str | Path) -> None:
-    """Write a list of dicts (one per epoch) as a CSV file with a header row."""
-    path = Path(path)
+    """Write a list of dicts (one per epoch) as a CSV file with a header row (whole or not at all)."""
     if not rows:
         return
     fields = list(rows[0])
     for row in rows[1:]:
         fields += [k for k in row if k not in fields]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    files.write_text(path, text.getvalue(), "a table of rows")
+
+
+def save_figure(fig: plt.Figure, path: str | Path) -> None:
+    """Save a matplotlib figure as a PNG (whole or not at all) and close it."""
+    try:
+        files.write_safely(path, lambda f: fig.savefig(f, format="png", dpi=100), "a figure")
+    finally:
+        plt.close(fig)
 
 
 def plot_curves(
@@ -105,8 +114,7 @@ def plot_curves(
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def make_gif(frames_dir: str | Path, path: str | Path, duration_ms: int = 400) -> None:
@@ -115,7 +123,13 @@ def make_gif(frames_dir: str | Path, path: str | Path, duration_ms: int = 400) -
     if frames:
         # hold the last frame longer so the final result can be seen
         durations = [duration_ms] * (len(frames) - 1) + [duration_ms * 4]
-        frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+        files.write_safely(
+            path,
+            lambda f: frames[0].save(
+                f, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0
+            ),
+            "the progress GIF",
+        )
 
 
 def latent_scatter(
@@ -146,8 +160,7 @@ def latent_scatter(
     ax.set_title(title)
     ax.legend(markerscale=4, fontsize=8, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def pixel_histogram(real: torch.Tensor, fake: torch.Tensor, path: str | Path, title: str = "") -> None:
@@ -164,8 +177,7 @@ def pixel_histogram(real: torch.Tensor, fake: torch.Tensor, path: str | Path, ti
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_metrics(history: list[dict], path: str | Path) -> None:
@@ -182,8 +194,7 @@ def plot_metrics(history: list[dict], path: str | Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_class_shares(history: list[dict], path: str | Path, classes: Sequence[str]) -> None:
@@ -203,5 +214,4 @@ def plot_class_shares(history: list[dict], path: str | Path, classes: Sequence[s
     ax.set_title("classes drawn, by the evaluator (a band thinning to nothing: a class dying)", fontsize=10)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -29,14 +29,16 @@ def record(
     asked: torch.Tensor | None = None,
     extra: dict[str, float] | None = None,
     plot: bool = True,
+    table: bool = True,
 ) -> dict[str, Any]:
-    """Score one epoch's samples, append the row to `history`, write metrics.csv (and with `plot`,
-    metrics.png, class_shares.png and pixel_histogram.png)."""
+    """Score one epoch's samples, append the row to `history`, write metrics.csv with `table` (a run writes
+    it after its checkpoint instead) and, with `plot`, metrics.png, class_shares.png and pixel_histogram.png."""
     start = time.perf_counter()
     row: dict[str, Any] = {"epoch": epoch, **evaluator.scores(fake, asked), **(extra or {})}
     row["eval_s"] = time.perf_counter() - start
     history[:] = [r for r in history if r["epoch"] != epoch] + [row]
-    plots.write_csv(history, out / "metrics.csv")
+    if table:
+        plots.write_csv(history, out / "metrics.csv")
     if plot:
         draw(history, out, evaluator.classes)
         real = evaluator.reference(row["n"])

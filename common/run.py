@@ -7,7 +7,7 @@
         opt_g = r.adam("opt_g", generator, LR, (BETA1, 0.999))
         fixed_noise = r.fixed("fixed_noise", torch.randn(64, LATENT_DIM))
         train_g = r.wrap(generator)                  # DDP under torchrun, compiled if asked
-        for epoch in r.epochs({"losses": ("loss_g",)}):   # resumes; after each: losses.csv, loss.png, checkpoint
+        for epoch in r.epochs({"losses": ("loss_g",)}):   # resumes; after each: checkpoint, losses.csv, loss.png
             for images, labels in r.batches():       # progress bar; Ctrl-C and NaN checks between steps
                 r.log(loss_g=g_step(...))            # device tensors, summed on the device
             r.grid(lambda: generator(fixed_noise))   # samples/epoch_NNN.png (rank 0)
@@ -24,6 +24,7 @@ before anything of that epoch is written.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -33,9 +34,23 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from common import augment, checkpoint, config, data, distributed, ema, metrics, page, plots, progress, records, steps
+from common import (
+    augment,
+    checkpoint,
+    config,
+    data,
+    distributed,
+    ema,
+    files,
+    metrics,
+    page,
+    plots,
+    progress,
+    records,
+    steps,
+)
 from common.device import keep_rng, seed_all
-from common.guard import Guard, diverged, resume_command
+from common.guard import Guard, collapsed, diverged, resume_command
 from common.speed import Speed
 from common.tally import Tally, first_bad
 
@@ -71,6 +86,10 @@ class Run:
         self.guard = Guard()
         self.epoch = 0
         self._drawn = 0.0  # when loss.png and metrics.png were last drawn
+        self.facts: dict[str, Any] = {}  # what config.json records beside the settings
+        self.saved: str | None = None  # where the last checkpoint written or resumed from stands, in words
+        self.config_written = False  # config.json describes the checkpoint: written with this start's first
+        self.grids: list[Path] = []  # the grids written since that checkpoint
 
     @property
     def cfg(self) -> dict[str, Any]:
@@ -82,6 +101,8 @@ class Run:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.guard.__exit__(kind, exc, tb)
+        if isinstance(exc, files.WriteFailed):  # from anywhere in the run: the script's loop body too
+            self._write_failed(exc)
         if kind is None:
             distributed.barrier()  # every process is done before the process group goes
             distributed.cleanup()
@@ -105,7 +126,9 @@ class Run:
         budget = self._budget()
         if self.is_main:
             print(budget, flush=True)
-        checkpoint.open_folder(self.out, self.cfg, self.shape_keys, self.script, self.device, self.speed.summary)
+        self.facts = checkpoint.open_folder(
+            self.out, self.cfg, self.shape_keys, self.script, self.device, self.speed.summary
+        )
         if ns.get("EVAL_EVERY") and self.is_main and isinstance(loaded, data.Dataset):
             self.evaluator = metrics.Evaluator.for_dataset(loaded, ns["DATA_DIR"], self.device)
         return loaded
@@ -188,7 +211,41 @@ class Run:
         checkpoint.restore(state, self.networks, self.optimizers, self.fixed_tensors)
         self.history, self.metric_history = state["history"], state.get("metrics", [])
         self.epoch = state["epoch"]
+        self.saved = self._where(state)
+        if self.is_main:  # the tables as the checkpoint has them: no row ahead of it (or missing) after a failed write
+            self._write_tables()
         return state.get("partial")
+
+    @staticmethod
+    def _where(state: dict[str, Any]) -> str:
+        """Where a rerun continues from this checkpoint, in words."""
+        if "partial" in state:
+            return f"resumes in epoch {state['epoch'] + 1} after step {state['partial']['step']}"
+        return f"resumes after epoch {state['epoch']}"
+
+    def _write_tables(self) -> None:
+        """losses.csv and metrics.csv from the run's rows (written only after the checkpoint that holds them)."""
+        plots.write_csv(self.history, self.out / "losses.csv")
+        plots.write_csv(self.metric_history, self.out / "metrics.csv")
+
+    def _save(self, state: dict[str, Any]) -> None:
+        """Write a checkpoint (rank 0), then config.json with this start's first one."""
+        checkpoint.save(state, self.out / "checkpoints")
+        self.saved, self.grids = self._where(state), []
+        if not self.config_written:
+            checkpoint.write_config(self.out, self.cfg, self.facts)
+            self.config_written = True
+
+    def _write_failed(self, error: files.WriteFailed) -> None:
+        """A file could not be written: drop this epoch's grids (none ahead of the checkpoint), one line, exit 4."""
+        for path in self.grids:
+            path.unlink(missing_ok=True)
+        then = (
+            f"rerunning after freeing space {self.saved}"
+            if self.saved
+            else "no checkpoint was written: rerunning starts afresh"
+        )
+        files.fail(error, f"the last complete checkpoint and its records are as they were; {then}")
 
     def batches(
         self, transform: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -259,7 +316,9 @@ class Run:
         if self.is_main:
             with steps.eval_mode(list(self.networks.values())):
                 images = draw()
-            plots.save_grid(images, self.out / folder / f"epoch_{self.epoch:03d}.png", **kwargs)
+            path = self.out / folder / f"epoch_{self.epoch:03d}.png"
+            self.grids.append(path)  # removed again if this epoch's checkpoint cannot be written
+            plots.save_grid(images, path, **kwargs)
 
     @property
     def eval_due(self) -> bool:
@@ -280,7 +339,9 @@ class Run:
         with keep_rng(self.device, self.ns["SEED"]), steps.eval_mode(list(self.networks.values())):
             fake, asked = sample()
             more = extra() if extra else None
-        records.record(self.out, self.metric_history, epoch, self.evaluator, fake, asked, more, plot=self._plot_due())
+        # metrics.csv is written after the epoch's checkpoint, which holds the row
+        history, plot = self.metric_history, self._plot_due()
+        records.record(self.out, history, epoch, self.evaluator, fake, asked, more, plot=plot, table=False)
 
     # --- the end of an epoch, a stop, the end of the run ---
 
@@ -310,12 +371,15 @@ class Run:
         state = checkpoint.gather(self._snapshot(self.epoch))
         self.history.append(row)
         if self.is_main:
-            plots.write_csv(self.history, self.out / "losses.csv")
+            state["history"] = self.history
+            self._save(state)  # first: the tables and figures never get ahead of the checkpoint
+            self._write_tables()
             if self._plot_due():
                 self._draw()
-            state["history"] = self.history
-            checkpoint.save(state, self.out / "checkpoints")
             print(progress.epoch_line(row, self.ns["EPOCHS"], self._left()), flush=True)
+            warning = collapsed(row)
+            if warning:
+                tqdm.write(warning, file=sys.stderr)
         if signum:  # a signal during the epoch's grid or evaluation: its checkpoint is whole
             self.guard.exit(self._stopped(f"after epoch {self.epoch}"))
 
@@ -342,7 +406,7 @@ class Run:
         self._check_weights(f"after step {step}")
         state = checkpoint.gather(state)
         if self.is_main:
-            checkpoint.save(state, self.out / "checkpoints")
+            self._save(state)
             self._draw()
             if self.metric_history:  # evaluations since the figures were last drawn
                 records.draw(self.metric_history, self.out, self.classes)

@@ -101,3 +101,13 @@ def test_config_json_records_the_effective_config(tmp_path, mnist_root):
     assert saved["beta"] == 0.5 and saved["epochs"] == 1 and saved["dataset"] == "mnist"
     assert saved["device"].startswith("cpu") and saved["torch"]
     assert re.search(r"^  beta +=  ?0\.5$", result.stdout, re.MULTILINE)  # printed at start too
+
+
+def test_a_renamed_constant_keeps_its_old_name_and_says_so_once(capsys):
+    config._SAID.clear()  # said once per process: from here
+    ns = {"EVAL_SAMPLES": 10000, "EPOCHS": 1}
+    assert config.parse(ns, ["--fid_samples=500"])["EVAL_SAMPLES"] == 500
+    saved = config.upgrade({"FID_SAMPLES": 2000, "EPOCHS": 1}, ns)  # an old checkpoint's config
+    assert saved == {"EVAL_SAMPLES": 2000, "EPOCHS": 1}
+    out = capsys.readouterr().out
+    assert out.count("FID_SAMPLES (--fid_samples) is now called EVAL_SAMPLES") == 1, out

@@ -1,0 +1,73 @@
+"""Every file a run writes: whole or not at all, and a failed write is one line and exit 4.
+
+    files.write_safely(path, lambda f: image.save(f, format="PNG"), "the epoch's grid")
+
+The bytes go to a temporary file beside `path`, are flushed to the disk, and only then renamed over
+`path`: a full disk, a quota or a read-only folder leaves the file as it was, never half written,
+and no temporary file behind. The error says what could not be written, where and why.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, NoReturn
+
+from tqdm import tqdm
+
+WRITE_FAILED = 4  # exit code: a file could not be written (disk full, quota, read-only); nothing complete was lost
+
+
+class WriteFailed(Exception):
+    """A file could not be written; its temporary file is gone and the file before it is as it was."""
+
+
+def write_safely(path: str | Path, write: Callable[[IO[bytes]], object], what: str, keep: Path | None = None) -> Path:
+    """Write `path` through `write(binary file)`, atomically; `keep`: the name the replaced file moves to.
+
+    Raises WriteFailed (with the one line to show) on any OSError, e.g. ENOSPC.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")  # a dot name: never taken for a grid or a run file
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        # from here on a crash leaves the old file or the new one whole
+        if keep is not None and path.exists():
+            os.replace(path, keep)
+        os.replace(tmp, path)
+        fsync_folder(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise WriteFailed(f"could not write {what} to {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+def write_text(path: str | Path, text: str, what: str) -> Path:
+    """write_safely for a text file (UTF-8)."""
+    return write_safely(path, lambda f: f.write(text.encode("utf-8")), what)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make the renames durable too (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fail(error: WriteFailed, then: str) -> NoReturn:
+    """Stop with one line (below any progress bar): what was not written, where, why, then `then`; exit 4."""
+    tqdm.write(f"error: {error}; {then}", file=sys.stderr)
+    raise SystemExit(WRITE_FAILED)

@@ -1,0 +1,170 @@
+"""A full disk and other failed writes: one line, exit 4, no temporary file, nothing complete lost, and
+the rerun resumes; a run that cannot be resumed is moved aside; the collapse warning. DCGAN-MNIST, tiny."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, generate
+from test_faults import ENV, assert_same_run, rows
+
+from common import checkpoint, files, guard
+
+SCRIPT = "DCGAN-MNIST.py"
+TINY = ["--dataset=fake", "--ngf=4", "--ndf=4", "--batch_size=128", "--eval_every=0", "--device=cpu"]
+# the n-th write of a file of that name fails with ENOSPC after a few bytes, as a disk that fills up does
+FILL_UP = """
+import errno, runpy, sys
+from pathlib import Path
+from common import files
+real, calls = files.write_safely, []
+def full(f):
+    f.write(b"partial")
+    raise OSError(errno.ENOSPC, "No space left on device")
+def write_safely(path, write, *args, **kwargs):
+    calls.append(Path(path).name)
+    if calls.count({name!r}) == {n} and Path(path).name == {name!r}:
+        write = full
+    return real(path, write, *args, **kwargs)
+files.write_safely = write_safely
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run(*args: str, fail: tuple[str, int] | None = None) -> subprocess.CompletedProcess:
+    """Run the script to the end; with `fail` (file name, n) the n-th write of that file runs out of space."""
+    code = ["-c", FILL_UP.format(name=fail[0], n=fail[1])] if fail else []
+    return subprocess.run(
+        [sys.executable, *code, str(ROOT / SCRIPT), *TINY, *args],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """The one `error:` line of a run, checked to be alone and without a traceback."""
+    lines = [x for x in result.stderr.replace("\r", "\n").splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def leftovers(out: Path) -> list[Path]:
+    return [p for p in out.rglob("*.tmp")]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """Two uninterrupted epochs."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    result = run("--epochs=2", f"--out_dir={out}")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_disk_full_during_a_checkpoint_keeps_the_last_one_and_the_rerun_resumes(tmp_path, reference):
+    out = tmp_path / "run"
+    result = run("--epochs=2", f"--out_dir={out}", fail=("last.pt", 2))  # epoch 2's checkpoint
+    assert result.returncode == files.WRITE_FAILED, result.stderr
+    line = error_line(result)
+    assert "checkpoint of epoch 2" in line and "No space left on device" in line, line
+    assert "resumes after epoch 1" in line and str(out / "checkpoints" / "last.pt") in line, line
+    assert not leftovers(out)
+    assert checkpoint.read(out / "checkpoints" / "last.pt")["epoch"] == 1
+    assert [r["epoch"] for r in rows(out / "losses.csv")] == ["1"]  # no row ahead of the checkpoint
+    assert not (out / "samples" / "epoch_002.png").exists()  # nor a grid
+    assert (out / "config.json").exists()
+
+    result = run("--epochs=2", f"--out_dir={out}")
+    assert result.returncode == 0, result.stderr
+    assert "after epoch 1" in result.stdout
+    assert_same_run(out, reference)
+
+
+def test_disk_full_on_losses_csv_after_the_checkpoint_rewrites_it_on_resume(tmp_path, reference):
+    out = tmp_path / "run"
+    result = run("--epochs=2", f"--out_dir={out}", fail=("losses.csv", 2))  # after epoch 2's checkpoint
+    assert result.returncode == files.WRITE_FAILED, result.stderr
+    line = error_line(result)
+    assert "losses.csv" in line and "resumes after epoch 2" in line, line
+    assert not leftovers(out)
+    assert [r["epoch"] for r in rows(out / "losses.csv")] == ["1"]  # behind the checkpoint, never ahead
+
+    result = run("--epochs=2", f"--out_dir={out}")
+    assert result.returncode == 0, result.stderr
+    assert_same_run(out, reference)  # the table rewritten from the checkpoint: no row missing or twice
+
+
+def test_generate_on_a_full_disk_leaves_no_file(tmp_path, reference, monkeypatch, capsys):
+    from PIL import Image
+
+    def full(self, fp, *args, **kwargs):
+        fp.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    out = tmp_path / "generated.png"
+    assert generate(reference, "--out", out, "--device=cpu") == files.WRITE_FAILED
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert line.startswith("error: could not write") and str(out) in line and "No space left" in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_whose_checkpoints_are_all_unreadable_is_moved_aside(tmp_path, reference):
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    for name in (checkpoint.LAST, checkpoint.PREVIOUS):
+        path = out / "checkpoints" / name
+        path.write_bytes(path.read_bytes()[:100])
+    damaged = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    result = run("--epochs=1", f"--out_dir={out}")
+    assert result.returncode == 0, result.stderr
+    assert "none of its checkpoints (last.pt, previous.pt) can be read" in result.stdout, result.stdout
+    assert result.stdout.count("skipping unreadable checkpoint") == 2 and "Warning" not in result.stderr
+    (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("run-")]
+    assert {p.relative_to(aside): p.read_bytes() for p in aside.rglob("*") if p.is_file()} == damaged
+    assert checkpoint.read(out / "checkpoints" / "last.pt")["epoch"] == 1  # a fresh run beside it
+
+
+def test_a_failed_resume_leaves_config_json_as_it_was(tmp_path, reference):
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    before = (out / "config.json").read_bytes()
+    result = run("--epochs=3", "--lr=1e30", f"--out_dir={out}")  # diverges at once
+    assert result.returncode == guard.DIVERGED, result.stderr
+    assert (out / "config.json").read_bytes() == before
+
+
+def test_collapse_warning_when_the_discriminator_has_won():
+    # a D that outputs 0 for every fake and 1 for every real: the epoch's means say so
+    assert "the discriminator has won" in guard.collapsed({"epoch": 4, "d_real": 1.0, "d_fake": 0.0})
+    assert guard.collapsed({"epoch": 4, "d_real": 0.99, "d_fake": 0.05}) == ""  # G still gets a gradient
+    assert guard.collapsed({"epoch": 4, "d_real": 0.8, "d_fake": 0.19}) == ""  # a healthy DCGAN-MNIST epoch
+    assert guard.collapsed({"epoch": 4, "train_neg_elbo": 100.0}) == ""  # not a GAN
+
+
+def test_compare_on_a_full_disk_leaves_no_file(tmp_path, reference, monkeypatch, capsys):
+    import compare
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)  # every write is flushed before its rename: each one fails there
+    with pytest.raises(SystemExit) as stopped:
+        compare.main([str(run_dir)])
+    assert stopped.value.code == files.WRITE_FAILED
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert line.startswith("error: could not write the comparison table") and "No space left" in line, line
+    assert not (tmp_path / "comparison.md").exists() and not leftovers(tmp_path)

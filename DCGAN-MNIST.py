@@ -40,7 +40,7 @@ NGF = 64  # generator width: channels of its last hidden layer (the first has 4x
 NDF = 64  # discriminator width: channels of its first layer (the second has 2x)
 # --- optimisation ---
 EPOCHS = 10  # passes over the training set
-SAMPLE_EPOCHS = 40  # epochs on the 4,000-digit sample (offline fallback, --dataset=mnist-sample) unless --epochs is given; 0: EPOCHS
+SAMPLE_EPOCHS = 60  # epochs on the 4,000-digit sample (offline fallback, --dataset=mnist-sample) unless --epochs is given; 0: EPOCHS
 BATCH_SIZE = 128  # images per step (why 128: "Larger batches" in docs/results.md)
 LR = 4e-4  # Adam learning rate of G (2x the paper's 2e-4: measured better at batch 128)
 LR_D = 1.6e-3  # Adam learning rate of D: 4x G's (two time-scale update rule, Heusel et al. 2017; see docs/results.md)

@@ -38,7 +38,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from common import checkpoint, config, files, page, plots  # noqa: E402
-from common.run_folders import find_runs, read_csv  # noqa: E402
+from common.run_folders import best_of, find_runs, read_csv  # noqa: E402
 
 WINDOW = 5  # stability is judged on the last this-many epochs
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # state-dict entries that are not parameters
@@ -52,6 +52,7 @@ COLUMNS = (
     ("parameters", "params"),
     ("FID", "fid"),
     ("FID floor", "fid_floor"),
+    ("best (checkpoints/best.pt)", "best"),
     ("KID", "kid"),
     ("KID floor", "kid_floor"),
     ("IS", "is"),
@@ -112,6 +113,7 @@ def summarize(run: Path) -> dict[str, Any]:
     if scores:
         info.update({k: v for k, v in scores[-1].items() if k != "epoch"})
         info["metrics_epoch"] = int(scores[-1]["epoch"])
+        info["best"] = best_of(scores)
     counts, classes = param_counts(run)
     info["param_counts"], info["classes"] = counts, classes
     info["params"] = ", ".join(f"{name} {_count(n)}" for name, n in counts.items())

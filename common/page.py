@@ -204,6 +204,8 @@ def render(root: Path, runs: list[dict[str, Any]]) -> str:
         _row("samples (fixed noise)", [_grid(r) for r in runs], "samples"),
         _row("scores at epoch", [str(r["scored"]) if r["scored"] else MISSING_SCORES for r in runs]),
     ]
+    if any(r.get("best") for r in runs):  # checkpoints/best.pt's epoch: what generate.py samples
+        rows.append(_row("best", [html.escape(f"best: {r['best']}") if r.get("best") else DASH for r in runs]))
     for name, key, floor in SCORES:
         if any(key in r["final"] for r in runs):
             cells = [

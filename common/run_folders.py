@@ -40,6 +40,16 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def best_of(scores: list[dict[str, Any]]) -> str:
+    """ "epoch N, FID x (last: y)" of metrics.csv rows: the row marked best (best.pt's), else the lowest FID; "" if none."""
+    scored = [r for r in scores if isinstance(r.get("fid"), float) and r["fid"] == r["fid"] and "epoch" in r]
+    if not scored:
+        return ""
+    marked = [r for r in scored if r.get("best") == 1]  # runs from before best.pt have no column: their lowest FID
+    best = marked[-1] if marked else min(scored, key=lambda r: r["fid"])
+    return f"epoch {int(best['epoch'])}, FID {best['fid']:.4g} (last: {scored[-1]['fid']:.4g})"
+
+
 def find_runs(root: Path) -> list[Path]:
     """The sub-folders of root that are runs (they hold config.json), in name order; [] if root is no folder."""
     if not root.is_dir():
@@ -105,6 +115,7 @@ def load_run(run: Path, page_dir: Path) -> dict[str, Any]:
         "time": f' <span class="floor">in {seconds:.0f} s</span>' if seconds else "",
         "final": final,
         "scored": int(scores[-1]["epoch"]) if scores and "epoch" in scores[-1] else None,
+        "best": best_of(scores),
         "grids": grids,
         "files": files,
         "notes": notes,

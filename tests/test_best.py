@@ -7,6 +7,7 @@ import torch
 from conftest import generate, load_script
 
 from common import checkpoint, files, metrics, records
+from common.run_folders import best_of
 
 TINY = ["--dataset=fake", "--ngf=4", "--ndf=4", "--batch_size=256", "--eval_samples=16", "--device=cpu"]
 
@@ -70,6 +71,20 @@ def test_best_follows_the_lowest_fid_and_survives_a_resume(tmp_path, monkeypatch
     assert checkpoint.read(folder / "best.pt")["epoch"] == 5 and written == [1, 2, 5]  # never a worse one
     assert best_column(tmp_path) == {1: 0, 2: 0, 3: 0, 4: 0, 5: 1}
     assert "best: epoch 5, FID 20 (last: 20)" in capsys.readouterr().out
+    compare = load_script("compare.py")
+    assert compare.summarize(tmp_path)["best"] == "epoch 5, FID 20 (last: 20)"
+    assert "best: epoch 5, FID 20 (last: 20)" in (tmp_path.parent / "index.html").read_text()  # the page
+
+
+def test_best_of_reads_the_marked_row_else_the_lowest_fid():
+    marked = [
+        {"epoch": 1.0, "fid": 9.0, "best": 0.0},
+        {"epoch": 2.0, "fid": 5.0, "best": 1.0},
+        {"epoch": 3.0, "fid": 7.0},
+    ]
+    assert best_of(marked) == "epoch 2, FID 5 (last: 7)"
+    old = [{"epoch": 1.0, "fid": 9.0}, {"epoch": 2.0, "fid": 4.0}, {"epoch": 3.0, "fid": 6.0}]  # before best.pt
+    assert best_of(old) == "epoch 2, FID 4 (last: 6)" and best_of([{"epoch": 1.0}]) == ""
 
 
 def test_a_failed_write_of_best_pt_exits_4_and_the_resume_writes_it(tmp_path, monkeypatch, capsys, scripted_fid):

@@ -57,7 +57,11 @@ COLUMNS = (
     ("KID floor", "kid_floor"),
     ("IS", "is"),
     ("IS real", "is_real"),
-    ("coverage", "coverage"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("density", "density"),
+    ("coverage (k-NN)", "coverage"),
+    ("classes covered", "classes_covered"),
     ("label acc", "label_acc"),
     ("label acc real", "label_acc_real"),
     ("region acc", "region_acc"),
@@ -117,8 +121,8 @@ def summarize(run: Path) -> dict[str, Any]:
     counts, classes = param_counts(run)
     info["param_counts"], info["classes"] = counts, classes
     info["params"] = ", ".join(f"{name} {_count(n)}" for name, n in counts.items())
-    if "coverage" in info:
-        info["coverage"] = f"{int(info['coverage'])}/{len(classes) or 10}"
+    if "classes_covered" in info:
+        info["classes_covered"] = f"{int(info['classes_covered'])}/{len(classes) or 10}"
     info["samples"] = last_samples(run)
     return info
 
@@ -178,7 +182,7 @@ def stability(info: dict[str, Any]) -> str:
     train = _trend(losses, "train_neg_elbo")
     if test and train and test[1] > test[0] and train[1] < train[0]:
         notes.append(f"Test negative ELBO rises ({test[0]:.1f} -> {test[1]:.1f}) while train falls: overfitting.")
-    coverage = [(int(r["epoch"]), int(r["coverage"])) for r in scores if "coverage" in r]
+    coverage = [(int(r["epoch"]), int(r["classes_covered"])) for r in scores if "classes_covered" in r]
     if coverage:
         best_epoch, best = max(coverage, key=lambda c: (c[1], -c[0]))
         if coverage[-1][1] < best:

@@ -50,6 +50,7 @@ from common import (
     plots,
     progress,
     records,
+    run_folders,
     steps,
 )
 from common.device import keep_rng, seed_all
@@ -214,7 +215,8 @@ class Run:
         """Put a checkpoint into this run; returns its mid-epoch part, if any."""
         self.averages.fill_missing(state["models"])
         checkpoint.restore(state, self.networks, self.optimizers, self.fixed_tensors)
-        self.history, self.metric_history = state["history"], state.get("metrics", [])
+        self.history = state["history"]
+        self.metric_history = [run_folders.upgrade_row(row) for row in state.get("metrics", [])]  # old names renamed
         self.epoch, self.best = state["epoch"], state.get("best")
         self.saved = self._where(state)
         if self.is_main:  # the tables as the checkpoint has them: no row ahead of it (or missing) after a failed write

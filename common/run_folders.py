@@ -4,6 +4,9 @@ A run is a folder holding config.json. load_run() gathers what the comparison pa
 (common/page.py renders it): its settings, the rows of losses.csv and metrics.csv, its sample grids
 by epoch and links to its files, relative to the page; each missing or unreadable file adds a note
 instead of an error. compare.py reads the same CSV files with read_csv().
+
+metrics.csv files from before precision/recall/density/coverage named the classes drawn at half
+their fair share `coverage`; upgrade_row() renames that column `classes_covered` as they are read.
 """
 
 from __future__ import annotations
@@ -21,6 +24,13 @@ FILES = ("config.json", "losses.csv", "metrics.csv", "checkpoints/last.pt")
 GRID = re.compile(r"epoch_(\d+)\.png")
 
 
+def upgrade_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics row as this version names it: an old `coverage` (classes covered) becomes `classes_covered`."""
+    if "coverage" in row and "classes_covered" not in row:  # both columns exist only in new rows
+        row["classes_covered"] = row.pop("coverage")
+    return row
+
+
 def read_csv(path: Path) -> list[dict[str, Any]]:
     """Rows of a CSV file with numbers parsed (empty cells dropped); [] when the file is missing."""
     if not path.is_file():
@@ -36,7 +46,7 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
                     row[key] = float(value)
                 except ValueError:
                     row[key] = value
-            rows.append(row)
+            rows.append(upgrade_row(row))
     return rows
 
 

@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from common import (
     augment,
+    board,
     checkpoint,
     config,
     data,
@@ -90,6 +91,9 @@ class Run:
         self.best: dict[str, Any] | None = None  # {"epoch", "fid"} of the lowest FID so far, kept in last.pt
         self.new_best: dict[str, Any] | None = None  # this epoch's metrics row when it beat the best: best.pt is due
         self.guard = Guard()
+        self.board: board.Board | None = None  # TensorBoard's writers (rank 0, TENSORBOARD=True)
+        if namespace.get("TENSORBOARD"):
+            board.check()  # a missing package: one line, before any data or training
         self.epoch = 0
         self._drawn = 0.0  # when loss.png and metrics.png were last drawn
         self.facts: dict[str, Any] = {}  # what config.json records beside the settings
@@ -107,6 +111,8 @@ class Run:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.guard.__exit__(kind, exc, tb)
+        if self.board is not None:
+            self.board.close()
         if isinstance(exc, files.WriteFailed):  # from anywhere in the run: the script's loop body too
             self._write_failed(exc)
         if kind is None:
@@ -198,6 +204,9 @@ class Run:
         self.panels = list(panels.items())
         state = checkpoint.resume(self.out / "checkpoints", self.cfg, self.shape_keys) if self.ns["RESUME"] else None
         partial = self._restore(state) if state is not None else None
+        if self.is_main and self.ns.get("TENSORBOARD"):  # from the checkpoint's step on: nothing logged twice
+            done = self.epoch * len(self.data) + (partial["step"] if partial else 0)
+            self.board = board.Board(self.out / "tensorboard", done, self.epoch)
         self.guard.__enter__()  # Ctrl-C / SIGTERM: finish the step, save a checkpoint, exit 130 / 143
         for epoch in range(self.epoch + 1, self.ns["EPOCHS"] + 1):
             self.epoch, self.extra, self.tally = epoch, {}, Tally(self.device)
@@ -305,6 +314,8 @@ class Run:
                 return
             means, signum = self._means(check=True, where=f"by step {step}"), self.guard.signum
         self._read_at = time.perf_counter()
+        if self.board is not None:  # the sums just read, so no sync of its own
+            self.board.running(means, (self.epoch - 1) * len(self.data) + step)
         bar.set_postfix({k: f"{v:.3g}" for k, v in means.items()}, refresh=False)
         if signum:
             self._stop(step)
@@ -394,10 +405,15 @@ class Run:
         self.history.append(row)
         if self.is_main:
             state["history"] = self.history
+            grids = list(self.grids)  # _save forgets them
             self._save(state)  # first: the tables and figures never get ahead of the checkpoint
             if self.new_best is not None:  # after last.pt, which records it: a failed write is repaired on resume
                 checkpoint.save_best(state, self.new_best, self.out / "checkpoints")
             self._write_tables()
+            if self.board is not None:
+                self.board.running(means, self.epoch * len(self.data))
+                scored = next((r for r in self.metric_history if r["epoch"] == self.epoch), None)
+                self.board.epoch(self.epoch, row, scored, grids)
             if self._plot_due():
                 self._draw()
             print(progress.epoch_line(row, self.ns["EPOCHS"], self._left()), flush=True)

@@ -132,3 +132,18 @@ def test_without_evaluation_there_is_no_best_and_the_run_says_so(tmp_path, monke
     assert "after epoch 1, last.pt" in capsys.readouterr().out
     assert generate(tmp_path, "--n=4", "--checkpoint=best") == 2
     assert "use --checkpoint last" in capsys.readouterr().err
+
+
+def test_an_old_run_resumes_with_its_class_count_renamed(tmp_path, monkeypatch, scripted_fid):
+    """Checkpoints from before precision/recall/density/coverage called the classes covered `coverage`."""
+    fids, _ = scripted_fid
+    fids.update({1: 50.0, 2: 40.0})
+    train(monkeypatch, tmp_path, "--epochs=1")
+    last = tmp_path / "checkpoints" / "last.pt"
+    state = checkpoint.read(last)
+    state["metrics"][0]["coverage"] = 7  # as an old run wrote it
+    torch.save(state, last)
+    train(monkeypatch, tmp_path, "--epochs=2")
+    with open(tmp_path / "metrics.csv") as f:
+        first = next(csv.DictReader(f))
+    assert first["classes_covered"] == "7" and not first.get("coverage")

@@ -173,6 +173,7 @@ def test_a_vae_checkpoint_without_class_statistics_says_how_to_fit_them(runs, tm
     state["config"].pop("CONDITIONAL")
     torch.save(state, old / "checkpoints" / "last.pt")
     (old / "checkpoints" / "previous.pt").unlink(missing_ok=True)
+    (old / "checkpoints" / "best.pt").unlink(missing_ok=True)  # nor best.pt: generate.py reads last.pt
     capsys.readouterr()
     assert generate(old, "--label", 8) == 2
     err = capsys.readouterr().err

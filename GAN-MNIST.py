@@ -51,6 +51,7 @@ DETERMINISTIC = False  # only repeatable kernels, so a CUDA resume matches numbe
 DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 OUT_DIR = ""  # empty: outputs/GAN-MNIST (plus -<dataset>, -conditional)
 RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
+TENSORBOARD = False  # also log losses, metrics and grids to OUT_DIR/tensorboard/ (pip install tensorboard)
 SYNC_BN = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
 # --- speed ("auto", True or False each; auto chooses per device and processor: docs/speed.md) ---
 AMP = False  # bf16 autocast of the forward passes and losses (off: 1.07x on a bf16 CPU for these small MLPs)

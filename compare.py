@@ -38,7 +38,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from common import checkpoint, config, files, page, plots  # noqa: E402
-from common.run_folders import find_runs, read_csv  # noqa: E402
+from common.run_folders import best_of, find_runs, read_csv  # noqa: E402
 
 WINDOW = 5  # stability is judged on the last this-many epochs
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # state-dict entries that are not parameters
@@ -52,11 +52,16 @@ COLUMNS = (
     ("parameters", "params"),
     ("FID", "fid"),
     ("FID floor", "fid_floor"),
+    ("best (checkpoints/best.pt)", "best"),
     ("KID", "kid"),
     ("KID floor", "kid_floor"),
     ("IS", "is"),
     ("IS real", "is_real"),
-    ("coverage", "coverage"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("density", "density"),
+    ("coverage (k-NN)", "coverage"),
+    ("classes covered", "classes_covered"),
     ("label acc", "label_acc"),
     ("label acc real", "label_acc_real"),
     ("region acc", "region_acc"),
@@ -112,11 +117,12 @@ def summarize(run: Path) -> dict[str, Any]:
     if scores:
         info.update({k: v for k, v in scores[-1].items() if k != "epoch"})
         info["metrics_epoch"] = int(scores[-1]["epoch"])
+        info["best"] = best_of(scores)
     counts, classes = param_counts(run)
     info["param_counts"], info["classes"] = counts, classes
     info["params"] = ", ".join(f"{name} {_count(n)}" for name, n in counts.items())
-    if "coverage" in info:
-        info["coverage"] = f"{int(info['coverage'])}/{len(classes) or 10}"
+    if "classes_covered" in info:
+        info["classes_covered"] = f"{int(info['classes_covered'])}/{len(classes) or 10}"
     info["samples"] = last_samples(run)
     return info
 
@@ -176,7 +182,7 @@ def stability(info: dict[str, Any]) -> str:
     train = _trend(losses, "train_neg_elbo")
     if test and train and test[1] > test[0] and train[1] < train[0]:
         notes.append(f"Test negative ELBO rises ({test[0]:.1f} -> {test[1]:.1f}) while train falls: overfitting.")
-    coverage = [(int(r["epoch"]), int(r["coverage"])) for r in scores if "coverage" in r]
+    coverage = [(int(r["epoch"]), int(r["classes_covered"])) for r in scores if "classes_covered" in r]
     if coverage:
         best_epoch, best = max(coverage, key=lambda c: (c[1], -c[0]))
         if coverage[-1][1] < best:

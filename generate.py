@@ -1,8 +1,9 @@
 """Sample a trained model without retraining: grids, arrays, chosen classes, interpolations.
 
 Works on the run folder of any training script (VAE, GAN, conditional GAN, DCGAN, CDCGAN,
-DCGAN-CelebA): it reads RUN_DIR/checkpoints/last.pt and rebuilds the model from the config
-saved in it.
+DCGAN-CelebA): it reads RUN_DIR/checkpoints/best.pt (the epoch with the lowest FID; last.pt when
+the run has no best.pt) and rebuilds the model from the config saved in it. `--checkpoint last`
+takes the last epoch, `--checkpoint PATH` any checkpoint file; every output names the epoch drawn.
 
     python generate.py outputs/DCGAN-MNIST                       # 64 samples -> RUN_DIR/generated.png
     python generate.py outputs/CDCGAN-MNIST --label 7 --n 16     # sixteen 7s
@@ -12,6 +13,7 @@ saved in it.
     python generate.py outputs/VAE-MNIST --interpolate           # latent interpolation strips
     python generate.py outputs/GAN-MNIST --blur 0.7              # Gaussian post-filter on the images
     python generate.py outputs/DCGAN-MNIST --score --n 10000     # the repo's metrics of 10,000 fresh samples
+    python generate.py outputs/DCGAN-MNIST --checkpoint last     # the last epoch instead of the best
     python generate.py outputs/CDCGAN-MNIST outputs/VAE-MNIST --label 8 --n 5   # a row of five 8s from each run
 
 `--label` works on conditional models (the class is given to the generator or decoder) and on the
@@ -162,6 +164,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--score", action="store_true", help="score --n fresh samples with the repo's metrics")
     parser.add_argument("--data_dir", help="with --score: where the data set is (default: the run's DATA_DIR)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    parser.add_argument(
+        "--checkpoint",
+        help="best (lowest FID) | last | a checkpoint file; default best where the run has one, else last",
+    )
     args = parser.parse_args(argv)
     if args.n <= 0 or args.steps < 2:
         fail("--n must be positive and --steps at least 2")
@@ -174,22 +180,41 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def open_run(run_dir: Path, dev: torch.device) -> tuple[dict, Sampler]:
-    """A run folder's latest checkpoint and its sampler; exit with one line if there is none."""
+def open_run(run_dir: Path, dev: torch.device, which: str | None = None) -> tuple[dict, Sampler]:
+    """A run folder's checkpoint (`which`: best, last or a file; None: best where there is one, else last) and its
+    sampler; state["source"] says which it is, in words. Exit with one line if there is none."""
     if not run_dir.is_dir():
         fail(f"{run_dir} is not a folder; pass a run folder such as outputs/DCGAN-MNIST")
     folder = run_dir / "checkpoints"
-    if not any(folder.glob("*.pt")):
-        fail(f"no checkpoint in {folder}; train first, e.g. python DCGAN-MNIST.py")
-    state = checkpoint.load_latest(folder)
+    best = folder / checkpoint.BEST
+    if which not in (None, "best", "last"):  # a file
+        try:
+            state = checkpoint.read(which)
+        except Exception as exc:
+            fail(f"--checkpoint {which} is not a readable checkpoint of this repo ({type(exc).__name__})")
+        source = str(which)
+    elif which == "best" or (which is None and best.exists()):
+        if not best.exists():
+            fail(f"no {best}: the run never evaluated (EVAL_EVERY=0 or dataset fake); use --checkpoint last")
+        try:
+            state = checkpoint.read(best)
+        except Exception as exc:
+            fail(f"{best} is not readable ({type(exc).__name__}); use --checkpoint last")
+        source = f"best.pt (lowest FID {state['scores']['fid']:.4g})"
+    else:
+        if not any(folder.glob("*.pt")):
+            fail(f"no checkpoint in {folder}; train first, e.g. python DCGAN-MNIST.py")
+        state = checkpoint.load_latest(folder)
+        source = "last.pt"
     if state is None or "models" not in state:
         fail(f"{folder} holds no readable checkpoint of this repo")
+    state["source"] = source
     return state, Sampler(state, dev, run_dir)
 
 
 def side_by_side(args: argparse.Namespace, dev: torch.device) -> Path:
     """--n images of the --label class from each of several runs, one labelled row per run, in one grid."""
-    opened = {run_dir: open_run(run_dir, dev) for run_dir in map(Path, args.run_dir)}
+    opened = {run_dir: open_run(run_dir, dev, args.checkpoint) for run_dir in map(Path, args.run_dir)}
     if len({tuple(state["image_shape"]) for state, _ in opened.values()}) > 1:
         fail("the runs draw images of different shapes; pick runs of one data set")
     rows, names = [], []
@@ -223,7 +248,7 @@ def generate(args: argparse.Namespace) -> Path:
     if len(args.run_dir) > 1:
         return side_by_side(args, dev)
     run_dir = Path(args.run_dir[0])
-    state, sampler = open_run(run_dir, dev)
+    state, sampler = open_run(run_dir, dev, args.checkpoint)
     label = sampler.parse_label(args.label) if args.label is not None else None
     if args.score:
         return score(run_dir, state, sampler, args, dev)
@@ -258,7 +283,7 @@ def generate(args: argparse.Namespace) -> Path:
     what = "unconditional" if not sampler.n_classes else "all classes"
     if label is not None:
         what = f"class {sampler.classes[label]!r}" + ("" if sampler.n_classes else ", from its latent region")
-    print(f"wrote {out}: {len(images)} images ({what}) from {run_dir} after epoch {state['epoch']}")
+    print(f"wrote {out}: {len(images)} images ({what}) from {run_dir} after epoch {state['epoch']}, {state['source']}")
     return out
 
 
@@ -275,7 +300,7 @@ def score(run_dir: Path, state: dict, sampler: Sampler, args: argparse.Namespace
     evaluator = metrics.Evaluator.for_dataset(ds, data_dir, dev)
     z, labels = metrics.eval_noise(args.n, sampler.latent_dim, sampler.n_classes, "cpu", args.seed)
     fake = torch.cat([sampler(zb, lb) for zb, lb in _chunks(z, labels)])
-    row = {"epoch": state["epoch"], "seed": args.seed, **evaluator.scores(fake, labels)}
+    row = {"epoch": state["epoch"], "checkpoint": state["source"], "seed": args.seed, **evaluator.scores(fake, labels)}
     if sampler.latents:  # an unconditional VAE: also its classes drawn from their latent regions
         row.update(sampler.module.region_scores(sampler.vae, sampler.latents, args.n, args.seed, evaluator))
     elif sampler.vae is not None and not sampler.n_classes:
@@ -295,9 +320,11 @@ def score(run_dir: Path, state: dict, sampler: Sampler, args: argparse.Namespace
         if f"{name}_acc" in row
     )
     print(
-        f"{run_dir} after epoch {state['epoch']}, {row['n']} samples: FID {row['fid']:.3g} (floor {row['fid_floor']:.3g})"
-        f"  KID {row['kid']:.3g}  IS {row['is']:.3g} (real {row['is_real']:.3g})  coverage {row['coverage']}/"
-        f"{len(ds.classes)}  class shares {min(shares):.1%}-{max(shares):.1%}{accuracy}; appended to {path}"
+        f"{run_dir} after epoch {state['epoch']} ({state['source']}), {row['n']} samples: FID {row['fid']:.3g} (floor {row['fid_floor']:.3g})"
+        f"  KID {row['kid']:.3g}  IS {row['is']:.3g} (real {row['is_real']:.3g})"
+        + "  precision {precision:.3f} recall {recall:.3f} density {density:.3f} coverage {coverage:.3f}".format(**row)
+        + " (floors {precision_floor:.3f} {recall_floor:.3f} {density_floor:.3f} {coverage_floor:.3f})".format(**row)
+        + f"  classes covered {row['classes_covered']}/{len(ds.classes)}  class shares {min(shares):.1%}-{max(shares):.1%}{accuracy}; appended to {path}"
     )
     return path
 

@@ -22,10 +22,23 @@ from pathlib import Path
 
 from common import plots
 from common.config import ROOT, fail
+from common.run_folders import upgrade_row
 
 SCRIPTS = ("VAE-MNIST.py", "GAN-MNIST.py", "DCGAN-MNIST.py", "CDCGAN-MNIST.py", "DCGAN-CelebA.py")
 # seeds.md columns (region_acc: the unconditional VAE's classes drawn from their latent regions)
-SHOWN = ("fid", "fid_floor", "kid", "is", "coverage", "label_acc", "region_acc", "test_neg_elbo", "test_iwae")
+SHOWN = (
+    "fid",
+    "fid_floor",
+    "kid",
+    "is",
+    "classes_covered",
+    "precision",
+    "recall",
+    "label_acc",
+    "region_acc",
+    "test_neg_elbo",
+    "test_iwae",
+)
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -58,7 +71,7 @@ def last_metrics(run: Path) -> dict[str, float]:
         return {}
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {k: float(v) for k, v in (rows[-1] if rows else {}).items() if v not in ("", None)}
+    return upgrade_row({k: float(v) for k, v in (rows[-1] if rows else {}).items() if v not in ("", None)})
 
 
 def summarize(rows: list[dict[str, float]]) -> list[dict[str, float | str]]:

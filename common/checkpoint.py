@@ -3,8 +3,13 @@
 A checkpoint is one dict: "format", "config" (the constants), "script", "image_shape", "classes",
 "epoch" (complete epochs), "models" and "optimizers" (state dicts by name), the fixed tensors by
 name (e.g. "fixed_noise"), "rng", "history" (losses.csv rows), "metrics" (metrics.csv rows), and
-after a Ctrl-C "partial" (the step within the next epoch and its running sums). Under torchrun
-"rng" and "partial" hold every process's own ({"per_rank": [...]}) and "world_size" is set.
+after a Ctrl-C "partial" (the step within the next epoch and its running sums), and "best" (the
+epoch and FID of the lowest FID so far, or None). Under torchrun "rng" and "partial" hold every
+process's own ({"per_rank": [...]}) and "world_size" is set.
+
+best.pt, beside last.pt, is the checkpoint of the epoch with the lowest FID so far: the same dict
+less what only a resume needs (optimizers, random states, partial sums), plus "scores" (that
+epoch's metrics.csv row). generate.py samples it by default.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from common.device import describe, rng_state, set_rng_state
 
 LAST = "last.pt"
 PREVIOUS = "previous.pt"
+BEST = "best.pt"
+RESUME_ONLY = ("optimizers", "rng", "partial", "world_size")  # what best.pt leaves out: no run resumes from it
 FORMAT = 2  # 1 (no "format" key): written before the run helper; such a run resumes only from an epoch's end
 PER_RANK = ("rng", "partial")  # entries each process keeps its own of
 UNTRACKED = ("EPOCHS", "RESUME")  # constants that may change on resume without a note
@@ -91,6 +98,22 @@ def save(state: dict[str, Any], folder: str | Path) -> Path:
     # the one before is renamed previous.pt only once the new one is whole: load_latest() takes either
     what = f"the checkpoint of epoch {state.get('epoch', '?')}"
     return files.write_safely(folder / LAST, lambda f: torch.save(state, f), what, keep=folder / PREVIOUS)
+
+
+def save_best(state: dict[str, Any], scores: dict[str, Any], folder: str | Path) -> Path:
+    """Write folder/best.pt atomically: `state` (an epoch's checkpoint) less its resume-only entries, plus `scores`."""
+    best = {key: value for key, value in to_host(state).items() if key not in RESUME_ONLY}
+    best["scores"] = dict(scores)
+    what = f"the best checkpoint (epoch {state.get('epoch', '?')})"
+    return files.write_safely(Path(folder) / BEST, lambda f: torch.save(best, f), what)
+
+
+def best_epoch(folder: str | Path) -> int | None:
+    """The epoch folder/best.pt holds, or None when it is missing or unreadable."""
+    try:
+        return read(Path(folder) / BEST)["epoch"] if (Path(folder) / BEST).exists() else None
+    except Exception:  # damaged: as good as missing, it is written again
+        return None
 
 
 def read(path: str | Path) -> dict[str, Any]:

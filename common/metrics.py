@@ -1,11 +1,13 @@
-"""How good are the samples? Classifier-based FID, KID and Inception Score, mode coverage, pixel statistics.
+"""How good are the samples? Classifier-based FID, KID, Inception Score, precision/recall/density/coverage,
+classes covered, pixel statistics.
 
 No Inception network is needed for the MNIST family: a small CNN classifier scores the samples.
 MNIST and the real-digit sample use the one shipped in common/mnist_classifier.pt (trained on
 full MNIST's training split less the sample's digits, 99.3% on MNIST's test digits); other data sets
 get one trained once on their training split (fixed seed, a few epochs). Either is cached in
 DATA_DIR/evaluators/<dataset>.pt with its test accuracy on the run's test split. Its penultimate layer is the feature space of FID and KID and its logits give the
-Inception Score, all computed by torchmetrics. Every score is written beside its real-versus-real
+Inception Score, all computed by torchmetrics; the same features give precision, recall, density and
+coverage (common/prdc.py, k = 5). Every score is written beside its real-versus-real
 floor (train split against test split, same number of images), so a number can be read.
 
     evaluator = metrics.Evaluator.for_dataset(ds, DATA_DIR, device)    # None for dataset "fake"
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from common import classifier as classifier_lib  # the shipped file's path is read at call time (tests move it)
-from common import data
+from common import data, prdc
 from common.classifier import CHUNK, FEATURES, Classifier, Penultimate, batched, train_classifier
 from common.device import keep_rng
 from common.scores import class_coverage, class_shares, label_accuracy, pixel_entropy
@@ -39,6 +41,7 @@ VERSION = 3  # bump when the classifier or its training changes: cached evaluato
 KID_SUBSET = 1000  # images per KID subset (fewer when fewer are given)
 KID_SUBSETS = 20  # KID is averaged over this many random subsets
 IS_SPLITS = 10  # the Inception Score is averaged over this many splits
+PRDC = ("precision", "recall", "density", "coverage")  # the k-NN scores (common/prdc.py), each with a _floor
 
 
 def eval_noise(
@@ -230,7 +233,7 @@ class Evaluator:
 
     def floor(self, n: int) -> dict[str, float]:
         """Real-versus-real scores for n images (training split against test split), cached with the evaluator."""
-        if n not in self.floors:
+        if "coverage_floor" not in self.floors.get(n, {}):  # none yet, or cached before precision/recall/...
             with keep_rng(self.device, 0):
                 test = data.to_unit(self.test.images[:n])
                 test_features, test_logits = self.outputs(test)
@@ -245,6 +248,8 @@ class Evaluator:
                     "entropy_real": pixel_entropy(test).mean().item(),
                     "n_floor": len(test),
                 }
+                real_vs_real = prdc.scores(self._reference_features(n), test_features)
+                self.floors[n].update({f"{key}_floor": value for key, value in real_vs_real.items()})
             self.save()
         return self.floors[n]
 
@@ -273,6 +278,7 @@ class Evaluator:
                 "kid": kid.compute()[0].item(),
                 "is": self._inception_score(logits),
             }
+            row.update(prdc.scores(self._reference_features(n), features))  # the same real images as FID's
         floor = self.floor(n)
         pred = logits.argmax(1)
         covered, kl = class_coverage(pred, len(self.classes))
@@ -280,12 +286,13 @@ class Evaluator:
             fid_floor=floor["fid_floor"],
             kid_floor=floor["kid_floor"],
             is_real=floor["is_real"],
-            coverage=covered,
+            classes_covered=covered,
             kl_uniform=kl,
             entropy=pixel_entropy(fake).mean().item(),
             entropy_real=floor["entropy_real"],
             evaluator_acc=self.accuracy,
         )
+        row.update({f"{key}_floor": floor[f"{key}_floor"] for key in PRDC})
         row.update({f"share_{k}": share for k, share in enumerate(class_shares(pred, len(self.classes)))})
         if asked is not None:
             mean, per_class = label_accuracy(pred, asked[:n], len(self.classes))

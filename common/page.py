@@ -26,7 +26,11 @@ SCORES = (  # (row title, metrics.csv column, its real-data floor)
     ("FID", "fid", "fid_floor"),
     ("KID", "kid", "kid_floor"),
     ("IS", "is", "is_real"),
-    ("class coverage", "coverage", None),
+    ("precision (k-NN)", "precision", "precision_floor"),
+    ("recall (k-NN)", "recall", "recall_floor"),
+    ("density (k-NN)", "density", "density_floor"),
+    ("coverage (k-NN)", "coverage", "coverage_floor"),
+    ("classes covered", "classes_covered", None),
     ("label accuracy", "label_acc", "label_acc_real"),
     ("test neg. ELBO", "test_neg_elbo", None),
     ("test IWAE", "test_iwae", None),
@@ -104,7 +108,7 @@ def _score(key: str, floor: str | None, final: dict[str, Any], n_classes: int) -
     value, percent = final.get(key), key.startswith("label_acc")
     if not isinstance(value, float):
         return DASH
-    if key == "coverage":
+    if key == "classes_covered":
         return f"{value:.0f}/{n_classes}"
     text = f"{value:.1%}" if percent else _value(value)
     if floor and isinstance(final.get(floor), float):
@@ -204,6 +208,8 @@ def render(root: Path, runs: list[dict[str, Any]]) -> str:
         _row("samples (fixed noise)", [_grid(r) for r in runs], "samples"),
         _row("scores at epoch", [str(r["scored"]) if r["scored"] else MISSING_SCORES for r in runs]),
     ]
+    if any(r.get("best") for r in runs):  # checkpoints/best.pt's epoch: what generate.py samples
+        rows.append(_row("best", [html.escape(f"best: {r['best']}") if r.get("best") else DASH for r in runs]))
     for name, key, floor in SCORES:
         if any(key in r["final"] for r in runs):
             cells = [

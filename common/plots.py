@@ -24,7 +24,9 @@ METRIC_PANELS = (  # metrics.png: a panel per metric, with its real-data floor
     ("FID (classifier features)", ("fid", "fid_floor")),
     ("KID (classifier features)", ("kid", "kid_floor")),
     ("Inception Score (classifier)", ("is", "is_real")),
-    ("classes covered / label accuracy", ("coverage", "label_acc", "label_acc_real", "region_acc")),
+    ("precision / recall (k-NN, k=5)", ("precision", "precision_floor", "recall", "recall_floor")),
+    ("density / coverage (k-NN, k=5)", ("density", "density_floor", "coverage", "coverage_floor")),
+    ("classes covered / label accuracy", ("classes_covered", "label_acc", "label_acc_real", "region_acc")),
     ("mean pixel entropy (bits)", ("entropy", "entropy_real")),
     ("negative ELBO / IWAE (nats)", ("test_neg_elbo", "test_iwae")),
 )

@@ -48,7 +48,9 @@ def record(
         f"fid {row['fid']:.3g} (floor {row['fid_floor']:.3g})",
         f"kid {row['kid']:.3g} (floor {row['kid_floor']:.2g})",
         f"is {row['is']:.3g} (real {row['is_real']:.3g})",
-        f"coverage {row['coverage']}/{len(evaluator.classes)}",
+        "precision {precision:.2f} recall {recall:.2f} density {density:.2f} coverage {coverage:.2f}".format(**row)
+        + " (floors {precision_floor:.2f} {recall_floor:.2f} {density_floor:.2f} {coverage_floor:.2f})".format(**row),
+        f"classes {row['classes_covered']}/{len(evaluator.classes)}",
         f"class shares {min(shares):.0%}-{max(shares):.0%}",
     ]
     if "label_acc" in row:

@@ -11,7 +11,7 @@
             for images, labels in r.batches():       # progress bar; Ctrl-C and NaN checks between steps
                 r.log(loss_g=g_step(...))            # device tensors, summed on the device
             r.grid(lambda: generator(fixed_noise))   # samples/epoch_NNN.png (rank 0)
-            r.evaluate(lambda: sample(generator))    # metrics.csv every EVAL_EVERY epochs (rank 0)
+            r.evaluate(lambda: sample(generator))    # metrics.csv every EVAL_EVERY epochs (rank 0); best.pt
 
 The module globals stay the one source of the settings (the constants block, after overrides):
 the run reads them from the script's namespace. No host sync in the steps: `log` adds device
@@ -19,6 +19,9 @@ tensors to device sums, which are read (one sync) at most every LOG_SECONDS in a
 every SYNC_STEPS steps under torchrun (one collective that also agrees on Ctrl-C and NaN), and at
 the end of each epoch. A sum that is not finite means a step was not: the run stops with exit 3
 before anything of that epoch is written.
+
+checkpoints/best.pt is the epoch with the lowest FID so far, written after that epoch's last.pt
+(which records it as "best", so a resume keeps it); metrics.csv marks its row with best = 1.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from tqdm import tqdm
 
 from common import (
     augment,
+    board,
     checkpoint,
     config,
     data,
@@ -47,6 +51,7 @@ from common import (
     plots,
     progress,
     records,
+    run_folders,
     steps,
 )
 from common.device import keep_rng, seed_all
@@ -56,7 +61,7 @@ from common.tally import Tally, first_bad
 
 LOG_SECONDS = 0.5  # a single process reads its running sums (one host sync) at most this often
 SYNC_STEPS = 25  # under torchrun, the processes agree on Ctrl-C and NaN every this many steps
-PLOT_SECONDS = 30.0  # loss.png and metrics.png are redrawn at most this often (and at the end): ~0.7 s a drawing on 2 CPU cores
+PLOT_SECONDS = 30.0  # loss.png, metrics.png redrawn at most this often (and at the end): ~0.7 s a drawing on 2 cores
 
 
 class Run:
@@ -83,7 +88,12 @@ class Run:
         self.metric_history: list[dict] = []
         self.classes: tuple[str, ...] = ()
         self.evaluator: metrics.Evaluator | None = None
+        self.best: dict[str, Any] | None = None  # {"epoch", "fid"} of the lowest FID so far, kept in last.pt
+        self.new_best: dict[str, Any] | None = None  # this epoch's metrics row when it beat the best: best.pt is due
         self.guard = Guard()
+        self.board: board.Board | None = None  # TensorBoard's writers (rank 0, TENSORBOARD=True)
+        if namespace.get("TENSORBOARD"):
+            board.check()  # a missing package: one line, before any data or training
         self.epoch = 0
         self._drawn = 0.0  # when loss.png and metrics.png were last drawn
         self.facts: dict[str, Any] = {}  # what config.json records beside the settings
@@ -101,6 +111,8 @@ class Run:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.guard.__exit__(kind, exc, tb)
+        if self.board is not None:
+            self.board.close()
         if isinstance(exc, files.WriteFailed):  # from anywhere in the run: the script's loop body too
             self._write_failed(exc)
         if kind is None:
@@ -192,10 +204,13 @@ class Run:
         self.panels = list(panels.items())
         state = checkpoint.resume(self.out / "checkpoints", self.cfg, self.shape_keys) if self.ns["RESUME"] else None
         partial = self._restore(state) if state is not None else None
+        if self.is_main and self.ns.get("TENSORBOARD"):  # from the checkpoint's step on: nothing logged twice
+            done = self.epoch * len(self.data) + (partial["step"] if partial else 0)
+            self.board = board.Board(self.out / "tensorboard", done, self.epoch)
         self.guard.__enter__()  # Ctrl-C / SIGTERM: finish the step, save a checkpoint, exit 130 / 143
         for epoch in range(self.epoch + 1, self.ns["EPOCHS"] + 1):
             self.epoch, self.extra, self.tally = epoch, {}, Tally(self.device)
-            self.skip, self.spent = 0, 0.0
+            self.skip, self.spent, self.new_best = 0, 0.0, None
             if partial is not None:  # stopped inside this epoch: the steps done and their sums
                 self.skip, self.spent = partial["step"], partial["seconds"]
                 self.tally, partial = Tally(self.device, partial["sums"], partial["counts"]), None
@@ -209,12 +224,23 @@ class Run:
         """Put a checkpoint into this run; returns its mid-epoch part, if any."""
         self.averages.fill_missing(state["models"])
         checkpoint.restore(state, self.networks, self.optimizers, self.fixed_tensors)
-        self.history, self.metric_history = state["history"], state.get("metrics", [])
-        self.epoch = state["epoch"]
+        self.history = state["history"]
+        self.metric_history = [run_folders.upgrade_row(row) for row in state.get("metrics", [])]  # old names renamed
+        self.epoch, self.best = state["epoch"], state.get("best")
         self.saved = self._where(state)
         if self.is_main:  # the tables as the checkpoint has them: no row ahead of it (or missing) after a failed write
             self._write_tables()
+            self._repair_best(state)
         return state.get("partial")
+
+    def _repair_best(self, state: dict[str, Any]) -> None:
+        """Write best.pt again when the checkpoint's best is its own epoch and best.pt is not: its write failed."""
+        folder = self.out / "checkpoints"
+        if self.best is None or "partial" in state or self.best["epoch"] != state["epoch"]:
+            return  # mid-epoch weights are not the best epoch's; an older best is whole (its write came before)
+        if checkpoint.best_epoch(folder) != self.best["epoch"]:
+            row = next((r for r in self.metric_history if r["epoch"] == self.best["epoch"]), self.best)
+            checkpoint.save_best(state, row, folder)
 
     @staticmethod
     def _where(state: dict[str, Any]) -> str:
@@ -225,6 +251,8 @@ class Run:
 
     def _write_tables(self) -> None:
         """losses.csv and metrics.csv from the run's rows (written only after the checkpoint that holds them)."""
+        for row in self.metric_history:  # best = 1 on the row of best.pt's epoch, the lowest FID so far
+            row["best"] = int(self.best is not None and row["epoch"] == self.best["epoch"])
         plots.write_csv(self.history, self.out / "losses.csv")
         plots.write_csv(self.metric_history, self.out / "metrics.csv")
 
@@ -286,6 +314,8 @@ class Run:
                 return
             means, signum = self._means(check=True, where=f"by step {step}"), self.guard.signum
         self._read_at = time.perf_counter()
+        if self.board is not None:  # the sums just read, so no sync of its own
+            self.board.running(means, (self.epoch - 1) * len(self.data) + step)
         bar.set_postfix({k: f"{v:.3g}" for k, v in means.items()}, refresh=False)
         if signum:
             self._stop(step)
@@ -341,13 +371,16 @@ class Run:
             more = extra() if extra else None
         # metrics.csv is written after the epoch's checkpoint, which holds the row
         history, plot = self.metric_history, self._plot_due()
-        records.record(self.out, history, epoch, self.evaluator, fake, asked, more, plot=plot, table=False)
+        row = records.record(self.out, history, epoch, self.evaluator, fake, asked, more, plot=plot, table=False)
+        if math.isfinite(row["fid"]) and (self.best is None or row["fid"] < self.best["fid"]):
+            self.best, self.new_best = {"epoch": epoch, "fid": row["fid"]}, row  # best.pt follows this epoch's last.pt
 
     # --- the end of an epoch, a stop, the end of the run ---
 
     def _snapshot(self, done: int) -> dict[str, Any]:
         """Everything a resume needs, after `done` complete epochs (see common/checkpoint.py)."""
         run = {"config": self.cfg, "script": self.script, "image_shape": self.image_shape, "classes": self.classes}
+        run["best"] = self.best
         kept = {"models": self.networks, "optimizers": self.optimizers, "fixed": self.fixed_tensors}
         return checkpoint.snapshot(run, done, **kept, history=self.history, metrics=self.metric_history)
 
@@ -372,8 +405,15 @@ class Run:
         self.history.append(row)
         if self.is_main:
             state["history"] = self.history
+            grids = list(self.grids)  # _save forgets them
             self._save(state)  # first: the tables and figures never get ahead of the checkpoint
+            if self.new_best is not None:  # after last.pt, which records it: a failed write is repaired on resume
+                checkpoint.save_best(state, self.new_best, self.out / "checkpoints")
             self._write_tables()
+            if self.board is not None:
+                self.board.running(means, self.epoch * len(self.data))
+                scored = next((r for r in self.metric_history if r["epoch"] == self.epoch), None)
+                self.board.epoch(self.epoch, row, scored, grids)
             if self._plot_due():
                 self._draw()
             print(progress.epoch_line(row, self.ns["EPOCHS"], self._left()), flush=True)
@@ -421,4 +461,13 @@ class Run:
         """After the last epoch (which drew every figure): the progress GIF and one line."""
         if self.is_main:
             plots.make_gif(self.out / "samples", self.out / "progress.gif")
+            print(self._best_line(), flush=True)
             print(f"Done: {self.out}/")
+
+    def _best_line(self) -> str:
+        """The run's best epoch by FID and the last evaluation's FID, or why there is no best.pt."""
+        if self.best is None:
+            why = "evaluation is off (EVAL_EVERY=0)" if not self.ns.get("EVAL_EVERY") else "no evaluation scored FID"
+            return f"best: none, {why}: no checkpoints/best.pt, generate.py samples last.pt"
+        last = next((r["fid"] for r in reversed(self.metric_history) if "fid" in r), math.nan)
+        return f"best: epoch {self.best['epoch']}, FID {self.best['fid']:.4g} (last: {last:.4g}) in checkpoints/best.pt"

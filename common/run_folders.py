@@ -4,6 +4,9 @@ A run is a folder holding config.json. load_run() gathers what the comparison pa
 (common/page.py renders it): its settings, the rows of losses.csv and metrics.csv, its sample grids
 by epoch and links to its files, relative to the page; each missing or unreadable file adds a note
 instead of an error. compare.py reads the same CSV files with read_csv().
+
+metrics.csv files from before precision/recall/density/coverage named the classes drawn at half
+their fair share `coverage`; upgrade_row() renames that column `classes_covered` as they are read.
 """
 
 from __future__ import annotations
@@ -21,6 +24,13 @@ FILES = ("config.json", "losses.csv", "metrics.csv", "checkpoints/last.pt")
 GRID = re.compile(r"epoch_(\d+)\.png")
 
 
+def upgrade_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics row as this version names it: an old `coverage` (classes covered) becomes `classes_covered`."""
+    if "coverage" in row and "classes_covered" not in row:  # both columns exist only in new rows
+        row["classes_covered"] = row.pop("coverage")
+    return row
+
+
 def read_csv(path: Path) -> list[dict[str, Any]]:
     """Rows of a CSV file with numbers parsed (empty cells dropped); [] when the file is missing."""
     if not path.is_file():
@@ -36,8 +46,18 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
                     row[key] = float(value)
                 except ValueError:
                     row[key] = value
-            rows.append(row)
+            rows.append(upgrade_row(row))
     return rows
+
+
+def best_of(scores: list[dict[str, Any]]) -> str:
+    """ "epoch N, FID x (last: y)" of metrics.csv rows: the row marked best (best.pt's), else the lowest FID; "" if none."""
+    scored = [r for r in scores if isinstance(r.get("fid"), float) and r["fid"] == r["fid"] and "epoch" in r]
+    if not scored:
+        return ""
+    marked = [r for r in scored if r.get("best") == 1]  # runs from before best.pt have no column: their lowest FID
+    best = marked[-1] if marked else min(scored, key=lambda r: r["fid"])
+    return f"epoch {int(best['epoch'])}, FID {best['fid']:.4g} (last: {scored[-1]['fid']:.4g})"
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -105,6 +125,7 @@ def load_run(run: Path, page_dir: Path) -> dict[str, Any]:
         "time": f' <span class="floor">in {seconds:.0f} s</span>' if seconds else "",
         "final": final,
         "scored": int(scores[-1]["epoch"]) if scores and "epoch" in scores[-1] else None,
+        "best": best_of(scores),
         "grids": grids,
         "files": files,
         "notes": notes,

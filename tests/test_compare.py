@@ -39,9 +39,8 @@ def test_runs_write_metrics_files(runs):
             with Image.open(outputs / name / picture) as im:
                 assert im.size[0] > 300
         (row,) = rows(outputs / name / "metrics.csv")
-        assert {"fid", "fid_floor", "kid", "kid_floor", "is", "is_real", "coverage", "entropy", "entropy_real"} <= set(
-            row
-        )
+        assert {"fid", "fid_floor", "kid", "kid_floor", "is", "is_real", "classes_covered", "entropy"} <= set(row)
+        assert {"precision", "recall", "density", "coverage", "coverage_floor", "density_floor"} <= set(row)
         assert float(row["fid"]) > float(row["fid_floor"]) >= 0
         state = torch.load(outputs / name / "checkpoints" / "last.pt", weights_only=False)
         assert state["metrics"][0]["epoch"] == 1
@@ -124,7 +123,7 @@ def test_stability_notes_read_the_trends(tmp_path):
         }
         for e in range(1, 6)
     ]
-    scores = [{"epoch": e, "coverage": c, "fid": f} for e, c, f in ((1, 10, 50.0), (3, 10, 30.0), (5, 6, 80.0))]
+    scores = [{"epoch": e, "classes_covered": c, "fid": f} for e, c, f in ((1, 10, 50.0), (3, 10, 30.0), (5, 6, 80.0))]
     note = compare.stability({"losses": losses, "metrics": scores})
     for phrase in (
         "D(x) drifts towards 1",

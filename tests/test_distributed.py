@@ -154,7 +154,7 @@ def test_torchrun_two_processes_with_evaluation_on_finish_and_write_metrics(tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("metrics epoch 1:") == 1  # rank 0 alone evaluates
     (row,) = rows(out / "metrics.csv")
-    assert float(row["fid"]) > 0 and int(row["coverage"]) >= 1
+    assert float(row["fid"]) > 0 and int(row["classes_covered"]) >= 1
     assert (out / "metrics.png").exists() and "Done:" in result.stdout
 
 

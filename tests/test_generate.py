@@ -189,12 +189,14 @@ def test_score_a_finished_run_with_as_many_samples_as_asked(runs, tmp_path, caps
     assert generate(runs["cdcgan"], "--score", "--n", 200) == 0
     line = capsys.readouterr().out
     assert "200 samples: FID" in line and "label acc" in line and "evaluator" in line
+    assert "after epoch 1 (last.pt)" in line and "precision " in line and "coverage " in line  # the k-NN scores
     assert generate(runs["cdcgan"], "--score", "--n", 100, "--seed", 1) == 0  # a second row, appended
     with open(runs["cdcgan"] / "scores.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["n"] for r in rows] == ["200", "100"] and float(rows[0]["fid"]) > float(rows[0]["fid_floor"])
     assert sum(float(rows[0][f"share_{k}"]) for k in range(10)) == pytest.approx(1.0)
     assert 0 <= float(rows[0]["label_acc"]) <= 1
+    assert rows[0]["checkpoint"] == "last.pt" and 0 <= float(rows[0]["recall"]) <= float(rows[0]["recall_floor"]) + 0.1
 
 
 def test_score_refuses_a_run_it_cannot_score(runs, capsys):

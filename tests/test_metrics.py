@@ -9,7 +9,7 @@ import torchvision.transforms.functional as TF
 from conftest import OFFLINE_ENV
 from PIL import Image
 
-from common import classifier, data, inception, metrics, plots, records, scores
+from common import classifier, data, inception, metrics, plots, prdc, records, scores
 
 EVALUATOR_EPOCHS = 3  # a classifier trained on the sample alone: 93.8% on its 1,000 test digits (measured)
 MIN_ACCURACY = 0.90  # ... so at least this
@@ -84,9 +84,9 @@ def test_fid_and_kid_order_real_below_blurred_below_noise(evaluator, sample):
 def test_coverage_flags_a_single_class_generator(evaluator, sample):
     ones = data.to_unit(sample.test.images[sample.test.labels == 1]).repeat(5, 1, 1, 1)
     collapsed = evaluator.scores(ones)
-    assert collapsed["coverage"] == 1 and collapsed["kl_uniform"] > 0.8 * math.log(10)
+    assert collapsed["classes_covered"] == 1 and collapsed["kl_uniform"] > 0.8 * math.log(10)
     healthy = evaluator.scores(data.to_unit(sample.test.images))
-    assert healthy["coverage"] == 10 and healthy["kl_uniform"] < 0.01
+    assert healthy["classes_covered"] == 10 and healthy["kl_uniform"] < 0.01
     # per-class shares: the real digits (100 of each) all between 5% and 15%, the collapsed sample all in "1"
     assert all(0.05 <= healthy[f"share_{k}"] <= 0.15 for k in range(10))
     assert sum(healthy[f"share_{k}"] for k in range(10)) == pytest.approx(1.0)
@@ -115,7 +115,7 @@ def test_a_conditional_model_that_ignores_its_labels_is_flagged(evaluator, sampl
     images = data.to_unit(sample.test.images)
     asked = sample.test.labels[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))]
     row = records.record(tmp_path, [], 1, evaluator, images, asked, plot=False)
-    assert row["coverage"] == 10 and row["label_acc"] < 0.2
+    assert row["classes_covered"] == 10 and row["label_acc"] < 0.2
     assert "the model looks to ignore its labels" in capsys.readouterr().out
     # a model that follows the label except for one class: that class is named, the others not
     followed = sample.test.labels.clone()
@@ -213,3 +213,66 @@ def test_inception_fid_when_weights_are_available(monkeypatch):
     far, _ = inception.inception_fid(dark, bright)
     assert 0 <= near < far and message.startswith("Inception FID")
     assert inception.inception_fid(dark, lambda: bright)[0] == pytest.approx(far)  # images drawn on demand
+
+
+def _prdc_by_the_definitions(real: torch.Tensor, fake: torch.Tensor, k: int) -> dict[str, float]:
+    """Precision, recall, density, coverage written out point by point, as the papers define them."""
+
+    def radius(points: torch.Tensor, i: int) -> float:
+        others = [float((points[i] - points[j]).norm()) for j in range(len(points)) if j != i]
+        return sorted(others)[k - 1]
+
+    r_real = [radius(real, i) for i in range(len(real))]
+    r_fake = [radius(fake, j) for j in range(len(fake))]
+    inside = [[float((fake[j] - real[i]).norm()) <= r_real[i] for i in range(len(real))] for j in range(len(fake))]
+    near = [[float((real[i] - fake[j]).norm()) <= r_fake[j] for j in range(len(fake))] for i in range(len(real))]
+    return {
+        "precision": sum(any(row) for row in inside) / len(fake),
+        "recall": sum(any(row) for row in near) / len(real),
+        "density": sum(sum(row) for row in inside) / (k * len(fake)),
+        "coverage": sum(any(inside[j][i] for j in range(len(fake))) for i in range(len(real))) / len(real),
+    }
+
+
+def test_prdc_matches_its_definitions():
+    gen = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(40, 3, generator=gen), 0.7 * torch.randn(30, 3, generator=gen) + 0.5
+    got, want = prdc.scores(real, fake, k=3), _prdc_by_the_definitions(real, fake, 3)
+    assert got == pytest.approx(want)
+    assert prdc.scores(real, real + 100.0) == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+
+
+def _held_out(evaluator: metrics.Evaluator, sample: data.Dataset, n: int, label: int | None = None) -> torch.Tensor:
+    """Real training digits that are not among the first `n` reference images (of one class, if asked)."""
+    rest = evaluator._order[n:]
+    if label is not None:
+        rest = rest[sample.train.labels[rest] == label]
+    return data.to_unit(sample.train.images[rest])
+
+
+def test_prdc_real_digits_sit_at_the_floors(evaluator, sample):
+    row = evaluator.scores(_held_out(evaluator, sample, 1000)[:1000])  # 1,000 real digits the reference lacks
+    for key in metrics.PRDC:  # density is the noisiest at 1,000 (measured: 0.96 against a floor of 1.04)
+        assert row[key] == pytest.approx(row[f"{key}_floor"], abs=0.15 if key == "density" else 0.06), key
+    assert row["precision_floor"] > 0.9 and row["coverage_floor"] > 0.9 and 0.8 < row["density_floor"] < 1.2
+
+
+def test_prdc_a_one_class_generator_has_fidelity_but_no_diversity(evaluator, sample):
+    n = 400  # real 1s, none of them among the 400 reference digits
+    test_ones = data.to_unit(sample.test.images[sample.test.labels == 1])
+    row = evaluator.scores(torch.cat([test_ones, _held_out(evaluator, sample, n, label=1)])[:n])
+    assert row["n"] == n
+    assert row["recall"] < 0.3 * row["recall_floor"] and row["coverage"] < 0.3 * row["coverage_floor"]
+    assert row["precision"] == pytest.approx(row["precision_floor"], abs=0.08)
+
+
+def test_prdc_blurred_digits_and_noise_lose_recall_and_coverage_not_precision(evaluator, sample):
+    """In the classifier's feature space precision and density do not flag blur or noise (docs/evaluation.md):
+    blurred digits crowd into the dense middle of their class, and noise lands near the origin (feature norm
+    12 against 34 for digits), inside the wide k-NN balls of a few atypical real digits."""
+    real = data.to_unit(sample.test.images)
+    blurred = evaluator.scores(TF.gaussian_blur(real, kernel_size=9, sigma=2.0))  # measured: 1.0, 0.0, 1.5, 0.06
+    noise = evaluator.scores(torch.rand(real.shape, generator=torch.Generator().manual_seed(0)))  # 1.0, 0.0, 1.1, 0.02
+    for row in (blurred, noise):
+        assert row["recall"] < 0.1 * row["recall_floor"] and row["coverage"] < 0.2 * row["coverage_floor"]
+        assert row["precision"] >= row["precision_floor"] - 0.05 and row["density"] > 0.8 * row["density_floor"]

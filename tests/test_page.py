@@ -60,7 +60,7 @@ def outputs(tmp_path: Path) -> Path:
     root = tmp_path / "outputs"
     base = {"batch_size": 64, "seed": 0, "out_dir": ""}
     gan_scores = {"fid": 12.5, "fid_floor": 1.25, "kid": 0.01, "kid_floor": 0.001, "is": 7.5, "is_real": 9.25}
-    gan_scores.update(
+    gan_scores.update(  # `coverage`: the name of classes_covered before precision/recall/density/coverage
         coverage=9.0, label_acc=0.875, label_acc_real=0.99, **{f"label_acc_{k}": k / 10 for k in range(10)}
     )
     gan = {**base, "script": "GAN-MNIST.py", "dataset": "mnist", "epochs": 3, "lr": 0.0002, "conditional": True}
@@ -119,7 +119,7 @@ def test_scores_beside_their_floors_and_per_class_columns(outputs):
     scores = {cells[0]: cells[1:] for cells in columns(text, "score")}
     assert scores["FID"][0] == '12.5 <span class="floor">real 1.25</span>'
     assert scores["label accuracy"][0] == '87.5% <span class="floor">real 99.0%</span>'
-    assert scores["class coverage"][0] == "9/10"
+    assert scores["classes covered"][0] == "9/10"  # read from an old metrics.csv's `coverage`
     assert scores["test IWAE"] == ['<span class="muted">&ndash;</span>'] * 2 + ["98.5"]
     (classes,) = columns(text, "classes")
     assert "label accuracy per class" in classes[1] and classes[1].count("<i ") == 10

@@ -26,6 +26,7 @@ checkpoints/best.pt is the epoch with the lowest FID so far, written after that 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -100,6 +101,7 @@ class Run:
         self.saved: str | None = None  # where the last checkpoint written or resumed from stands, in words
         self.config_written = False  # config.json describes the checkpoint: written with this start's first
         self.grids: list[Path] = []  # the grids written since that checkpoint
+        self.failure: files.WriteFailed | None = None  # rank 0's grid or metrics write that failed this epoch
 
     @property
     def cfg(self) -> dict[str, Any]:
@@ -113,9 +115,9 @@ class Run:
         self.guard.__exit__(kind, exc, tb)
         if self.board is not None:
             self.board.close()
-        if isinstance(exc, files.WriteFailed):  # from anywhere in the run: the script's loop body too
-            self._write_failed(exc)
-        if kind is None:
+        failed = isinstance(exc, files.WriteFailed)  # rank 0's pictures after the last epoch, say
+        if kind is None or failed:  # every process agrees, so none waits for one that has stopped
+            self._agree_written(exc if failed else None)
             distributed.barrier()  # every process is done before the process group goes
             distributed.cleanup()
 
@@ -275,6 +277,24 @@ class Run:
         )
         files.fail(error, f"the last complete checkpoint and its records are as they were; {then}")
 
+    @contextlib.contextmanager
+    def _deferred(self) -> Iterator[None]:
+        """Rank 0's writes: a failure is kept for _agree_written, where every process learns of it."""
+        try:
+            yield
+        except files.WriteFailed as exc:
+            self.failure = exc
+
+    def _agree_written(self, failure: files.WriteFailed | None) -> None:
+        """When rank 0 could not write, every process stops with exit 4, so none waits for it (rank 0 says why)."""
+        if distributed.all_reduce([float(failure is not None)], "max")[0]:
+            try:
+                if failure is not None:
+                    self._write_failed(failure)
+            finally:  # the line is out before any process exits, so torchrun tears nothing down
+                distributed.barrier()
+            raise SystemExit(files.WRITE_FAILED)
+
     def batches(
         self, transform: Callable[[torch.Tensor], torch.Tensor] | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -348,7 +368,8 @@ class Run:
                 images = draw()
             path = self.out / folder / f"epoch_{self.epoch:03d}.png"
             self.grids.append(path)  # removed again if this epoch's checkpoint cannot be written
-            plots.save_grid(images, path, **kwargs)
+            with self._deferred():
+                plots.save_grid(images, path, **kwargs)
 
     @property
     def eval_due(self) -> bool:
@@ -364,15 +385,16 @@ class Run:
         Rank 0 only, in eval mode and on its own random numbers, so evaluating never changes training.
         """
         epoch = self.epoch
-        if self.evaluator is None or not self.eval_due:
+        if self.evaluator is None or not self.eval_due or self.failure is not None:
             return
         with keep_rng(self.device, self.ns["SEED"]), steps.eval_mode(list(self.networks.values())):
             fake, asked = sample()
             more = extra() if extra else None
         # metrics.csv is written after the epoch's checkpoint, which holds the row
         history, plot = self.metric_history, self._plot_due()
-        row = records.record(self.out, history, epoch, self.evaluator, fake, asked, more, plot=plot, table=False)
-        if math.isfinite(row["fid"]) and (self.best is None or row["fid"] < self.best["fid"]):
+        with self._deferred():
+            row = records.record(self.out, history, epoch, self.evaluator, fake, asked, more, plot=plot, table=False)
+        if self.failure is None and math.isfinite(row["fid"]) and (self.best is None or row["fid"] < self.best["fid"]):
             self.best, self.new_best = {"epoch": epoch, "fid": row["fid"]}, row  # best.pt follows this epoch's last.pt
 
     # --- the end of an epoch, a stop, the end of the run ---
@@ -403,23 +425,25 @@ class Run:
         row["wall_s"] = distributed.all_reduce([time.perf_counter() - self.started], "max")[0]
         state = checkpoint.gather(self._snapshot(self.epoch))
         self.history.append(row)
-        if self.is_main:
-            state["history"] = self.history
-            grids = list(self.grids)  # _save forgets them
-            self._save(state)  # first: the tables and figures never get ahead of the checkpoint
-            if self.new_best is not None:  # after last.pt, which records it: a failed write is repaired on resume
-                checkpoint.save_best(state, self.new_best, self.out / "checkpoints")
-            self._write_tables()
-            if self.board is not None:
-                self.board.running(means, self.epoch * len(self.data))
-                scored = next((r for r in self.metric_history if r["epoch"] == self.epoch), None)
-                self.board.epoch(self.epoch, row, scored, grids)
-            if self._plot_due():
-                self._draw()
-            print(progress.epoch_line(row, self.ns["EPOCHS"], self._left()), flush=True)
-            warning = collapsed(row)
-            if warning:
-                tqdm.write(warning, file=sys.stderr)
+        if self.is_main and self.failure is None:
+            with self._deferred():
+                state["history"] = self.history
+                grids = list(self.grids)  # _save forgets them
+                self._save(state)  # first: the tables and figures never get ahead of the checkpoint
+                if self.new_best is not None:  # after last.pt, which records it: a failed write is repaired on resume
+                    checkpoint.save_best(state, self.new_best, self.out / "checkpoints")
+                self._write_tables()
+                if self.board is not None:
+                    self.board.running(means, self.epoch * len(self.data))
+                    scored = next((r for r in self.metric_history if r["epoch"] == self.epoch), None)
+                    self.board.epoch(self.epoch, row, scored, grids)
+                if self._plot_due():
+                    self._draw()
+                print(progress.epoch_line(row, self.ns["EPOCHS"], self._left()), flush=True)
+                warning = collapsed(row)
+                if warning:
+                    tqdm.write(warning, file=sys.stderr)
+        self._agree_written(self.failure)
         if signum:  # a signal during the epoch's grid or evaluation: its checkpoint is whole
             self.guard.exit(self._stopped(f"after epoch {self.epoch}"))
 
@@ -445,12 +469,14 @@ class Run:
         state["partial"] = {"step": step, "sums": sums, "counts": counts, "seconds": self._elapsed()}
         self._check_weights(f"after step {step}")
         state = checkpoint.gather(state)
-        if self.is_main:
-            self._save(state)
-            self._draw()
-            if self.metric_history:  # evaluations since the figures were last drawn
-                records.draw(self.metric_history, self.out, self.classes)
-            plots.make_gif(self.out / "samples", self.out / "progress.gif")
+        if self.is_main and self.failure is None:
+            with self._deferred():
+                self._save(state)
+                self._draw()
+                if self.metric_history:  # evaluations since the figures were last drawn
+                    records.draw(self.metric_history, self.out, self.classes)
+                plots.make_gif(self.out / "samples", self.out / "progress.gif")
+        self._agree_written(self.failure)
         self.guard.exit(self._stopped(f"in epoch {self.epoch} after step {step}"))
 
     def _stopped(self, where: str) -> str:

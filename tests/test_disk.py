@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, generate
+from test_distributed import free_port
 from test_faults import ENV, assert_same_run, rows
 
 from common import checkpoint, files, guard
@@ -168,3 +170,25 @@ def test_compare_on_a_full_disk_leaves_no_file(tmp_path, reference, monkeypatch,
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
     assert line.startswith("error: could not write the comparison table") and "No space left" in line, line
     assert not (tmp_path / "comparison.md").exists() and not leftovers(tmp_path)
+
+
+def test_disk_full_under_torchrun_stops_every_process_with_one_line(tmp_path):
+    """Rank 0 cannot write epoch 2's checkpoint: all processes exit 4 at once, none waits for it."""
+    wrapper = tmp_path / "fill_up.py"
+    wrapper.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n" + FILL_UP.format(name="last.pt", n=2))
+    out = tmp_path / "run"
+    args = [str(ROOT / SCRIPT), *TINY, "--epochs=3", f"--out_dir={out}"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
+    result = subprocess.run(
+        [*command, str(wrapper), *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    lines = [x for x in result.stderr.replace("\r", "\n").splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and "checkpoint of epoch 2" in lines[0] and "resumes after epoch 1" in lines[0], lines
+    # torchrun's own report (its one traceback): rank 1 stopped by itself with exit 4, not torn down while it
+    # waited for rank 0 (rank 0 may be: it exits last, after its line)
+    assert re.search(r"rank +: 1 \(local_rank: 1\)\n +exitcode +: 4 ", result.stderr), result.stderr
+    assert result.stderr.count("Traceback") == 1, result.stderr  # torchrun's, no process's
+    assert not leftovers(out)
+    assert checkpoint.read(out / "checkpoints" / "last.pt")["epoch"] == 1
+    assert [r["epoch"] for r in rows(out / "losses.csv")] == ["1"]

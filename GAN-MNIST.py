@@ -36,6 +36,7 @@ LATENT_DIM = 100  # size of the noise vector z
 HIDDEN = 256  # width of the narrowest hidden layer (the others are 2x and 4x)
 CONDITIONAL = False  # feed class labels to both networks (a conditional GAN)
 D_LABELS = "projection+classifier"  # conditional: how D uses the label: projection (Miyato & Koyama) | concat (one-hot input) | classifier (AC-GAN) | projection+classifier
+MINIBATCH_STD = False  # D also sees its batch's spread (Karras et al. 2018): against mode collapse
 # --- optimisation ---
 EPOCHS = 30  # passes over the training set
 BATCH_SIZE = 64  # images per step
@@ -61,7 +62,7 @@ COMPILE = "auto"  # torch.compile the networks, a slower first epoch (auto: off)
 EVAL_EVERY = 1  # epochs between metric evaluations (the last epoch is always evaluated); 0 disables
 EVAL_SAMPLES = 2000  # generated images scored per evaluation
 
-SHAPE_KEYS = ("DATASET", "LATENT_DIM", "HIDDEN", "CONDITIONAL", "D_LABELS")  # resuming with other values refuses
+SHAPE_KEYS = ("DATASET", "LATENT_DIM", "HIDDEN", "CONDITIONAL", "D_LABELS", "MINIBATCH_STD")  # resuming: others refuse
 
 
 class Generator(nn.Module):
@@ -99,10 +100,15 @@ class Discriminator(nn.Module):
     """
 
     def __init__(
-        self, image_shape: tuple[int, int, int], hidden: int = 256, n_classes: int = 0, labels: str = "concat"
+        self,
+        image_shape: tuple[int, int, int],
+        hidden: int = 256,
+        n_classes: int = 0,
+        labels: str = "concat",
+        minibatch_std: bool = False,
     ):
         super().__init__()
-        self.n_classes = n_classes
+        self.n_classes, self.minibatch_std = n_classes, minibatch_std
         self.concat = n_classes if labels == "concat" else 0
         n_pixels = image_shape[0] * image_shape[1] * image_shape[2]
         self.net = nn.Sequential(
@@ -110,7 +116,7 @@ class Discriminator(nn.Module):
             nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(2 * hidden, hidden),
             nn.LeakyReLU(0.2, inplace=True),
-            nn.Linear(hidden, 1),
+            nn.Linear(hidden + minibatch_std, 1),
         )
         self.embed = nn.Embedding(n_classes, hidden) if n_classes and "projection" in labels else None
         self.classify = nn.Linear(hidden, n_classes) if n_classes and "classifier" in labels else None
@@ -122,10 +128,18 @@ class Discriminator(nn.Module):
         if self.concat:
             x = torch.cat([x, F.one_hot(labels, self.n_classes).to(x.dtype)], dim=1)
         features = self.net[:-1](x)
-        logits = self.net[-1](features).squeeze(1)
+        logits = self.net[-1](with_spread(features) if self.minibatch_std else features).squeeze(1)
         if self.embed is not None:
             logits = logits + (self.embed(labels) * features).sum(1)
         return logits if self.classify is None else (logits, self.classify(features))
+
+
+def with_spread(features: torch.Tensor) -> torch.Tensor:
+    """features [B, F] -> [B, F + 1]: the batch's mean standard deviation over its features, appended to
+    each row (minibatch standard deviation, Karras et al. 2018). A batch of one collapsed mode has
+    none, so D can tell G's batches from the data's by it; G must spread out to pass."""
+    spread = features.float().var(0, unbiased=False).add(1e-8).sqrt().mean().to(features.dtype)
+    return torch.cat([features, spread.expand(len(features), 1)], dim=1)
 
 
 def build_models(
@@ -135,7 +149,9 @@ def build_models(
     n_classes = n_classes if cfg["CONDITIONAL"] else 0
     return {
         "generator": Generator(cfg["LATENT_DIM"], image_shape, cfg["HIDDEN"], n_classes),
-        "discriminator": Discriminator(image_shape, cfg["HIDDEN"], n_classes, cfg.get("D_LABELS", "concat")),
+        "discriminator": Discriminator(
+            image_shape, cfg["HIDDEN"], n_classes, cfg.get("D_LABELS", "concat"), cfg.get("MINIBATCH_STD", False)
+        ),
     }
 
 

@@ -185,6 +185,23 @@ def test_gan_shapes_and_ranges(conditional, d_labels):
     assert (discriminator.embed is not None) == (conditional and "projection" in d_labels)
 
 
+@pytest.mark.parametrize("minibatch_std", [False, True])
+def test_gan_discriminator_sees_the_batch_spread_only_with_minibatch_std(minibatch_std):
+    """With MINIBATCH_STD, D's verdict on one image depends on the batch around it: a batch of copies (a
+    collapsed G) has no spread. Without it, D judges each image alone (it has no BatchNorm)."""
+    gan = load_script("GAN-MNIST.py")
+    cfg = {"LATENT_DIM": 8, "HIDDEN": 16, "CONDITIONAL": False, "MINIBATCH_STD": minibatch_std}
+    discriminator = gan.build_models(cfg)["discriminator"]
+    assert discriminator.net[-1].in_features == 16 + minibatch_std
+    varied = torch.rand(8, 1, 28, 28) * 2 - 1
+    copies = varied[:1].repeat(8, 1, 1, 1)
+    assert torch.allclose(discriminator(varied)[0], discriminator(copies)[0]) != minibatch_std
+    assert gan.with_spread(torch.ones(4, 3))[:, -1].max() < 1e-3  # no spread, only the 1e-8 under the root
+    assert torch.allclose(gan.with_spread(torch.tensor([[0.0], [2.0]]))[:, -1], torch.tensor([1.0, 1.0]))
+    old = {k: v for k, v in cfg.items() if k != "MINIBATCH_STD"}  # a checkpoint from before the constant
+    assert gan.build_models(old)["discriminator"].net[-1].in_features == 16
+
+
 @pytest.mark.parametrize("d_labels", ["planes", "classifier"])
 def test_cdcgan_discriminator_sees_the_label_as_set(d_labels):
     """planes: the verdict on one image depends on the label; classifier: D is label-blind and names the class."""

@@ -36,9 +36,10 @@ LATENT_DIM = 100  # size of the noise vector z
 HIDDEN = 256  # width of the narrowest hidden layer (the others are 2x and 4x)
 CONDITIONAL = False  # feed class labels to both networks (a conditional GAN)
 D_LABELS = "projection+classifier"  # conditional: how D uses the label: projection (Miyato & Koyama) | concat (one-hot input) | classifier (AC-GAN) | projection+classifier
-MINIBATCH_STD = False  # D also sees its batch's spread (Karras et al. 2018): against mode collapse
+MINIBATCH_STD = True  # D also sees its batch's spread (Karras et al. 2018): against mode collapse
 # --- optimisation ---
 EPOCHS = 30  # passes over the training set
+SAMPLE_EPOCHS = 100  # epochs on the 4,000-digit sample (offline fallback, --dataset=mnist-sample) unless --epochs is given; 0: EPOCHS
 BATCH_SIZE = 64  # images per step
 LR = 2e-4  # Adam learning rate of G
 LR_D = 8e-4  # Adam learning rate of D: 4x G's (two time-scale update rule, Heusel et al. 2017; see docs/results.md)

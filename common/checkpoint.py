@@ -256,7 +256,8 @@ def restore(
             fail(
                 f"cannot resume: the saved {name} does not fit the model these settings build. A run from an "
                 "older version may need a constant it was trained with (its config.json lists them, e.g. "
-                "--d_labels=concat for a conditional GAN-MNIST run from before D_LABELS), or --resume=False"
+                "--d_labels=concat for a conditional GAN-MNIST run from before D_LABELS, --minibatch_std=False for a "
+                "GAN-MNIST run from before MINIBATCH_STD), or --resume=False"
             )
     for name, opt in optimizers.items():
         # the saved groups hold the old rate and the old implementation flags: each optimizer keeps the

@@ -172,6 +172,23 @@ def test_compare_on_a_full_disk_leaves_no_file(tmp_path, reference, monkeypatch,
     assert not (tmp_path / "comparison.md").exists() and not leftovers(tmp_path)
 
 
+def test_disk_full_on_a_grid_stops_at_the_epochs_end_without_its_checkpoint(tmp_path, reference):
+    """The grid is written before the epoch's checkpoint: its failure is kept to the epoch's end, where
+    nothing of that epoch is written, and the rerun redoes the epoch."""
+    out = tmp_path / "run"
+    result = run("--epochs=2", f"--out_dir={out}", fail=("epoch_002.png", 1))
+    assert result.returncode == files.WRITE_FAILED, result.stderr
+    line = error_line(result)
+    assert "an image grid" in line and "epoch_002.png" in line and "resumes after epoch 1" in line, line
+    assert not leftovers(out) and not (out / "samples" / "epoch_002.png").exists()
+    assert checkpoint.read(out / "checkpoints" / "last.pt")["epoch"] == 1
+    assert [r["epoch"] for r in rows(out / "losses.csv")] == ["1"]
+
+    result = run("--epochs=2", f"--out_dir={out}")
+    assert result.returncode == 0, result.stderr
+    assert_same_run(out, reference)
+
+
 def test_disk_full_under_torchrun_stops_every_process_with_one_line(tmp_path):
     """Rank 0 cannot write epoch 2's checkpoint: all processes exit 4 at once, none waits for it."""
     wrapper = tmp_path / "fill_up.py"

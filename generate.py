@@ -322,8 +322,7 @@ def score(run_dir: Path, state: dict, sampler: Sampler, args: argparse.Namespace
     print(
         f"{run_dir} after epoch {state['epoch']} ({state['source']}), {row['n']} samples: FID {row['fid']:.3g} (floor {row['fid_floor']:.3g})"
         f"  KID {row['kid']:.3g}  IS {row['is']:.3g} (real {row['is_real']:.3g})"
-        + "  precision {precision:.3f} recall {recall:.3f} density {density:.3f} coverage {coverage:.3f}".format(**row)
-        + " (floors {precision_floor:.3f} {recall_floor:.3f} {density_floor:.3f} {coverage_floor:.3f})".format(**row)
+        + f"  {metrics.prdc_text(row, digits=3)}"
         + f"  classes covered {row['classes_covered']}/{len(ds.classes)}  class shares {min(shares):.1%}-{max(shares):.1%}{accuracy}; appended to {path}"
     )
     return path

@@ -44,6 +44,13 @@ IS_SPLITS = 10  # the Inception Score is averaged over this many splits
 PRDC = ("precision", "recall", "density", "coverage")  # the k-NN scores (common/prdc.py), each with a _floor
 
 
+def prdc_text(row: dict[str, Any], digits: int = 2) -> str:
+    """The four k-NN scores of a metrics row and their floors, for a log line."""
+    values = " ".join(f"{key} {row[key]:.{digits}f}" for key in PRDC)
+    floors = " ".join(f"{row[f'{key}_floor']:.{digits}f}" for key in PRDC)
+    return f"{values} (floors {floors})"
+
+
 def eval_noise(
     n: int, latent_dim: int, n_classes: int, device: torch.device | str, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor | None]:

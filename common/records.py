@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from common import plots, scores
-from common.metrics import Evaluator
+from common.metrics import Evaluator, prdc_text
 
 
 def draw(history: list[dict], out: Path, classes: tuple[str, ...]) -> None:
@@ -48,8 +48,7 @@ def record(
         f"fid {row['fid']:.3g} (floor {row['fid_floor']:.3g})",
         f"kid {row['kid']:.3g} (floor {row['kid_floor']:.2g})",
         f"is {row['is']:.3g} (real {row['is_real']:.3g})",
-        "precision {precision:.2f} recall {recall:.2f} density {density:.2f} coverage {coverage:.2f}".format(**row)
-        + " (floors {precision_floor:.2f} {recall_floor:.2f} {density_floor:.2f} {coverage_floor:.2f})".format(**row),
+        prdc_text(row),
         f"classes {row['classes_covered']}/{len(evaluator.classes)}",
         f"class shares {min(shares):.0%}-{max(shares):.0%}",
     ]

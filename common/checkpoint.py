@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from common import config, distributed, files
+from common import config, distributed, files, folder_lock
 from common.config import fail
 from common.device import describe, rng_state, set_rng_state
 
@@ -282,9 +282,10 @@ def open_folder(
     fit, prepare OUT_DIR (an old run moved aside with RESUME off or with no readable checkpoint), print
     the config. Returns the facts config.json records beside it (with `speed`, the switches in effect:
     the config keeps "auto" where it says auto); write_config writes it with the run's first checkpoint."""
-    ok, facts = True, {}
+    code, facts = 0, {}
     if distributed.is_main():
         try:
+            folder_lock.take(out)  # first: a second run into this folder stops before it reads or moves anything
             saved = load_latest(out / "checkpoints") if cfg["RESUME"] else None
             if saved is not None:  # checked first: a refusal (exit 2) leaves the folder as it was
                 check_resumable(saved, cfg, shape_keys, out / "checkpoints")
@@ -296,12 +297,13 @@ def open_folder(
             facts = {"script": script, "torch": torch.__version__, "device": describe(device)}
             facts.update({"speed": speed.removeprefix("speed: ")} if speed else {})
             facts["world_size"] = distributed.world_size()
-        except SystemExit:  # a one-line error was printed; the other processes must stop too
+        except SystemExit as exc:  # a one-line error was printed; the other processes stop too, with its code
             if not distributed.active():
                 raise
-            ok = False
-    if not distributed.broadcast_object(ok):
-        raise SystemExit(2)
+            code = exc.code
+    code = distributed.broadcast_object(code)
+    if code:
+        distributed.leave(code)
     return facts
 
 

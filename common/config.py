@@ -179,6 +179,25 @@ def check_positive(cfg: dict[str, Any], *names: str) -> None:
             fail(f"--{name.lower()} must be positive, got {cfg[name]}")
 
 
+MIN_EVAL_SAMPLES = 6  # the k-NN scores need k + 1 images (common/prdc.py's K = 5); FID needs 2
+
+
+def check_eval_samples(cfg: dict[str, Any]) -> None:
+    """Exit with one line when EVAL_SAMPLES is too few for the scores (0 is allowed where it turns them off)."""
+    n = cfg.get("EVAL_SAMPLES")
+    if n is None or cfg.get("EVAL_EVERY") == 0:  # no evaluation: no scores to count images for
+        return
+    if "EVAL_EVERY" in cfg:  # the MNIST scripts: FID and the k-NN scores at every evaluation
+        least, off, ok = MIN_EVAL_SAMPLES, "--eval_every=0 turns evaluation off", n >= MIN_EVAL_SAMPLES
+    else:  # DCGAN-CelebA: the Inception FID at the end, off at 0
+        least, off, ok = 2, "--eval_samples=0 turns it off", n == 0 or n >= 2
+    if not ok:
+        fail(
+            f"--eval_samples={n} is too few: the scores need at least {least} images "
+            f"(2,000 or more for a FID worth comparing); {off}"
+        )
+
+
 def setup(
     namespace: dict[str, Any],
     choices: dict[str, tuple[str, ...]] | None = None,
@@ -187,6 +206,7 @@ def setup(
     """Parse sys.argv into the script's constants, validate them and return the config dict."""
     cfg = parse(namespace, sys.argv[1:], choices)
     check_positive(cfg, *positive)
+    check_eval_samples(cfg)
     return cfg
 
 

@@ -12,8 +12,6 @@ and tests (common/mnist_files.py builds it).
 
 from __future__ import annotations
 
-import gzip
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +30,7 @@ FASHION = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
-_IDX_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
+_IDX_FILES = mnist_files.IDX_FILES
 _FAKE_SIZES = (1024, 256)
 
 
@@ -67,27 +60,13 @@ def _torchvision_split(cls: type, root: Path, train: bool) -> Split:
     return Split(ds.data.unsqueeze(1).contiguous(), ds.targets.long())
 
 
-def _gunzip_if_needed(raw: Path) -> None:
-    """Extract the .gz IDX files a user placed by hand, so torchvision finds them."""
-    for name in _IDX_FILES:
-        gz = raw / f"{name}.gz"
-        if gz.exists() and not (raw / name).exists():
-            with gzip.open(gz, "rb") as src, open(raw / name, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-
-
 def _load_torchvision(name: str, data_dir: Path, download: bool) -> tuple[Split, Split] | None:
     """MNIST or Fashion-MNIST from DATA_DIR, downloading when allowed; None if unavailable."""
     from torchvision import datasets
 
     cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
-    raw = data_dir / cls.__name__ / "raw"
-    if raw.is_dir():
-        _gunzip_if_needed(raw)
-    try:
+    if mnist_files.check_raw(data_dir / cls.__name__ / "raw", download):  # a broken file: one line, exit 2
         return _torchvision_split(cls, data_dir, True), _torchvision_split(cls, data_dir, False)
-    except RuntimeError:
-        pass  # not there yet
     if not download:
         return None
     print(f"Downloading {name} into {data_dir} ...", flush=True)

@@ -14,10 +14,11 @@ import builtins
 import contextlib
 import inspect
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as torch_dist
@@ -121,6 +122,19 @@ def barrier() -> None:
     """Wait for every process (no-op in a plain run)."""
     if active():
         torch_dist.barrier()
+
+
+def leave(code: int) -> NoReturn:
+    """Exit with `code`, agreed by every process: each one exits by itself, with that code.
+
+    torchrun's agent sends SIGTERM to the processes still running as soon as one has exited, so which
+    exit code each one shows would depend on who the agent saw first. A process that is already
+    leaving ignores that SIGTERM (it ends within the agent's grace period), and every process reports
+    `code`, the same in every run.
+    """
+    if active():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(code)
 
 
 def cleanup() -> None:

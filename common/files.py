@@ -2,13 +2,17 @@
 
     files.write_safely(path, lambda f: image.save(f, format="PNG"), "the epoch's grid")
 
-The bytes go to a temporary file beside `path`, are flushed to the disk, and only then renamed over
-`path`: a full disk, a quota or a read-only folder leaves the file as it was, never half written,
-and no temporary file behind. The error says what could not be written, where and why.
+`write` serialises into memory first (torch.save, PIL, matplotlib, numpy each have their own way of
+failing on a full disk: torch's zip writer raises a RuntimeError, not an OSError). Only then do the
+bytes go to a temporary file beside `path`, are flushed to the disk, and renamed over `path`: so the
+one error a full disk, a quota or a read-only folder can raise is the operating system's, which leaves
+the file as it was, never half written, and no temporary file behind. The error says what could not
+be written, where and why.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from collections.abc import Callable
@@ -31,10 +35,12 @@ def write_safely(path: str | Path, write: Callable[[IO[bytes]], object], what: s
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")  # a dot name: never taken for a grid or a run file
+    memory = io.BytesIO()
+    write(memory)  # an error here is the writer's own, not the disk's
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            write(f)
+            f.write(memory.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         # from here on a crash leaves the old file or the new one whole
@@ -67,7 +73,12 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def fail(error: WriteFailed, then: str) -> NoReturn:
-    """Stop with one line (below any progress bar): what was not written, where, why, then `then`; exit 4."""
+def report(error: WriteFailed, then: str) -> None:
+    """The one line (below any progress bar): what was not written, where, why, then `then`."""
     tqdm.write(f"error: {error}; {then}", file=sys.stderr)
+
+
+def fail(error: WriteFailed, then: str) -> NoReturn:
+    """Stop with report()'s one line and exit 4."""
+    report(error, then)
     raise SystemExit(WRITE_FAILED)

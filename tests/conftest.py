@@ -106,3 +106,46 @@ def generate(*args) -> int:
     except SystemExit as exc:
         return exc.code
     return 0
+
+
+class Disk:
+    """A small tmpfs mounted for one test: a real disk that really fills up (ENOSPC from the kernel)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def free(self) -> int:
+        """Bytes still free."""
+        stat = os.statvfs(self.path)
+        return stat.f_bavail * stat.f_frsize
+
+    def fill(self, leave: int = 0) -> None:
+        """Take all but about `leave` bytes with a filler file (page-sized: tmpfs counts in pages)."""
+        with open(self.path / ".filler", "ab") as f:
+            chunk = b"\0" * 4096
+            try:
+                while self.free() > leave:
+                    f.write(chunk)
+                    f.flush()
+            except OSError:  # full: less than `leave` is left only when `leave` was under a page
+                pass
+
+    def empty(self) -> None:
+        """Free the space again."""
+        (self.path / ".filler").unlink(missing_ok=True)
+
+
+@pytest.fixture
+def disk(tmp_path: Path):
+    """A 16 MB tmpfs at tmp_path/disk (CI runs as root); skipped, with the reason, where mounting is refused."""
+    path = tmp_path / "disk"
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(path)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"a real full disk needs a tmpfs, and mounting one was refused: {mounted.stderr.strip()}")
+    try:
+        yield Disk(path)
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

@@ -78,6 +78,9 @@ def test_script_rejects_bad_input_before_writing_anything(tmp_path):
         (["--dataset=cifar"], "not one of"),
         (["--device=cuda:7"], "--device=cuda:7"),
         (["--colour=red"], "unknown option --colour"),
+        (["--eval_samples=0"], "--eval_samples=0 is too few: the scores need at least 6 images"),
+        (["--eval_samples=1"], "--eval_samples=1 is too few"),
+        (["--eval_samples=5"], "--eval_every=0 turns evaluation off"),
     ]:
         result = run_script("GAN-MNIST.py", f"--out_dir={out}", *args)
         assert result.returncode == 2, result.stderr
@@ -111,3 +114,15 @@ def test_a_renamed_constant_keeps_its_old_name_and_says_so_once(capsys):
     assert saved == {"EVAL_SAMPLES": 2000, "EPOCHS": 1}
     out = capsys.readouterr().out
     assert out.count("FID_SAMPLES (--fid_samples) is now called EVAL_SAMPLES") == 1, out
+
+
+def test_eval_samples_least_is_what_the_k_nn_scores_need(capsys):
+    from common import prdc
+
+    assert config.MIN_EVAL_SAMPLES == prdc.K + 1  # a ball's radius is the distance to the k-th other point
+    config.check_eval_samples({"EVAL_SAMPLES": 6, "EVAL_EVERY": 1})
+    config.check_eval_samples({"EVAL_SAMPLES": 0, "EVAL_EVERY": 0})  # no evaluation: any count
+    config.check_eval_samples({"EVAL_SAMPLES": 0})  # DCGAN-CelebA: 0 turns its FID off
+    with pytest.raises(SystemExit) as exc:
+        config.check_eval_samples({"EVAL_SAMPLES": 1})  # and 1 is too few for a FID
+    assert exc.value.code == 2 and "--eval_samples=0 turns it off" in capsys.readouterr().err

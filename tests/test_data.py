@@ -1,5 +1,6 @@
 """Data loading (torchvision's classes on IDX files, the sample, fake) and batch drawing."""
 
+import struct
 import subprocess
 import sys
 
@@ -116,3 +117,73 @@ def test_describe_command_prints_counts_and_saves_a_preview(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "train: 4000 images (0: 400, 1: 400" in result.stdout
     assert (tmp_path / "outputs" / "data" / "mnist-sample.png").stat().st_size > 1000
+
+
+# --- broken files put in place by hand: one line and exit 2, never a silent fall back to the sample ---
+
+
+def _refused(root, capsys, download=False) -> str:
+    with pytest.raises(SystemExit) as exc:
+        data.load("mnist", root, download=download)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    return err
+
+
+def test_a_truncated_idx_file_says_which_and_how_many_bytes(mnist_root, capsys):
+    path = mnist_root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:100_000])
+    err = _refused(mnist_root, capsys)
+    assert str(path) in err and "100,000 bytes of the 200,720 its header promises" in err, err
+    assert "--download=True" in err and "sample" not in err
+    _refused(mnist_root, capsys, download=True)  # downloading would not replace it either: it is there
+
+
+def test_a_truncated_gz_is_damaged_and_leaves_no_half_extracted_file(mnist_root, capsys):
+    import gzip
+
+    raw = mnist_root / "MNIST" / "raw"
+    for f in raw.iterdir():
+        f.with_name(f.name + ".gz").write_bytes(gzip.compress(f.read_bytes()))
+        f.unlink()
+    gz = raw / "train-images-idx3-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:2000])
+    err = _refused(mnist_root, capsys)
+    assert f"{gz} is damaged" in err, err
+    assert not (raw / "train-images-idx3-ubyte").exists() and not list(raw.glob(".*"))
+
+
+def test_labels_that_do_not_match_the_images_in_number(tmp_path, capsys):
+    train, _ = data.load_sample()
+    raw = make_idx_dataset(tmp_path) / "MNIST" / "raw"
+    labels = raw / "train-labels-idx1-ubyte"  # a whole IDX file of 100 labels beside 256 images
+    labels.write_bytes(struct.pack(">II", 0x801, 100) + train.labels[:100].numpy().astype("uint8").tobytes())
+    err = _refused(tmp_path, capsys)
+    assert "holds 100 labels but" in err and "256 images" in err, err
+
+
+def test_a_file_that_is_no_idx_file(mnist_root, capsys):
+    path = mnist_root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    path.write_bytes(b"<html>not found</html>")  # what a proxy's error page saved under the name looks like
+    assert "is not an MNIST labels file" in _refused(mnist_root, capsys)
+
+
+def test_some_files_missing_offline_names_them(mnist_root, capsys):
+    (mnist_root / "MNIST" / "raw" / "t10k-images-idx3-ubyte").unlink()
+    err = _refused(mnist_root, capsys)
+    assert "but not t10k-images-idx3-ubyte" in err, err
+
+
+def test_a_broken_file_stops_the_script_before_it_trains(mnist_root, tmp_path):
+    path = mnist_root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:100_000])
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "DCGAN-MNIST.py"), f"--data_dir={mnist_root}", "--download=False",
+         f"--out_dir={out}", "--device=cpu"],
+        cwd=ROOT, env={**OFFLINE_ENV}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "100,000 bytes of the 200,720" in result.stderr and "Traceback" not in result.stderr
+    assert "SAMPLE" not in result.stdout and not out.exists()

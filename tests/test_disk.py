@@ -11,29 +11,34 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import ROOT, generate
+import torch
+from conftest import ROOT, Disk, generate
 from test_distributed import free_port
 from test_faults import ENV, assert_same_run, rows
 
-from common import checkpoint, files, guard
+from common import board, checkpoint, config, files, guard, plots
 
 SCRIPT = "DCGAN-MNIST.py"
 TINY = ["--dataset=fake", "--ngf=4", "--ndf=4", "--batch_size=128", "--eval_every=0", "--device=cpu"]
-# the n-th write of a file of that name fails with ENOSPC after a few bytes, as a disk that fills up does
+# the n-th write of a file of that name fails with ENOSPC where the operating system raises it (the flush to
+# the disk), to reach one chosen file; a real full disk (a tmpfs, below) cannot choose the file
 FILL_UP = """
-import errno, runpy, sys
+import errno, os, runpy, sys
 from pathlib import Path
 from common import files
-real, calls = files.write_safely, []
-def full(f):
-    f.write(b"partial")
+real, calls, fsync = files.write_safely, [], os.fsync
+def full(fd):
     raise OSError(errno.ENOSPC, "No space left on device")
 def write_safely(path, write, *args, **kwargs):
     calls.append(Path(path).name)
     if calls.count({name!r}) == {n} and Path(path).name == {name!r}:
-        write = full
-    return real(path, write, *args, **kwargs)
+        os.fsync = full
+    try:
+        return real(path, write, *args, **kwargs)
+    finally:
+        os.fsync = fsync
 files.write_safely = write_safely
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
@@ -104,21 +109,6 @@ def test_disk_full_on_losses_csv_after_the_checkpoint_rewrites_it_on_resume(tmp_
     result = run("--epochs=2", f"--out_dir={out}")
     assert result.returncode == 0, result.stderr
     assert_same_run(out, reference)  # the table rewritten from the checkpoint: no row missing or twice
-
-
-def test_generate_on_a_full_disk_leaves_no_file(tmp_path, reference, monkeypatch, capsys):
-    from PIL import Image
-
-    def full(self, fp, *args, **kwargs):
-        fp.write(b"partial")
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(Image.Image, "save", full)
-    out = tmp_path / "generated.png"
-    assert generate(reference, "--out", out, "--device=cpu") == files.WRITE_FAILED
-    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
-    assert line.startswith("error: could not write") and str(out) in line and "No space left" in line, line
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_run_whose_checkpoints_are_all_unreadable_is_moved_aside(tmp_path, reference):
@@ -202,10 +192,98 @@ def test_disk_full_under_torchrun_stops_every_process_with_one_line(tmp_path):
     assert result.returncode != 0
     lines = [x for x in result.stderr.replace("\r", "\n").splitlines() if x.startswith("error:")]
     assert len(lines) == 1 and "checkpoint of epoch 2" in lines[0] and "resumes after epoch 1" in lines[0], lines
-    # torchrun's own report (its one traceback): rank 1 stopped by itself with exit 4, not torn down while it
-    # waited for rank 0 (rank 0 may be: it exits last, after its line)
-    assert re.search(r"rank +: 1 \(local_rank: 1\)\n +exitcode +: 4 ", result.stderr), result.stderr
+    # torchrun's own report (its one traceback): every process exited by itself with 4, whichever the agent saw
+    # first (distributed.leave); a process left waiting in a collective would be torn down (-15), killed after
+    # the agent's grace (-9), or fail in it (1)
+    codes = re.findall(r"rank +: (\d) \(local_rank: \d\)\n +exitcode +: (-?\d+) ", result.stderr)
+    assert sorted(codes) == [("0", "4"), ("1", "4")], result.stderr
     assert result.stderr.count("Traceback") == 1, result.stderr  # torchrun's, no process's
     assert not leftovers(out)
     assert checkpoint.read(out / "checkpoints" / "last.pt")["epoch"] == 1
     assert [r["epoch"] for r in rows(out / "losses.csv")] == ["1"]
+
+
+# --- a real full disk: a small tmpfs, filled (tests/conftest.py's `disk`) ---
+
+
+def test_a_real_full_disk_during_a_checkpoint_keeps_the_last_one_and_the_rerun_resumes(disk: Disk, reference):
+    """torch.save on a full disk raised a RuntimeError from its zip writer (a traceback): now one line, exit 4."""
+    out = disk.path / "run"
+    assert run("--epochs=1", f"--out_dir={out}").returncode == 0
+    size = (out / "checkpoints" / "last.pt").stat().st_size
+    disk.fill(leave=size // 2)  # room for epoch 2's grid and tables, not for its checkpoint
+    result = run("--epochs=2", f"--out_dir={out}")
+    assert result.returncode == files.WRITE_FAILED, result.stderr
+    line = error_line(result)
+    assert "checkpoint of epoch 2" in line and "No space left on device" in line and "resumes after epoch 1" in line
+    assert not leftovers(out)
+    assert checkpoint.read(out / "checkpoints" / "last.pt")["epoch"] == 1
+    assert [r["epoch"] for r in rows(out / "losses.csv")] == ["1"]
+    assert not (out / "samples" / "epoch_002.png").exists()
+
+    disk.empty()
+    result = run("--epochs=2", f"--out_dir={out}")
+    assert result.returncode == 0, result.stderr
+    assert_same_run(out, reference)
+
+
+def test_a_real_full_disk_at_the_start_of_a_run_is_one_line_and_exit_4(disk: Disk):
+    disk.fill()
+    result = run("--epochs=1", f"--out_dir={disk.path / 'run'}")
+    assert result.returncode == files.WRITE_FAILED, result.stderr
+    line = error_line(result)
+    assert "No space left on device" in line and str(disk.path / "run") in line, line
+
+
+def _state(reference: Path) -> dict:
+    return checkpoint.read(reference / "checkpoints" / "last.pt")
+
+
+WRITERS = {  # every kind of file a run or a tool writes, each through its own library
+    "last.pt (torch.save)": lambda folder, ref: checkpoint.save(_state(ref), folder),
+    "best.pt (torch.save)": lambda folder, ref: checkpoint.save_best(_state(ref), {"fid": 1.0}, folder),
+    "a grid (PIL)": lambda folder, ref: plots.save_grid(torch.rand(16, 1, 28, 28), folder / "grid.png"),
+    "loss.png (matplotlib)": lambda folder, ref: plots.plot_curves(
+        rows(ref / "losses.csv"), folder / "loss.png", [("losses", ("loss_d", "loss_g"))]
+    ),
+    "losses.csv": lambda folder, ref: plots.write_csv(rows(ref / "losses.csv"), folder / "losses.csv"),
+    "config.json": lambda folder, ref: config.save({"EPOCHS": 1}, folder / "config.json"),
+    "an .npz (numpy)": lambda folder, ref: files.write_safely(
+        folder / "images.npz", lambda f: np.savez_compressed(f, images=np.zeros((64, 28, 28), np.uint8)), "the images"
+    ),
+}
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_every_writer_on_a_real_full_disk_raises_write_failed_and_keeps_the_old_file(disk: Disk, reference, writer):
+    write = WRITERS[writer]
+    written = write(disk.path, reference)  # on a disk with room: the old file
+    old = {p: p.read_bytes() for p in disk.path.rglob("*") if p.is_file()}
+    assert old, written
+    disk.fill()
+    with pytest.raises(files.WriteFailed, match="No space left on device"):
+        write(disk.path, reference)
+    now = {p: p.read_bytes() for p in disk.path.rglob("*") if p.is_file() and p.name != ".filler"}
+    assert now == old and not leftovers(disk.path)
+
+
+def test_tensorboard_on_a_real_full_disk_is_write_failed_without_a_thread_traceback(disk: Disk, capfd):
+    pytest.importorskip("tensorboard")
+    logs = board.Board(disk.path / "tensorboard")
+    disk.fill()
+    with pytest.raises(files.WriteFailed, match="could not write TensorBoard's logs .*No space left on device"):
+        for epoch in range(1, 50):  # its writer thread fails at its first flush; the error comes back here
+            logs.epoch(epoch, {f"loss_{k}": 1.0 for k in range(100)}, None, [])
+    with pytest.raises(files.WriteFailed):
+        logs.close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_generate_on_a_real_full_disk_leaves_no_file(disk: Disk, reference, capsys):
+    disk.fill()
+    for name in ("generated.png", "generated.npz"):
+        out = disk.path / name
+        assert generate(reference, "--out", out, "--device=cpu") == files.WRITE_FAILED
+        (line,) = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+        assert line.startswith("error: could not write") and str(out) in line and "No space left" in line, line
+    assert [p.name for p in disk.path.iterdir()] == [".filler"]

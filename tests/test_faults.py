@@ -155,7 +155,30 @@ def test_kill_9_mid_epoch_rerun_continues_from_last_checkpoint(tmp_path, referen
     result = run(*TINY, f"--out_dir={out}")
     assert result.returncode == 0, result.stderr
     assert "Resuming" in result.stdout and "after epoch 1" in result.stdout
+    # the lock died with its process: the rerun takes the folder over, and says so
+    assert f"note: {out} was held by process {job.proc.pid} (" in result.stdout, result.stdout
+    assert "this run takes it over" in result.stdout
+    assert not (tmp_path / ".run.lock").exists()  # a run that ends by itself removes its lock
     assert_same_run(out, reference)
+
+
+def test_a_second_run_into_the_same_folder_stops_at_once_and_touches_nothing(tmp_path):
+    out = tmp_path / "run"
+    first = Run(*TINY, "--epochs=100", f"--out_dir={out}")
+    first.wait_for("epoch 1/100  loss_d")  # its first checkpoint is written, epoch 2 is under way
+    for args in ([], ["--resume=False"]):  # resuming it, or moving it aside: both would mix two runs
+        second = run(*TINY, f"--out_dir={out}", *args)
+        assert second.returncode == 2, second.stderr
+        (line,) = second.stderr.strip().splitlines()
+        assert line.startswith(f"error: {out} is in use by another run: process {first.proc.pid} ("), line
+        assert "Traceback" not in second.stderr and "Resuming" not in second.stdout
+    assert first.proc.poll() is None  # still training
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("run-")]  # nothing moved aside
+    first.proc.send_signal(signal.SIGINT)
+    assert first.wait() == 130, first.stderr
+    assert "partial" in checkpoint.read(out / "checkpoints" / "last.pt")  # the first run's own stop
+    assert "error" not in first.stderr
+    assert not (tmp_path / ".run.lock").exists()  # its lock went with it
 
 
 def test_truncated_last_checkpoint_is_skipped_for_previous(tmp_path, reference, capsys, recwarn):

@@ -6,7 +6,7 @@ decoder maps z back to Bernoulli pixel logits. Loss = summed BCE reconstruction 
 A chosen class without a conditional model: at every evaluation and at the last epoch the run
 fits one Gaussian per class (mean, full covariance) to the posterior means of that class's
 training images and saves them in the checkpoint; decoding z ~ N(mean_k, cov_k) draws class k
-(generate.py --label). With CONDITIONAL=True it is a conditional VAE (Sohn et al., 2015): both
+(generate.py --label; common/class_regions.py). With CONDITIONAL=True it is a conditional VAE (Sohn et al., 2015): both
 networks are given the label, and the sample grid has one row per class.
 
     python VAE-MNIST.py                              # 20 epochs on MNIST
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import config, data, metrics, plots, run, scores, steps
+from common import class_regions, config, data, metrics, plots, run, steps
 from common.speed import Autocast
 
 # --- data ---
@@ -244,75 +244,6 @@ def sample_for_eval(vae: VAE, n: int, device: torch.device, seed: int) -> tuple[
     return torch.cat([vae.sample(*chunk) for chunk in chunks]), labels
 
 
-# --- a chosen class from the unconditional VAE: one Gaussian per class where its images lie in z ---
-
-
-def no_class_latents(n_classes: int, latent_dim: int) -> dict[str, torch.Tensor]:
-    """The class statistics before a fit: count 0 marks them unfitted (mean 0 and cov I are placeholders)."""
-    return {
-        "mean": torch.zeros(n_classes, latent_dim),
-        "cov": torch.eye(latent_dim).repeat(n_classes, 1, 1),
-        "count": torch.zeros(n_classes, dtype=torch.long),
-    }
-
-
-@torch.no_grad()
-def posterior_means(vae: VAE, split: data.Split, batch_size: int = 1000) -> torch.Tensor:
-    """The mean of q(z|x) for every image of a split, in eval mode: the encoder only, so nothing is sampled and
-    training's random numbers stay as they were."""
-    was_training = vae.training
-    vae.eval()
-    images = split.images
-    means = [vae.encoder(data.to_unit(images[i : i + batch_size]))[0] for i in range(0, len(images), batch_size)]
-    vae.train(was_training)
-    return torch.cat(means).float()
-
-
-def fit_class_latents(vae: VAE, split: data.Split, latents: dict[str, torch.Tensor], ridge: float = 1e-3) -> None:
-    """Fit each class's Gaussian to the posterior means of its images in `split`, in place: mean [K, D], full
-    covariance [K, D, D] plus ridge x I (positive definite even for a class of few images or a latent dimension
-    the encoder does not use) and the images counted per class [K]."""
-    means, labels = posterior_means(vae, split), split.labels.to(latents["mean"].device)
-    eye = torch.eye(vae.latent_dim, device=means.device)
-    for k in range(len(latents["count"])):
-        of_k = means[labels == k]
-        latents["count"][k] = len(of_k)
-        latents["mean"][k] = of_k.mean(0) if len(of_k) else 0.0
-        spread = torch.cov(of_k.T).reshape_as(eye) if len(of_k) > 1 else torch.zeros_like(eye)
-        latents["cov"][k] = spread + ridge * eye
-
-
-def class_latents(latents: dict[str, torch.Tensor], eps: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """z = mean_k + L_k eps for each asked class k (L_k L_k^T = cov_k): eps ~ N(0, I) gives z ~ N(mean_k, cov_k)."""
-    scale = torch.linalg.cholesky(latents["cov"])
-    return latents["mean"][labels] + (scale[labels] @ eps.unsqueeze(-1)).squeeze(-1)
-
-
-def draw(
-    vae: VAE, eps: torch.Tensor, labels: torch.Tensor | None, latents: dict[str, torch.Tensor] | None = None
-) -> torch.Tensor:
-    """Images in [0, 1] from noise eps [B, latent_dim]: of the classes `labels` when given (a CVAE is told them;
-    the VAE decodes their latent regions, from `latents`), else from the prior (used by generate.py)."""
-    if labels is not None and not vae.n_classes:
-        return vae.sample(class_latents(latents, eps, labels))
-    return vae.sample(eps, labels)
-
-
-@torch.no_grad()
-def region_scores(
-    vae: VAE, latents: dict[str, torch.Tensor], n: int, seed: int, evaluator: metrics.Evaluator | None
-) -> dict[str, float]:
-    """region_acc of the unconditional VAE: how often "asked for k, drew k" for n images, a balanced share per
-    class, decoded from the classes' latent regions and labelled by the evaluator's classifier.
-    {} for a CVAE (no latents), whose label_acc is scored on the evaluation samples themselves."""
-    if not latents or evaluator is None:
-        return {}
-    n_classes = len(latents["count"])
-    eps, asked = metrics.eval_noise(n, vae.latent_dim, n_classes, latents["mean"].device, seed)
-    images = torch.cat([draw(vae, eps[i : i + 500], asked[i : i + 500], latents) for i in range(0, n, 500)])
-    return {"region_acc": scores.label_accuracy(evaluator.predict(images), asked, n_classes)[0]}
-
-
 def merged(*scorers: Callable[[], dict[str, float]]) -> dict[str, float]:
     """The columns of several scorers in one row (the evaluation's extra columns)."""
     return {key: value for scorer in scorers for key, value in scorer().items()}
@@ -359,11 +290,11 @@ def main() -> None:
         fixed_z = r.fixed("fixed_noise", grid_z)
         grid_args = {"nrow": 10, "row_labels": ds.classes} if CONDITIONAL else {"nrow": 8}
         # the VAE's class Gaussians for generate.py --label (none for the CVAE), saved in checkpoints
-        blank = {} if CONDITIONAL else no_class_latents(len(ds.classes), LATENT_DIM)
-        latents = {name: r.fixed(f"class_latent_{name}", tensor) for name, tensor in blank.items()}
+        blank = {} if CONDITIONAL else class_regions.blank(len(ds.classes), LATENT_DIM)
+        latents = {name: r.fixed(f"{class_regions.PREFIX}{name}", tensor) for name, tensor in blank.items()}
         recon_x, recon_y = data.to_unit(ds.test.images[:32]), ds.test.labels[:32]  # the same test images every epoch
         train_vae = r.wrap(vae)  # DDP under torchrun, else the model itself
-        for epoch in r.epochs({"negative ELBO per image (nats)": ("train_neg_elbo", "test_neg_elbo")}):
+        for _ in r.epochs({"negative ELBO per image (nats)": ("train_neg_elbo", "test_neg_elbo")}):
             for images, labels in r.batches():
                 x = r.input(data.to_unit(images))
                 r.log(train_neg_elbo=train_step(train_vae, opt, x, BETA, r.autocast, _labels(vae, labels)) / len(x))
@@ -372,10 +303,10 @@ def main() -> None:
             r.grid(lambda: vae.sample(fixed_z, grid_labels), value_range=(0, 1), **grid_args)
             r.grid(lambda: reconstructions(vae, recon_x, recon_y), folder="reconstructions", nrow=8, value_range=(0, 1))
             if latents and r.is_main and r.eval_due:
-                fit_class_latents(vae, ds.train, latents)  # one encoder pass: at each evaluation and the last epoch
-            iwae_k = IWAE_K if epoch == EPOCHS else 0  # the IWAE bound is costly: at the last epoch only
+                class_regions.fit(vae, ds.train, latents)  # one encoder pass: at each evaluation and the last epoch
+            iwae_k = IWAE_K if r.last_epoch else 0  # the IWAE bound is costly: at the last epoch only
             bounds_now = partial(bounds, vae, ds.test, test_loss if BETA == 1 else None, iwae_k, IWAE_IMAGES)
-            by_region = partial(region_scores, vae, latents, EVAL_SAMPLES, SEED, r.evaluator)
+            by_region = partial(class_regions.region_scores, vae, latents, EVAL_SAMPLES, SEED, r.evaluator)
             r.evaluate(
                 lambda: sample_for_eval(vae, EVAL_SAMPLES, r.device, SEED), partial(merged, bounds_now, by_region)
             )

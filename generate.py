@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
-from common import checkpoint, config, data, device, files, metrics, plots
+from common import checkpoint, class_regions, config, data, device, files, metrics, plots
 from common.config import fail
 
 ROOT = Path(__file__).resolve().parent
@@ -72,13 +72,13 @@ class Sampler:
             vae = self.vae = models["vae"]
             self.latent_dim, self.n_classes = vae.latent_dim, vae.n_classes
             if not vae.n_classes:
-                self.latents = vae_latents(state, dev)
+                self.latents = class_regions.from_checkpoint(state, dev)
                 self.refusal = (
                     f"--label on this VAE needs the class statistics that training fits at each evaluation and at "
                     f"its end, and this checkpoint (epoch {state['epoch']}) has none (a run from before they were "
                     f"saved, or stopped before a fit); this fits them: {refit_command(module, state, run_dir)}"
                 )
-            self.decode: Callable = lambda z, labels: module.draw(vae, z, labels, self.latents)
+            self.decode: Callable = lambda z, labels: class_regions.draw(vae, z, labels, self.latents)
         else:
             generator = models["generator"]
             self.latent_dim, self.n_classes = generator.latent_dim, getattr(generator, "n_classes", 0)
@@ -103,14 +103,6 @@ class Sampler:
         if self.latents and not self.latents["count"][label]:
             fail(f"--label {text!r}: the run's training data had no image of this class to fit its latent region")
         return label
-
-
-def vae_latents(state: dict, dev: torch.device) -> dict[str, torch.Tensor]:
-    """An unconditional VAE's class Gaussians from its checkpoint (VAE-MNIST.py's class_latent_*), {} if never fitted."""
-    latents = {name: state.get(f"class_latent_{name}") for name in ("mean", "cov", "count")}
-    if any(t is None for t in latents.values()) or not latents["count"].any():
-        return {}
-    return {name: t.to(dev) for name, t in latents.items()}
 
 
 def refit_command(module: ModuleType, state: dict, run_dir: Path | None) -> str:
@@ -302,7 +294,7 @@ def score(run_dir: Path, state: dict, sampler: Sampler, args: argparse.Namespace
     fake = torch.cat([sampler(zb, lb) for zb, lb in _chunks(z, labels)])
     row = {"epoch": state["epoch"], "checkpoint": state["source"], "seed": args.seed, **evaluator.scores(fake, labels)}
     if sampler.latents:  # an unconditional VAE: also its classes drawn from their latent regions
-        row.update(sampler.module.region_scores(sampler.vae, sampler.latents, args.n, args.seed, evaluator))
+        row.update(class_regions.region_scores(sampler.vae, sampler.latents, args.n, args.seed, evaluator))
     elif sampler.vae is not None and not sampler.n_classes:
         print("note: no class statistics in this checkpoint, so no region_acc; resume or extend the run to fit them")
     if row["n"] < args.n:

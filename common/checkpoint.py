@@ -1,4 +1,4 @@
-"""Run folders and checkpoints: what a checkpoint holds, atomic writes, the previous one kept, safe resume.
+"""Checkpoints: what one holds (assembled in contents() only), atomic writes, the previous one kept, safe resume.
 
 A checkpoint is one dict: "format", "config" (the constants), "script", "image_shape", "classes",
 "epoch" (complete epochs), "models" and "optimizers" (state dicts by name), the fixed tensors by
@@ -14,18 +14,17 @@ epoch's metrics.csv row). generate.py samples it by default.
 
 from __future__ import annotations
 
-import errno
-import time
+import math
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from common import config, distributed, files, folder_lock
+from common import config, distributed, files
 from common.config import fail
-from common.device import describe, rng_state, set_rng_state
+from common.device import rng_state, set_rng_state
+from common.guard import diverged
 
 LAST = "last.pt"
 PREVIOUS = "previous.pt"
@@ -36,44 +35,6 @@ PER_RANK = ("rng", "partial")  # entries each process keeps its own of
 UNTRACKED = ("EPOCHS", "RESUME")  # constants that may change on resume without a note
 IMPLEMENTATION = ("fused", "foreach", "capturable")  # optimizer flags of this run, never of the checkpoint
 _SKIPPED: set[Path] = set()  # unreadable checkpoints already reported by this process
-
-
-def prepare_out_dir(out_dir: str | Path, resume: bool, unreadable: Sequence[str] = ()) -> Path:
-    """Create OUT_DIR; move an existing run aside (never delete it) with resume off, or when its
-    checkpoints (the `unreadable` names) all fail to load: a run that cannot be resumed is never trained over."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        fail(f"--out_dir={out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and (not resume or unreadable):
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(out.stat().st_mtime))
-        aside = out.with_name(f"{out.name}-{stamp}")
-        n = 1
-        while aside.exists():
-            aside = out.with_name(f"{out.name}-{stamp}-{n}")
-            n += 1
-        try:
-            out.rename(aside)
-        except OSError as exc:  # e.g. a read-only parent folder: the old run stays where it is
-            fail(f"cannot move the previous run in --out_dir={out} aside: {exc.strerror or exc}")
-        if unreadable:
-            print(
-                f"moved the run in {out} aside to {aside}: none of its checkpoints ({', '.join(unreadable)}) "
-                "can be read, so it cannot be resumed; starting afresh"
-            )
-        else:
-            print(f"--resume=False: moved the previous run in {out} to {aside}")
-    try:
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # not a bad setting: a full disk, as later on
-            files.fail(
-                files.WriteFailed(f"could not write to --out_dir={out}: {exc.strerror}"), "rerun after freeing space"
-            )
-        fail(f"cannot write to --out_dir={out}: {exc.strerror or exc}")
-    return out
 
 
 def to_host(value: Any) -> Any:
@@ -98,6 +59,35 @@ def save(state: dict[str, Any], folder: str | Path) -> Path:
     # the one before is renamed previous.pt only once the new one is whole: load_latest() takes either
     what = f"the checkpoint of epoch {state.get('epoch', '?')}"
     return files.write_safely(folder / LAST, lambda f: torch.save(state, f), what, keep=folder / PREVIOUS)
+
+
+class Saver:
+    """Rank 0's checkpoints of one run: last.pt, then config.json with this start's first one; the grids
+    written since the last checkpoint (removed when the next one cannot be written) and the line that says so."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.facts: dict[str, Any] = {}  # what config.json records beside the settings
+        self.saved: str | None = None  # where the last checkpoint written or resumed from stands, in words
+        self.config_written = False  # config.json describes the checkpoint: written with this start's first
+        self.grids: list[Path] = []  # the grids written since that checkpoint
+
+    def save(self, state: dict[str, Any], cfg: dict[str, Any]) -> list[Path]:
+        """Write last.pt, then config.json with this start's first one; returns the grids it now covers."""
+        save(state, self.out / "checkpoints")
+        grids, self.saved, self.grids = self.grids, where(state), []
+        if not self.config_written:  # so a start that fails leaves the old config.json
+            config.save(cfg, self.out / "config.json", self.facts)
+            self.config_written = True
+        return grids
+
+    def failed(self, error: files.WriteFailed) -> None:
+        """A file could not be written: drop the grids ahead of the checkpoint, say so in one line."""
+        for path in self.grids:
+            path.unlink(missing_ok=True)
+        kept = "the last complete checkpoint and its records are as they were"
+        then = f"rerunning after freeing space {self.saved}" if self.saved else "rerunning starts afresh"
+        files.report(error, f"{kept}; {then}" if self.saved else f"{kept}; no checkpoint was written: {then}")
 
 
 def save_best(state: dict[str, Any], scores: dict[str, Any], folder: str | Path) -> Path:
@@ -227,16 +217,6 @@ def _pick_own(state: dict[str, Any], cfg: dict[str, Any]) -> None:
             del state[key]
 
 
-def gather(state: dict[str, Any]) -> dict[str, Any]:
-    """Collect every process's own entries (random state, partial sums) into the checkpoint (all processes call it)."""
-    if distributed.active():
-        for key in PER_RANK:
-            if key in state:
-                state[key] = {"per_rank": distributed.all_gather_object(to_host(state[key]))}
-        state["world_size"] = distributed.world_size()
-    return state
-
-
 def restore(
     state: dict[str, Any],
     models: dict[str, torch.nn.Module],
@@ -275,65 +255,55 @@ def restore(
     set_rng_state(state["rng"])
 
 
-def open_folder(
-    out: Path, cfg: dict[str, Any], shape_keys: tuple[str, ...], script: str, device: torch.device, speed: str = ""
-) -> dict[str, Any]:
-    """Start a run's folder (rank 0 writes; every process calls it): refuse a checkpoint that does not
-    fit, prepare OUT_DIR (an old run moved aside with RESUME off or with no readable checkpoint), print
-    the config. Returns the facts config.json records beside it (with `speed`, the switches in effect:
-    the config keeps "auto" where it says auto); write_config writes it with the run's first checkpoint."""
-    code, facts = 0, {}
-    if distributed.is_main():
-        try:
-            folder_lock.take(out)  # first: a second run into this folder stops before it reads or moves anything
-            saved = load_latest(out / "checkpoints") if cfg["RESUME"] else None
-            if saved is not None:  # checked first: a refusal (exit 2) leaves the folder as it was
-                check_resumable(saved, cfg, shape_keys, out / "checkpoints")
-            damaged = unreadable(out / "checkpoints") if cfg["RESUME"] and saved is None else []
-            prepare_out_dir(out, cfg["RESUME"], damaged)
-            where = describe(device) + (f" x {distributed.world_size()} processes" if distributed.active() else "")
-            print(f"{script} on {where}, writing to {out}/")
-            print(config.show(cfg), flush=True)
-            facts = {"script": script, "torch": torch.__version__, "device": describe(device)}
-            facts.update({"speed": speed.removeprefix("speed: ")} if speed else {})
-            facts["world_size"] = distributed.world_size()
-        except SystemExit as exc:  # a one-line error was printed; the other processes stop too, with its code
-            if not distributed.active():
-                raise
-            code = exc.code
-    code = distributed.broadcast_object(code)
-    if code:
-        distributed.leave(code)
-    return facts
-
-
-def write_config(out: Path, cfg: dict[str, Any], facts: dict[str, Any]) -> None:
-    """config.json: the settings of the checkpoint just written (so a start that fails leaves the old one)."""
-    config.save(cfg, out / "config.json", facts)
-
-
-def snapshot(
+def contents(
     run: dict[str, Any],
     done: int,
     models: dict[str, torch.nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
     fixed: dict[str, torch.Tensor],
-    history: list[dict],
-    metrics: list[dict],
+    rows: dict[str, Any],
+    partial: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What a checkpoint holds after `done` complete epochs: the run's identity (config, script,
-    image_shape, classes), every model and optimizer by name, the fixed tensors, RNG states, the rows."""
-    return {
+    """The checkpoint after `done` complete epochs, assembled here only (see the module docstring for its keys):
+    the run's identity (config, script, image_shape, classes), every model and optimizer by name, the fixed
+    tensors, the random states, the records' rows and best epoch, and after a stop the `partial` epoch.
+
+    Every process calls it: under torchrun each one's random state and partial sums are gathered into it.
+    """
+    state = {
         "format": FORMAT,
         **run,
+        "best": rows["best"],
         "epoch": done,
         "models": {name: model.state_dict() for name, model in models.items()},
         "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
         **fixed,
         "rng": rng_state(),
-        "history": history,
-        "metrics": metrics,
+        "history": rows["history"],
+        "metrics": rows["metrics"],
     }
+    if partial is not None:
+        state["partial"] = partial
+    if distributed.active():
+        for key in PER_RANK:
+            if key in state:
+                state[key] = {"per_rank": distributed.all_gather_object(to_host(state[key]))}
+        state["world_size"] = distributed.world_size()
+    return state
+
+
+def where(state: dict[str, Any]) -> str:
+    """Where a rerun continues from this checkpoint, in words."""
+    if "partial" in state:
+        return f"resumes in epoch {state['epoch'] + 1} after step {state['partial']['step']}"
+    return f"resumes after epoch {state['epoch']}"
+
+
+def check_finite(models: dict[str, torch.nn.Module], epoch: int, where: str) -> None:
+    """Exit 3 if a model about to be saved holds a NaN or infinite weight (on any process)."""
+    bad = nonfinite(models)
+    if distributed.flagged(bool(bad))[0]:
+        diverged(epoch, where, bad or "a weight on another process", math.nan)
 
 
 def nonfinite(models: dict[str, torch.nn.Module]) -> str:

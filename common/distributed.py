@@ -207,6 +207,12 @@ def all_reduce(values: list[float], op: str = "sum") -> list[float]:
     return t.tolist()
 
 
+def flagged(*values: float) -> list[float]:
+    """Did any process flag this? The largest of each value over every process (the values themselves in a
+    plain run): the one collective behind every agreement of the processes (a stop, a NaN, a failed write)."""
+    return all_reduce([float(v) for v in values], "max")
+
+
 def all_gather_object(obj: Any) -> list[Any]:
     """Every process's `obj`, in rank order ([obj] in a plain run)."""
     if not active():

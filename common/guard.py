@@ -7,16 +7,19 @@ with Guard() as guard:        # Ctrl-C and SIGTERM set guard.signum instead of k
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import signal
 import sys
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, NoReturn
 
 from tqdm import tqdm
 
 from common import distributed
+from common.tally import first_bad
 
 DIVERGED = 3  # exit code of a run stopped by a NaN or infinite loss or weight
 # D has won when, over a whole epoch, it scores fakes below WON_FAKE and reals above WON_REAL on average:
@@ -58,13 +61,23 @@ class Guard:
         """(the signal that asked to stop, whether any process saw a NaN), the same on every process."""
         if not distributed.active():
             return self.signum, bool(bad)
-        signum, any_bad = distributed.all_reduce([float(self.signum), float(bad)], "max")
+        signum, any_bad = distributed.flagged(self.signum, bad)
         self.signum = self.signum or int(signum)
         return int(signum), bool(any_bad)
 
-    def exit(self, message: str) -> NoReturn:
-        """Print where the run stopped and how to resume it, then exit with 128 + the signal."""
-        tqdm.write(message)  # below the progress bar, which is still open after a stop inside an epoch
+    def check(self, means: dict[str, float], epoch: int, where: str) -> int:
+        """The signal that asked to stop (0: none), the same on every process; a NaN among the running means
+        of any process stops the run (exit 3)."""
+        signum, bad = self.agree(first_bad(means) is not None)
+        if bad:
+            name, value = first_bad(means) or ("a loss on another process", math.nan)
+            diverged(epoch, where, name, value)
+        return signum
+
+    def exit(self, where: str, out: Path) -> NoReturn:
+        """Print where the run stopped and the command that resumes it, then exit with 128 + the signal."""
+        # below the progress bar, which is still open after a stop inside an epoch
+        tqdm.write(f"Stopped {where}; checkpoint in {out}/checkpoints. Resume with:\n  {resume_command()}")
         distributed.barrier()  # rank 0 has finished writing before any process exits
         distributed.leave(128 + (self.signum or signal.SIGINT))
 

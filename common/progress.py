@@ -1,4 +1,4 @@
-"""What a run shows while it trains: the epoch's progress bar and the one line each epoch ends with."""
+"""What a run shows while it trains: its budget line, the epoch's progress bar and the line each epoch ends with."""
 
 from __future__ import annotations
 
@@ -42,3 +42,20 @@ def duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def budget(cfg: dict[str, Any], overridden: tuple[str, ...], steps: int, batch_size: int) -> tuple[int, str]:
+    """The epochs to train and the run's line on them: SAMPLE_EPOCHS on the bundled sample (unless --epochs
+    was given: `overridden`, the constants the command line set), else EPOCHS."""
+    sample_epochs, epochs, why = cfg.get("SAMPLE_EPOCHS", 0), cfg["EPOCHS"], ""
+    if cfg.get("DATASET") == "mnist-sample" and sample_epochs:
+        if "EPOCHS" in overridden:
+            why = f" (--epochs; the sample budget SAMPLE_EPOCHS={sample_epochs} is not used)"
+        else:
+            epochs = sample_epochs
+            why = " (SAMPLE_EPOCHS, the budget for the 4,000-digit sample; --epochs=N sets another)"
+    return epochs, (
+        f"training: {cfg.get('DATASET', 'images')}, {steps * batch_size:,} images an epoch: "
+        f"{epochs} epoch{'s' * (epochs != 1)} x {steps} steps = {epochs * steps:,} steps{why}; "
+        "each epoch's line says how long the rest will take"
+    )

@@ -1,4 +1,5 @@
-"""An epoch's running numbers, summed on the device so that a training step never waits for the host.
+"""An epoch's running numbers, summed on the device so that a training step never waits for the host, and
+the epoch under way (Epoch: its sums, the steps a resume skips, its clock).
 
 tally = Tally(device)
 tally.add(loss_d=loss_d, d_real=d_real)   # device tensors: a kernel launch, no sync
@@ -8,6 +9,8 @@ tally.means()                             # {"loss_d": ..., "d_real": ...}: one 
 from __future__ import annotations
 
 import math
+import time
+from typing import Any
 
 import torch
 
@@ -43,3 +46,25 @@ class Tally:
 def first_bad(values: dict[str, float]) -> tuple[str, float] | None:
     """The first (name, value) that is NaN or infinite, or None: a NaN in any step makes its sum NaN."""
     return next(((k, v) for k, v in values.items() if not math.isfinite(v)), None)
+
+
+class Epoch:
+    """Where the epoch under way stands: its number, its sums, its epoch-level numbers, the steps skipped after
+    a resume inside it (`partial`: a stop's step, seconds and sums) and its clock."""
+
+    def __init__(self, number: int, device: torch.device, partial: dict[str, Any] | None = None):
+        self.number, self.device, self.extra, self.step, self.seconds = number, device, {}, 0, 0.0
+        self.skip, self.spent = (partial["step"], partial["seconds"]) if partial else (0, 0.0)
+        self.tally = Tally(device, partial["sums"], partial["counts"]) if partial else Tally(device)
+        self.started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds of steps in this epoch so far (before a stop too), CUDA synchronised."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return self.spent + time.perf_counter() - self.started
+
+    def partial(self) -> dict[str, Any]:
+        """What a stop after the current step keeps of the epoch (its sums were checked finite when agreed)."""
+        sums, counts = self.tally.totals(), dict(self.tally.counts)
+        return {"step": self.step, "sums": sums, "counts": counts, "seconds": self.elapsed()}

@@ -287,3 +287,16 @@ def test_generate_on_a_real_full_disk_leaves_no_file(disk: Disk, reference, caps
         (line,) = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
         assert line.startswith("error: could not write") and str(out) in line and "No space left" in line, line
     assert [p.name for p in disk.path.iterdir()] == [".filler"]
+
+
+def test_a_real_full_disk_at_the_start_under_torchrun_is_exit_4_on_every_process(disk: Disk):
+    """Rank 0 finds the disk full while it starts the run folder: every process exits 4 (it was 2, "bad input")."""
+    disk.fill()
+    args = [str(ROOT / SCRIPT), *TINY, "--epochs=1", f"--out_dir={disk.path / 'run'}"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
+    result = subprocess.run([*command, *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    lines = [x for x in result.stderr.replace("\r", "\n").splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and "No space left on device" in lines[0], result.stderr
+    codes = re.findall(r"rank +: (\d) \(local_rank: \d\)\n +exitcode +: (-?\d+) ", result.stderr)
+    assert sorted(codes) == [("0", "4"), ("1", "4")], result.stderr

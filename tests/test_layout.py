@@ -109,3 +109,37 @@ def test_help_of_a_script_without_a_page_has_no_docs_line(tmp_path):
     tool.write_text('"""A tool."""\n\nEPOCHS = 1  # passes\n')
     text = config.help_text({"__doc__": "A tool.", "__file__": str(tool), "EPOCHS": 1})
     assert "docs:" not in text and text.splitlines()[-1] == "  --epochs=1  passes"
+
+
+SCRIPTS = ("VAE-MNIST.py", "GAN-MNIST.py", "DCGAN-MNIST.py", "CDCGAN-MNIST.py", "DCGAN-CelebA.py")
+SHARED_GROUPS = ("run", "speed", "evaluation")  # the lines every script has, repeated on purpose: --help reads them
+# a line of a shared group that may differ, and why
+OWN_LINES = {
+    "OUT_DIR": "names the script's own folder",
+    ("GAN-MNIST.py", "AMP"): "off for the MLPs, measured (docs/speed.md)",
+    ("DCGAN-CelebA.py", "EVAL_SAMPLES"): "the Inception FID at the end, not the per-epoch scores",
+}
+
+
+def shared_lines(script: str) -> dict[str, str]:
+    """NAME -> its whole line, for the constants of the run, speed and evaluation groups of a script."""
+    lines, group = {}, None
+    for line in (ROOT / script).read_text().splitlines():
+        if line.startswith("# --- "):
+            group = line.removeprefix("# --- ").split(" ")[0]
+        elif not line.strip():  # the constants block ends at its first blank line
+            group = None
+        elif group in SHARED_GROUPS and (m := re.match(r"([A-Z_]+) = ", line)):
+            lines[m[1]] = line
+    return lines
+
+
+def test_the_constant_lines_every_script_shares_are_the_same_everywhere():
+    found = {script: shared_lines(script) for script in SCRIPTS}
+    names = {name for lines in found.values() for name in lines}
+    for name in sorted(names):
+        if name in OWN_LINES:
+            continue
+        versions = {lines[name] for script, lines in found.items() if name in lines and (script, name) not in OWN_LINES}
+        assert len(versions) == 1, f"{name} differs between the scripts:\n" + "\n".join(sorted(versions))
+    assert {"SEED", "DEVICE", "RESUME", "AMP", "EVAL_SAMPLES"} <= names  # the groups were found

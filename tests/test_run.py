@@ -209,3 +209,50 @@ def test_a_run_without_ema_resumes_with_one(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "has no generator_ema; it starts from generator's weights" in result.stdout
     assert "generator_ema" in torch.load(out / "checkpoints" / "last.pt", weights_only=False)["models"]
+
+
+def test_done_is_the_last_line_after_the_scripts_own_last_pictures(timed_run):
+    """Leaving the run's block ends the run: "Done:" comes after the script's last pictures (the VAE's latent.png),
+    and outputs/index.html is written after progress.gif, so the page shows the run's final pictures."""
+    out, result = timed_run
+    lines = [x for x in result.stdout.splitlines() if x.strip()]
+    assert lines[-1] == f"Done: {out}/" and lines[-2].startswith("best: "), lines[-3:]
+    page = out.parent / "index.html"
+    for picture in ("latent.png", "manifold.png", "progress.gif"):
+        assert (out / picture).stat().st_mtime_ns <= page.stat().st_mtime_ns, picture
+    assert "progress.gif" in page.read_text() and "no progress.gif" not in page.read_text()
+
+
+def test_the_run_leaves_the_scripts_globals_as_the_command_line_set_them(tmp_path, monkeypatch):
+    """The sample budget and the offline fall back are the run's settings (r.cfg), not rewritten globals."""
+    from common import config, run
+
+    module = load_script("DCGAN-MNIST.py")
+    ns = vars(module)
+    argv = ["--dataset=mnist", f"--data_dir={tmp_path / 'none'}", "--download=False", "--device=cpu"]
+    monkeypatch.setattr("sys.argv", ["DCGAN-MNIST.py", *argv, f"--out_dir={tmp_path / 'run'}", "--eval_every=0"])
+    config.setup(ns, choices={"DATASET": data.DATASETS})
+    with run.Run(ns, module.SHAPE_KEYS) as r:
+        r.load(lambda device: data.load(ns["DATASET"], ns["DATA_DIR"], ns["DOWNLOAD"], device))
+        assert r.cfg["DATASET"] == "mnist-sample" and r.cfg["EPOCHS"] == ns["SAMPLE_EPOCHS"] != ns["EPOCHS"]
+    assert ns["DATASET"] == "mnist" and ns["EPOCHS"] == 10  # as the constants block and the command line say
+
+
+def test_the_cadence_names_every_how_often_rule():
+    from common.cadence import LOG_SECONDS, PLOT_SECONDS, SYNC_STEPS, Cadence
+
+    now = [100.0]
+    cadence = Cadence(epochs=5, eval_every=2, together=False, clock=lambda: now[0])
+    assert [e for e in range(1, 6) if cadence.evaluate(e)] == [2, 4, 5]  # every EVAL_EVERY, and the last
+    assert cadence.last(5) and not cadence.last(4)
+    cadence.was_read()
+    assert not cadence.read(1, signalled=False) and cadence.read(1, signalled=True)  # a signal: at once
+    now[0] += LOG_SECONDS
+    assert cadence.read(2, signalled=False)
+    assert cadence.draw(1)  # the first epoch draws
+    cadence.was_drawn()
+    now[0] += PLOT_SECONDS / 2
+    assert not cadence.draw(2) and cadence.draw(5)  # the last epoch always draws
+    together = Cadence(epochs=5, eval_every=0, together=True)
+    assert [s for s in range(1, 3 * SYNC_STEPS + 1) if together.read(s, False)] == [SYNC_STEPS, 2 * SYNC_STEPS, 75]
+    assert not any(together.evaluate(e) for e in range(1, 5)) and together.evaluate(5)

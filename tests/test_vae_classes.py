@@ -11,7 +11,7 @@ import torch
 from conftest import generate, load_script, make_idx_dataset, run_script
 from PIL import Image
 
-from common import data, metrics
+from common import class_regions, data, metrics
 
 VAE = load_script("VAE-MNIST.py")
 GENERATE = load_script("generate.py")
@@ -59,7 +59,7 @@ def test_class_statistics_are_fitted_to_each_class_and_saved(runs):
     train = data.load("mnist", runs["data"], False, "cpu").train
     assert count.tolist() == torch.bincount(train.labels, minlength=10).tolist()
     # each class's mean is that of its own training images' posterior means (not of all, not of another class)
-    means = VAE.posterior_means(trained_vae(state), train)
+    means = class_regions.posterior_means(trained_vae(state), train)
     for k in range(10):
         assert torch.allclose(mean[k], means[train.labels == k].mean(0), atol=1e-5), k
     assert not torch.allclose(mean[3], mean[8], atol=1e-3)
@@ -77,7 +77,7 @@ def test_label_on_the_vae_decodes_the_class_gaussian(runs, tmp_path):
     state = last(runs["vae"])
     latents = {k: state[f"class_latent_{k}"] for k in ("mean", "cov", "count")}
     eps = torch.randn(200, 20, generator=torch.Generator().manual_seed(0))
-    z = VAE.class_latents(latents, eps, torch.full((200,), 8))
+    z = class_regions.place(latents, eps, torch.full((200,), 8))
     expected = GENERATE.to_uint8(trained_vae(state).sample(z))
     assert np.abs(eights["images"].astype(int) - expected.astype(int)).max() <= 1
     # those z come from class 8's Gaussian: their mean is nearest to mean_8 (Mahalanobis distance under cov_8)
@@ -160,7 +160,7 @@ def test_score_reports_the_asked_class_accuracy(runs, kind, column, capsys):
         latents = {k: state[f"class_latent_{k}"] for k in ("mean", "cov", "count")}
         ds = data.load("mnist", runs["data"], False, "cpu")
         evaluator = metrics.Evaluator.for_dataset(ds, runs["data"], "cpu")
-        expected = VAE.region_scores(trained_vae(state), latents, 100, 0, evaluator)["region_acc"]
+        expected = class_regions.region_scores(trained_vae(state), latents, 100, 0, evaluator)["region_acc"]
         assert float(row[column]) == pytest.approx(expected)
 
 

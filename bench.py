@@ -149,11 +149,6 @@ class Result:
         return self.epoch_images / self.repo
 
     @property
-    def sample_seconds(self) -> float | None:
-        """Seconds per epoch of the bundled sample at the repo path's rate (None without a sample)."""
-        return None if self.sample_images is None else self.sample_images / self.repo
-
-    @property
     def fp32_rate(self) -> float | None:
         """Plain fp32 eager img/s: measured apart, or the repo rate itself when the row is fp32."""
         return self.repo if self.switches == "baseline" else self.fp32
@@ -487,7 +482,7 @@ def cells(r: Result, base: Result | None = None) -> list[str]:
         ]  # fmt: skip
     return [
         r.model, r.script, str(r.batch_size), str(r.steps), r.setting, _fmt(r.repo), _fmt(r.fp32_rate),
-        _ratio(r.speed_up), f"{r.epoch_seconds:,.2f}", "-" if r.sample_seconds is None else f"{r.sample_seconds:,.2f}",
+        _ratio(r.speed_up), f"{r.epoch_seconds:,.2f}", "-" if r.sample_images is None else f"{r.sample_images / r.repo:,.2f}",
         f"{r.flops / 1e9:.3g}", _share(r), _fmt(r.loader), _ratio(None if r.loader is None else r.repo / r.loader),
         _fmt(r.generation), r.note,
     ]  # fmt: skip
@@ -565,9 +560,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="few steps, CelebA at 32x32: under two minutes on 2 CPU cores")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from: {', '.join(MODELS)}")
-    p.add_argument(
-        "--out", default="outputs/bench.md", help="markdown file written with the table (default: %(default)s)"
-    )
+    p.add_argument("--out", default="outputs/bench.md", help="markdown file written with the table (%(default)s)")
     p.add_argument("--batch-size", type=int, default=0, help="images per step for every model (default: each script's)")
     p.add_argument("--steps", type=int, help="timed steps per path and round (default 200 on CUDA, else 10; --quick 3)")
     p.add_argument("--rounds", type=int, default=None, help="rounds of both paths, summed (default 3; --quick 1)")
@@ -614,15 +607,11 @@ def default_workers() -> int:
 
 def fill_defaults(args: argparse.Namespace, dev: torch.device) -> argparse.Namespace:
     """Steps, warm-up and rounds not given: tiny with --quick, GPU-sized on CUDA, a few minutes' worth elsewhere."""
-    if args.quick:
-        steps, warmup, rounds = 3, 2, 1
-    elif dev.type == "cuda":
-        steps, warmup, rounds = 200, 20, 3  # a step takes milliseconds: enough steps to time launches and all
-    else:
-        steps, warmup, rounds = 10, 5, 3
-    args.steps = steps if args.steps is None else args.steps
-    args.warmup = warmup if args.warmup is None else args.warmup
-    args.rounds = rounds if args.rounds is None else args.rounds
+    # a CUDA step takes milliseconds: enough steps to time the launches and all
+    kind = "quick" if args.quick else "cuda" if dev.type == "cuda" else "other"
+    defaults = {"quick": (3, 2, 1), "cuda": (200, 20, 3), "other": (10, 5, 3)}[kind]
+    for name, value in zip(("steps", "warmup", "rounds"), defaults, strict=True):
+        setattr(args, name, value if getattr(args, name) is None else getattr(args, name))
     return args
 
 
@@ -675,10 +664,10 @@ def main(argv: list[str] | None = None) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
         tmp = Path(tmp_name)
         reps = 1 if args.quick else (20 if dev.type == "cuda" else 3)  # a GPU pass takes a millisecond or so
+        a = args
         plan = Plan(
-            dev, args.steps, args.warmup, args.rounds, args.batch_size, args.workers, args.quick, reps,
-            args.gen_batch, tmp, args.peak_tflops,
-        )  # fmt: skip
+            dev, a.steps, a.warmup, a.rounds, a.batch_size, a.workers, a.quick, reps, a.gen_batch, tmp, a.peak_tflops
+        )
         if any(MODELS[m].dataset == "mnist" for m in args.models):
             write_mnist(tmp)
         if "celeba" in args.models:
@@ -697,10 +686,10 @@ def main(argv: list[str] | None = None) -> list[Result]:
             else:
                 model_sw, setting = model_speed(name, dev, flags)
                 results.append(r := bench_model(name, plan, model_sw, setting=setting, with_fp32=True))
+                rates = f"fp32 {_fmt(r.fp32_rate)} img/s ({_ratio(r.speed_up)}), DataLoader {_fmt(r.loader)} img/s"
+                gflop = f"{r.flops / 1e9:.3g} GFLOP/img"
                 print(
-                    f"  {name} [{r.setting}]: {r.repo:,.1f} img/s ({r.epoch_seconds:,.2f} s/epoch, {r.flops / 1e9:.3g} "
-                    f"GFLOP/img), fp32 {_fmt(r.fp32_rate)} img/s ({_ratio(r.speed_up)}), DataLoader {_fmt(r.loader)} "
-                    "img/s",
+                    f"  {name} [{r.setting}]: {r.repo:,.1f} img/s ({r.epoch_seconds:,.2f} s/epoch, {gflop}), {rates}",
                     flush=True,
                 )
 

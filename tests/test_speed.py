@@ -244,7 +244,7 @@ def vae_losses(module, speed: Speed, steps: int = 11) -> list[float]:
 def test_vae_step_trains_under_bf16_channels_last_and_fused_adam():
     module = load_script("VAE-MNIST.py")
     fast, plain = vae_losses(module, ON), vae_losses(module, OFF)
-    assert all(loss.dtype == torch.float32 for loss in fast)  # the ELBO (summed, then per image) stays fp32 under bf16 autocast
+    assert all(loss.dtype == torch.float32 for loss in fast)  # the ELBO per image stays fp32 under bf16 autocast
     # and it is summed in fp32: bf16 outputs give exactly the loss of their fp32 copies (summed in bf16,
     # the KL term alone moves the total by about 4e-6)
     torch.manual_seed(0)

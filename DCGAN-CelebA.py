@@ -26,6 +26,7 @@ Docs: docs/dcgan-celeba.md (usage, outputs, implementation details, measured res
 
 import math
 import os
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import celeba, config, data, inception, plots, run, steps
+from common.speed import Autocast
 
 # --- data ---
 DATASET = "celeba"  # celeba | fake (random images, for smoke runs with no data)
@@ -183,6 +185,33 @@ def final_pictures(
         plots.write_csv([{"epoch": epoch, "n": n, "inception_fid": value}], out / "metrics.csv")
 
 
+normalise = data.to_gan  # the training input: uint8 images -> [-1, 1], the range of G's tanh
+
+
+def optimizers(cfg: dict) -> dict[str, tuple[str, float, tuple[float, float]]]:
+    """Each Adam optimizer by its checkpoint name, in creation order: (the model it trains, its rate, its betas)."""
+    betas = (cfg["BETA1"], 0.999)
+    return {"opt_g": ("generator", cfg["LR"], betas), "opt_d": ("discriminator", cfg["LR_D"], betas)}
+
+
+def train_step(
+    cfg: dict, nets: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer], real: torch.Tensor,
+    labels: torch.Tensor, step: int = 1, n_classes: int = 0, autocast: Autocast = nullcontext,
+    augment: steps.Augment | None = None,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """One D step and one G step on a batch of faces in [-1, 1] (unconditional: labels, step and n_classes go
+    unused); the device tensors that r.log sums."""
+    g, d = nets["generator"], nets["discriminator"]
+    out = steps.d_step(g, d, opts["opt_d"], real, real_label=cfg["REAL_LABEL"], autocast=autocast, augment=augment)
+    out["loss_g"] = steps.g_step(g, d, opts["opt_g"], len(real), autocast=autocast, augment=augment)
+    return out
+
+
+def decode(models: dict[str, nn.Module], z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Images in [0, 1] from noise z [B, LATENT_DIM] (labels are ignored: unconditional)."""
+    return models["generator"](z).add(1).div(2)
+
+
 def main() -> None:
     config.setup(globals(), choices={"DATASET": celeba.DATASETS})
     config.check_positive(config.constants(globals()), "WORKERS", "LATENT_DIM", "NGF", "NDF")
@@ -194,18 +223,13 @@ def main() -> None:
         faces = r.load(lambda device: celeba.load(*args, device, REBUILD_CACHE))
         models = r.models(build_models(r.cfg, (3, IMAGE_SIZE, IMAGE_SIZE)))  # on the device, saved by name
         generator, discriminator = models["generator"], models["discriminator"]
-        opt_g = r.adam("opt_g", generator, LR, (BETA1, 0.999))
-        opt_d = r.adam("opt_d", discriminator, LR_D, (BETA1, 0.999))
+        opts = {name: r.adam(name, models[model], lr, betas) for name, (model, lr, betas) in optimizers(r.cfg).items()}
         fixed_noise = r.fixed("fixed_noise", torch.randn(64, LATENT_DIM))
-        train_g, train_d = r.wrap(generator), r.wrap(discriminator, sync_buffers=False)  # see DCGAN-MNIST.py
+        # D keeps its own BatchNorm statistics per process under torchrun: see DCGAN-MNIST.py
+        nets = {"generator": r.wrap(generator), "discriminator": r.wrap(discriminator, sync_buffers=False)}
         for _ in r.epochs({"losses": ("loss_d", "loss_g"), "mean discriminator output": ("d_real", "d_fake")}):
-            for real, _ in r.batches(data.to_gan):  # faces in [-1, 1]
-                r.log(
-                    **steps.d_step(
-                        train_g, train_d, opt_d, real, real_label=REAL_LABEL, autocast=r.autocast, augment=r.augment
-                    )
-                )
-                r.log(loss_g=steps.g_step(train_g, train_d, opt_g, len(real), autocast=r.autocast, augment=r.augment))
+            for real, labels in r.batches(normalise):  # faces in [-1, 1]; no labels (zeros)
+                r.log(**train_step(r.cfg, nets, opts, real, labels, r.step, 0, r.autocast, r.augment))
             r.grid(lambda: generator(fixed_noise), nrow=8)
         if r.is_main:
             final_pictures(generator, faces, r.out, SEED, EVAL_SAMPLES, INCEPTION_WEIGHTS, EPOCHS)

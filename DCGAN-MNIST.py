@@ -25,10 +25,13 @@ Sample a trained model with: python generate.py outputs/DCGAN-MNIST
 Docs: docs/dcgan.md (usage, outputs, implementation details, measured results).
 """
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
 
 from common import config, data, metrics, run, steps
+from common.speed import Autocast
 
 # --- data ---
 DATASET = "mnist"  # mnist | fashion-mnist | mnist-sample | fake
@@ -126,29 +129,56 @@ def sample_for_eval(generator: Generator, n: int, device: torch.device, seed: in
     return torch.cat([generator(z[i : i + 500]) for i in range(0, n, 500)]).add(1).div(2), None
 
 
+normalise = data.to_gan  # the training input: uint8 images -> [-1, 1], the range of G's tanh
+
+
+def optimizers(cfg: dict) -> dict[str, tuple[str, float, tuple[float, float]]]:
+    """Each Adam optimizer by its checkpoint name, in creation order: (the model it trains, its rate, its betas)."""
+    betas = (cfg["BETA1"], 0.999)
+    return {"opt_g": ("generator", cfg["LR"], betas), "opt_d": ("discriminator", cfg["LR_D"], betas)}
+
+
+def averages(cfg: dict) -> dict[str, tuple[str, float]]:
+    """The moving averages kept of the weights, by checkpoint name: (the model averaged, its decay); none at EMA=0."""
+    return {"generator_ema": ("generator", cfg["EMA"])} if cfg["EMA"] else {}
+
+
+def train_step(
+    cfg: dict, nets: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer], real: torch.Tensor,
+    labels: torch.Tensor, step: int = 1, n_classes: int = 0, autocast: Autocast = nullcontext,
+    augment: steps.Augment | None = None,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """One D step and one G step on a batch in [-1, 1] (unconditional: labels, step and n_classes go unused);
+    the device tensors that r.log sums."""
+    g, d = nets["generator"], nets["discriminator"]
+    out = steps.d_step(g, d, opts["opt_d"], real, real_label=cfg["REAL_LABEL"], autocast=autocast, augment=augment)
+    out["loss_g"] = steps.g_step(g, d, opts["opt_g"], len(real), autocast=autocast, augment=augment)
+    return out
+
+
+def decode(models: dict[str, nn.Module], z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Images in [0, 1] from noise z [B, LATENT_DIM] (labels are ignored: unconditional)."""
+    return models["generator"](z).add(1).div(2)
+
+
 def main() -> None:
     config.setup(globals(), choices={"DATASET": data.DATASETS})
     with run.Run(globals(), SHAPE_KEYS) as r:  # device, torchrun, seed, resume, Ctrl-C, NaN stop, checkpoints
         ds = r.load(lambda device: data.load(DATASET, DATA_DIR, DOWNLOAD, device))
         models = r.models(build_models(r.cfg, ds.shape))  # on the device, saved in checkpoints by name
         generator, discriminator = models["generator"], models["discriminator"]
-        opt_g = r.adam("opt_g", generator, LR, (BETA1, 0.999))
-        opt_d = r.adam("opt_d", discriminator, LR_D, (BETA1, 0.999))
+        opts = {name: r.adam(name, models[model], lr, betas) for name, (model, lr, betas) in optimizers(r.cfg).items()}
         fixed_noise = r.fixed("fixed_noise", torch.randn(64, LATENT_DIM))
         # the steps train through DDP under torchrun. D runs twice (real, fake) before one backward:
         # DDP's default of copying rank 0's BatchNorm buffers before every forward would overwrite,
         # between the two, statistics the first saved for backward. D never runs in eval mode, so
         # each process keeps its own running statistics (and three broadcasts a step are saved)
-        train_g, train_d = r.wrap(generator), r.wrap(discriminator, sync_buffers=False)
-        sampler = r.ema("generator_ema", generator, EMA) if EMA else generator  # what draws the pictures
+        nets = {"generator": r.wrap(generator), "discriminator": r.wrap(discriminator, sync_buffers=False)}
+        averaged = {base: r.ema(name, models[base], decay) for name, (base, decay) in averages(r.cfg).items()}
+        sampler = averaged.get("generator", generator)  # what draws the pictures: G's moving average, when kept
         for _ in r.epochs({"losses": ("loss_d", "loss_g"), "mean discriminator output": ("d_real", "d_fake")}):
-            for real, _ in r.batches(data.to_gan):  # images in [-1, 1]; the labels go unused
-                r.log(
-                    **steps.d_step(
-                        train_g, train_d, opt_d, real, real_label=REAL_LABEL, autocast=r.autocast, augment=r.augment
-                    )
-                )
-                r.log(loss_g=steps.g_step(train_g, train_d, opt_g, len(real), autocast=r.autocast, augment=r.augment))
+            for real, labels in r.batches(normalise):  # images in [-1, 1]; the labels go unused
+                r.log(**train_step(r.cfg, nets, opts, real, labels, r.step, len(ds.classes), r.autocast, r.augment))
             r.grid(lambda: sampler(fixed_noise), nrow=8)
             r.evaluate(lambda: sample_for_eval(sampler, EVAL_SAMPLES, r.device, SEED))
 

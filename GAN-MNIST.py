@@ -21,11 +21,14 @@ conditional), class_shares.png and pixel_histogram.png. Rerunning resumes; --epo
 Docs: docs/gan.md (usage, outputs, implementation details, measured results).
 """
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from common import config, data, metrics, run, steps
+from common.speed import Autocast
 
 # --- data ---
 DATASET = "mnist"  # mnist | fashion-mnist | mnist-sample | fake
@@ -165,6 +168,35 @@ def sample_for_eval(
     return torch.cat([generator(*chunk) for chunk in chunks]).add(1).div(2), labels
 
 
+normalise = data.to_gan  # the training input: uint8 images -> [-1, 1], the range of G's tanh
+
+
+def optimizers(cfg: dict) -> dict[str, tuple[str, float, tuple[float, float]]]:
+    """Each Adam optimizer by its checkpoint name, in creation order: (the model it trains, its rate, its betas)."""
+    betas = (cfg["BETA1"], 0.999)
+    return {"opt_g": ("generator", cfg["LR"], betas), "opt_d": ("discriminator", cfg["LR_D"], betas)}
+
+
+def train_step(
+    cfg: dict, nets: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer], real: torch.Tensor,
+    labels: torch.Tensor, step: int = 1, n_classes: int = 10, autocast: Autocast = nullcontext,
+    augment: steps.Augment | None = None,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """One D step on a batch in [-1, 1], and a G step when `step` (from 1) is a multiple of K_STEPS; the device
+    tensors that r.log sums. Conditional, D is given the batch's labels and G random ones of the n_classes."""
+    conditional = cfg["CONDITIONAL"]  # the labels only reach a conditional model
+    g, d = nets["generator"], nets["discriminator"]
+    out = steps.d_step(g, d, opts["opt_d"], real, labels if conditional else None, cfg["REAL_LABEL"], autocast, augment)
+    if step % cfg["K_STEPS"] == 0:  # K_STEPS discriminator steps per generator step
+        out["loss_g"] = steps.g_step(g, d, opts["opt_g"], len(real), n_classes if conditional else 0, autocast, augment)
+    return out
+
+
+def decode(models: dict[str, nn.Module], z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Images in [0, 1] from noise z [B, LATENT_DIM] (conditional: of the classes `labels` [B]; else ignored)."""
+    return models["generator"](z, labels).add(1).div(2)
+
+
 def main() -> None:
     config.setup(
         globals(),
@@ -175,23 +207,16 @@ def main() -> None:
         ds = r.load(lambda device: data.load(DATASET, DATA_DIR, DOWNLOAD, device))
         models = r.models(build_models(r.cfg, ds.shape, len(ds.classes)))  # on the device, saved by name
         generator, discriminator = models["generator"], models["discriminator"]
-        opt_g = r.adam("opt_g", generator, LR, (BETA1, 0.999))
-        opt_d = r.adam("opt_d", discriminator, LR_D, (BETA1, 0.999))
+        opts = {name: r.adam(name, models[model], lr, betas) for name, (model, lr, betas) in optimizers(r.cfg).items()}
         n_classes = len(ds.classes)  # conditional: a row per class, one noise vector per column shared by the rows
         noise = torch.randn(10, LATENT_DIM).repeat(n_classes, 1) if CONDITIONAL else torch.randn(64, LATENT_DIM)
         fixed_noise = r.fixed("fixed_noise", noise)
         fixed_labels = torch.arange(n_classes, device=r.device).repeat_interleave(10) if CONDITIONAL else None
-        train_g, train_d = r.wrap(generator), r.wrap(discriminator, sync_buffers=False)  # see DCGAN-MNIST.py
+        # D keeps its own BatchNorm statistics per process under torchrun: see DCGAN-MNIST.py
+        nets = {"generator": r.wrap(generator), "discriminator": r.wrap(discriminator, sync_buffers=False)}
         for _ in r.epochs({"losses": ("loss_d", "loss_g"), "mean discriminator output": ("d_real", "d_fake")}):
-            for real, labels in r.batches(data.to_gan):
-                given = labels if CONDITIONAL else None  # the labels only reach a conditional model
-                r.log(**steps.d_step(train_g, train_d, opt_d, real, given, REAL_LABEL, r.autocast, r.augment))
-                if r.step % K_STEPS == 0:  # K_STEPS discriminator steps per generator step
-                    r.log(
-                        loss_g=steps.g_step(
-                            train_g, train_d, opt_g, len(real), generator.n_classes, r.autocast, r.augment
-                        )
-                    )
+            for real, labels in r.batches(normalise):
+                r.log(**train_step(r.cfg, nets, opts, real, labels, r.step, n_classes, r.autocast, r.augment))
             row_labels = ds.classes if CONDITIONAL else None
             r.grid(lambda: generator(fixed_noise, fixed_labels), nrow=10 if CONDITIONAL else 8, row_labels=row_labels)
             r.evaluate(lambda: sample_for_eval(generator, EVAL_SAMPLES, r.device, SEED))

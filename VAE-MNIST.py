@@ -180,16 +180,26 @@ def vae_loss(
     return reconstruction + beta * kl
 
 
+normalise = data.to_unit  # the training input: uint8 images -> [0, 1], the range of the Bernoulli decoder
+
+
+def optimizers(cfg: dict) -> dict[str, tuple[str, float, tuple[float, float]]]:
+    """Each Adam optimizer by its checkpoint name: (the model it trains, its rate, its betas: Adam's defaults)."""
+    return {"opt": ("vae", cfg["LR"], (0.9, 0.999))}
+
+
 def train_step(
-    vae: VAE, opt: torch.optim.Optimizer, x: torch.Tensor, beta: float, autocast: Autocast = nullcontext,
-    labels: torch.Tensor | None = None,
-) -> torch.Tensor:  # fmt: skip
-    """One Adam step on a batch in [0, 1] (and its labels, conditional); returns the batch's summed loss, a device tensor."""
+    cfg: dict, nets: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer], x: torch.Tensor,
+    labels: torch.Tensor, step: int = 1, n_classes: int = 10, autocast: Autocast = nullcontext,
+    augment: steps.Augment | None = None,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """One Adam step on a batch in [0, 1] (and its labels, conditional; step, n_classes and augment go unused);
+    returns train_neg_elbo, the batch's loss per image, a device tensor."""
     with autocast():  # forward and loss only: backward and the optimizer step run outside autocast
-        logits, mu, logvar = vae(x, labels)
-        loss = vae_loss(logits, x, mu, logvar, beta)
-    steps.update(opt, loss)
-    return loss.detach()
+        logits, mu, logvar = nets["vae"](x, labels if cfg.get("CONDITIONAL") else None)
+        loss = vae_loss(logits, x, mu, logvar, cfg["BETA"])
+    steps.update(opts["opt"], loss)
+    return {"train_neg_elbo": loss.detach() / len(x)}
 
 
 @torch.no_grad()
@@ -279,13 +289,24 @@ def draw_latent_space(vae: VAE, test: data.Split, classes: tuple[str, ...], out:
         plots.save_grid(vae.sample(grid_z), out / "manifold.png", nrow=20, value_range=(0, 1))
 
 
+def decode(
+    models: dict[str, nn.Module], z: torch.Tensor, labels: torch.Tensor | None = None,
+    latents: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """Images in [0, 1] from latents z [B, LATENT_DIM]: of the classes `labels` where the model can aim (a CVAE is
+    told them; the VAE decodes their regions, from `latents`), else from the prior (used by bench and generate.py)."""
+    vae = models["vae"]
+    return class_regions.draw(vae, z, labels if vae.n_classes or latents else None, latents)
+
+
 def main() -> None:
     config.setup(globals(), choices={"DATASET": data.DATASETS})
     suffix = "-conditional" if CONDITIONAL else ""  # the CVAE's run folder is its own
     with run.Run(globals(), SHAPE_KEYS, suffix) as r:  # device, torchrun, seed, resume, Ctrl-C, NaN stop, checkpoints
         ds = r.load(lambda device: data.load(DATASET, DATA_DIR, DOWNLOAD, device))
-        vae = r.models(build_models(r.cfg, ds.shape, len(ds.classes)))["vae"]  # on the device, saved by name
-        opt = r.adam("opt", vae, LR, (0.9, 0.999))
+        models = r.models(build_models(r.cfg, ds.shape, len(ds.classes)))  # on the device, saved by name
+        opts = {name: r.adam(name, models[model], lr, betas) for name, (model, lr, betas) in optimizers(r.cfg).items()}
+        vae = models["vae"]
         grid_z, grid_labels = grid_latents(N_SAMPLES, LATENT_DIM, vae.n_classes, r.device)
         fixed_z = r.fixed("fixed_noise", grid_z)
         grid_args = {"nrow": 10, "row_labels": ds.classes} if CONDITIONAL else {"nrow": 8}
@@ -293,11 +314,10 @@ def main() -> None:
         blank = {} if CONDITIONAL else class_regions.blank(len(ds.classes), LATENT_DIM)
         latents = {name: r.fixed(f"{class_regions.PREFIX}{name}", tensor) for name, tensor in blank.items()}
         recon_x, recon_y = data.to_unit(ds.test.images[:32]), ds.test.labels[:32]  # the same test images every epoch
-        train_vae = r.wrap(vae)  # DDP under torchrun, else the model itself
+        nets = {"vae": r.wrap(vae)}  # DDP under torchrun, else the model itself
         for _ in r.epochs({"negative ELBO per image (nats)": ("train_neg_elbo", "test_neg_elbo")}):
-            for images, labels in r.batches():
-                x = r.input(data.to_unit(images))
-                r.log(train_neg_elbo=train_step(train_vae, opt, x, BETA, r.autocast, _labels(vae, labels)) / len(x))
+            for images, labels in r.batches(normalise):
+                r.log(**train_step(r.cfg, nets, opts, images, labels, r.step, len(ds.classes), r.autocast))
             test_loss = evaluate(vae, ds.test, BETA)[0]
             r.record(test_neg_elbo=test_loss)
             r.grid(lambda: vae.sample(fixed_z, grid_labels), value_range=(0, 1), **grid_args)

@@ -1,47 +1,23 @@
-"""Training and generation speed: each script's speed setting against plain fp32, and the repo's data
-path against the standard torchvision DataLoader.
+"""Training and generation speed of each script through its own code: its speed setting against plain fp32,
+and the repo's data path against the standard torchvision DataLoader.
 
-For each model the same networks (same seed, same widths) are trained with the script's own step
-functions at the same batch size, in one run:
+Each model is what its script's main() builds, from the script's own functions (`build`): build_models,
+optimizers, averages (EMA), train_step (with K_STEPS, AUGMENT and the labels as the script has them),
+normalise and decode, at its constants and BATCH_SIZE, from seed 0. It trains, in one run, on:
 
-- repo: the whole split as a uint8 tensor on the device, shuffled batches by index
-  (`batches.Batches`), normalised per batch on the device (`data.to_gan` / `data.to_unit`), under
-  the script's speed setting: its constants, "auto" by default, which common/speed.py resolves for
-  this device and processor (bf16 autocast + channels_last on a CPU with native bf16, else fp32);
-- fp32: the repo path again in plain fp32 eager PyTorch (skipped where the setting is fp32 already:
-  the row then reads 'auto = fp32', measured once);
-- DataLoader: torchvision's `datasets.MNIST` (PIL images from IDX files) or an `ImageFolder` of
-  JPEGs (CenterCrop(108), Resize, ToTensor, Normalize), `--workers` processes (default: the CPU
-  count, at most 8), default collate, pinned memory on CUDA, under the script's setting.
+- repo: the split as a uint8 tensor on the device, shuffled batches by index (`batches.Batches`),
+  normalised per batch on the device, under the script's speed setting ("auto" by default, which
+  common/speed.py resolves for this device and processor);
+- fp32: the repo path in plain fp32 eager PyTorch (skipped where the setting is fp32 already);
+- DataLoader: torchvision's `datasets.MNIST` (PIL images from IDX files) or an `ImageFolder` of JPEGs
+  (CenterCrop(108), Resize, ToTensor, Normalize), --workers processes, default collate, under the setting.
 
-Each path gets warm-up steps, then the timed steps (the clock is read after a CUDA synchronise at
-both ends), in rounds that take turns going first. Defaults: 3 rounds of 20 warm-up + 200 timed
-steps on CUDA, of 5 + 10 on the CPU and MPS, one round of 2 + 3 with --quick. MNIST comes from
-the bundled real-digit sample written as IDX files (the 4,000 training digits tiled to a
-60,000-image epoch); CelebA from synthetic 178x218 JPEGs (no faces ship with the repo), both in a
-temporary folder.
-
-One table row per model (outputs/bench.md holds the same table under the run's facts, the speed
-line among them: what auto chose on this machine and why):
-
-- setting: the speed switches of the row, e.g. 'auto = fp32' or 'auto: amp+channels_last';
-  --amp, --channels-last, --cudnn-benchmark, --fused-adam, --compile measure exactly those instead;
-- img/s: training images per second on the repo path under the setting (D step + G step, or the
-  VAE step); fp32 img/s: the same in plain fp32 eager; speed-up: their ratio;
-- s/epoch: images in the script's epoch (60,000 for MNIST, 202,599 for CelebA) / img/s;
-  s/epoch sample: the bundled sample's 4,000 training digits (the scripts' offline data) / img/s;
-- GFLOP/img: the FLOPs of one training step, counted once per model by
-  `torch.utils.flop_counter.FlopCounterMode` (matmuls and convolutions, forward and backward;
-  not the optimizer's elementwise work), divided by the batch;
-- FLOP share: img/s x FLOP/img over the FLOP limit: --peak-tflops (a CPU's too), else the built-in
-  dense figure of a known GPU (bf16 under AMP, else TF32); n/a on the CPU, MPS or an unknown GPU;
-- DataLoader img/s and repo / DataLoader: the same training fed by the DataLoader, and the ratio;
-- generation img/s: a generator (VAE decoder) forward pass in eval mode under no_grad at a large batch.
-
---switches trains the repo path only, on any device: once per switch alone, once with all of them,
-and once with none (the fp32 baseline), with each one's speed-up over the baseline; a list
-(--switches amp,channels_last) picks some, and a switch the device cannot run (cudnn_benchmark off
-CUDA) is skipped with a note.
+Each path gets warm-up steps, then timed steps (the clock read after a device synchronise), in rounds
+that take turns going first. MNIST is the bundled sample's 4,000 real training digits as IDX files,
+tiled to a 60,000-image epoch; CelebA is synthetic 178x218 JPEGs, both in a temporary folder. The table
+(one row per model) is printed and written to outputs/bench.md under the run's facts; its columns are
+COLUMNS below (SWITCH_COLUMNS with --switches, which trains the repo path alone under each switch, all
+of them and none), listed with their meanings by --help, in bench.md and in docs/speed.md.
 
     python bench.py                                # every model: auto against fp32, side by side
     python bench.py --quick                        # the same, few steps (< 2 min on 2 CPU cores)
@@ -54,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import platform
 import shlex
@@ -68,12 +45,16 @@ from typing import Any, NoReturn
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import celeba, config, data, device, mnist_files, steps
+from common import augment, celeba, config, data, device, ema, mnist_files
 from common.batches import Batches
 from common.config import fail
 from common.speed import AUTO, NAMES, Speed, cpu_name, unsupported
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (images, labels) on the device
+Step = Callable[[torch.Tensor, torch.Tensor], None]  # one training step on a batch
 
 MNIST_IMAGES = 60_000  # a full MNIST epoch: the sample's training digits are tiled up to this
 EPOCH_IMAGES = {"mnist": MNIST_IMAGES, "celeba": 202_599}  # images in one epoch of the script's data set
@@ -89,6 +70,38 @@ PEAK_TFLOPS = (
     ("H200", 989.0, 495.0),  # also the GH200
     ("A100", 312.0, 156.0),
 )
+# the table's columns, each defined here once as (header, meaning): table() prints the headers, and --help,
+# outputs/bench.md and docs/speed.md list the meanings (tests/test_bench.py holds the docs to this list)
+COLUMNS = (
+    ("model", "vae, gan, cgan (GAN-MNIST.py with CONDITIONAL=True), dcgan, cdcgan or celeba"),
+    ("script", "the training script whose own build_models, optimizers, train_step and decode are measured"),
+    ("batch", "images per training step: the script's BATCH_SIZE, or --batch-size"),
+    ("steps", "timed training steps per path, all rounds together"),
+    ("setting", "the speed switches of the row: the script's own constants, auto as common/speed.py resolves it here ('auto = fp32', 'auto: amp+channels_last'), or exactly those --amp, --channels-last, --cudnn-benchmark, --fused-adam, --compile name"),
+    ("img/s", "training images per second on the repo path under the setting (D step + G step, or the VAE step)"),
+    ("fp32 img/s", "the same in plain fp32 eager, in the same run (a row whose setting is fp32 is measured once)"),
+    ("speed-up", "img/s / fp32 img/s"),
+    ("s/epoch", f"images per epoch ({EPOCH_IMAGES['mnist']:,} MNIST, {EPOCH_IMAGES['celeba']:,} CelebA) / img/s"),
+    ("s/epoch sample", f"the bundled sample's {SAMPLE_IMAGES['mnist']:,} training digits (--dataset=mnist-sample, the scripts' offline fallback) / img/s"),
+    ("GFLOP/img", "one training step at the row's batch, counted once per model by torch.utils.flop_counter.FlopCounterMode (matmuls and convolutions, forward and backward; not the optimizer's elementwise work), / batch"),
+    ("FLOP share", "img/s x FLOP/img / the FLOP limit: --peak-tflops, else a known GPU's dense peak (bf16 under AMP, else TF32); n/a on the CPU, MPS or an unknown GPU"),
+    ("DataLoader img/s", "the same training fed by torchvision's DataLoader at the same batch, under the setting"),
+    ("repo / DataLoader", "img/s / DataLoader img/s"),
+    ("generation img/s", "images per second of the script's decode (the generator or the VAE's decoder, to [0, 1]) in eval mode under no_grad at a large batch, under the setting"),
+    ("notes", "the CelebA image size; 'FLOPs counted on the CPU' where the device could not count them"),
+)  # fmt: skip
+_MEANING = dict(COLUMNS)
+SWITCH_COLUMNS = (  # --switches: a row per model and switch
+    ("model", _MEANING["model"]),
+    ("switches", "the switches trained under: baseline (plain fp32 eager), each alone, then all together"),
+    ("batch", _MEANING["batch"]),
+    ("steps", _MEANING["steps"]),
+    ("train img/s", "training images per second on the repo path under the switches"),
+    ("speed-up", "train img/s / the baseline's"),
+    *((name, _MEANING[name]) for name in ("s/epoch", "GFLOP/img", "FLOP share", "generation img/s")),
+    ("speed-up", "generation img/s / the baseline's"),
+)
+TEXT_COLUMNS = ("model", "script", "setting", "switches", "notes")  # left-aligned; the numbers right-aligned
 
 
 @dataclass(frozen=True)
@@ -134,11 +147,6 @@ class Result:
     def epoch_seconds(self) -> float:
         """Seconds per epoch at the repo path's rate."""
         return self.epoch_images / self.repo
-
-    @property
-    def sample_seconds(self) -> float | None:
-        """Seconds per epoch of the bundled sample at the repo path's rate (None without a sample)."""
-        return None if self.sample_images is None else self.sample_images / self.repo
 
     @property
     def fp32_rate(self) -> float | None:
@@ -203,7 +211,7 @@ def write_jpegs(folder: Path, n: int, seed: int = 0) -> Path:
     return folder
 
 
-# --- models, optimisers and one training step, as the scripts build them ---
+# --- models, optimisers and one training step: each script's own functions, no second copy here ---
 
 
 def script_config(spec: Model, module: ModuleType, size: int) -> dict[str, Any]:
@@ -215,67 +223,43 @@ def script_config(spec: Model, module: ModuleType, size: int) -> dict[str, Any]:
 
 
 def build(
-    module: ModuleType,
-    cfg: dict[str, Any],
-    image_shape: tuple[int, int, int],
-    n_classes: int,
-    dev: torch.device,
+    module: ModuleType, cfg: dict[str, Any], image_shape: tuple[int, int, int], n_classes: int, dev: torch.device,
     sw: Speed,
-) -> tuple[Callable[[torch.Tensor, torch.Tensor], None], Callable[[int], torch.Tensor]]:
-    """Fresh models (seed 0) and optimisers; returns (one training step, draw n images in eval mode)."""
-    device.seed_all(0)  # both paths start from the very same weights
+) -> tuple[Step, Callable[[int], torch.Tensor]]:  # fmt: skip
+    """What the script's main() builds, by the script's own functions (seed 0): returns (one training step, draw n
+    images in eval mode)."""
+    device.seed_all(0)  # every path starts from the very same weights
     # the switches are applied by the scripts' own helper (common/speed.py), as in a training run
     plain = {name: sw.prepare(m.to(dev)) for name, m in module.build_models(cfg, image_shape, n_classes).items()}
-    betas = (cfg["BETA1"], 0.999) if "BETA1" in cfg else (0.9, 0.999)  # VAE-MNIST uses Adam's defaults
-    rates = {"discriminator": cfg.get("LR_D", cfg["LR"])}  # D has its own rate where the script sets one
-    opts = {name: sw.adam(m.parameters(), rates.get(name, cfg["LR"]), betas) for name, m in plain.items()}
-    models = {name: sw.compiled(m) for name, m in plain.items()}
-    amp = sw.autocast  # the steps autocast their forward passes themselves (bf16 needs no GradScaler)
+    opts = {
+        name: sw.adam(plain[net].parameters(), lr, betas) for name, (net, lr, betas) in module.optimizers(cfg).items()
+    }
+    averages = ema.Averages()  # a script's moving averages (EMA), updated after every step as the run helper does
+    for name, (base, decay) in getattr(module, "averages", lambda cfg: {})(cfg).items():
+        averages.add(name, base, plain[base], decay)
+    nets = {name: sw.compiled(m) for name, m in plain.items()}
+    policy = augment.policy(cfg.get("AUGMENT", ""))  # D's input augmentation, as the run helper makes it
+    count = itertools.count(1)  # the run's step number, from 1 (K_STEPS counts by it)
 
-    if "vae" in models:
-        beta = cfg["BETA"]
-
-        def vae_step(x: torch.Tensor, labels: torch.Tensor) -> None:
-            module.train_step(models["vae"], opts["vae"], x, beta, amp)
-
-        vae = models["vae"]
-
-        def decode(n: int) -> torch.Tensor:
-            vae.eval()
-            return vae.sample(torch.randn(n, vae.latent_dim, device=dev))
-
-        return vae_step, decode
-
-    generator, discriminator = models["generator"], models["discriminator"]
-    n_classes = getattr(generator, "n_classes", 0)  # conditional models take the labels
-    real_label = cfg["REAL_LABEL"]
-
-    def gan_step(x: torch.Tensor, labels: torch.Tensor) -> None:
-        given = labels if n_classes else None
-        steps.d_step(generator, discriminator, opts["discriminator"], x, given, real_label, amp)
-        # one G step per D step: every script's default (GAN-MNIST's K_STEPS = 1)
-        steps.g_step(generator, discriminator, opts["generator"], len(x), n_classes, amp)
-
-    g = models["generator"]  # attribute reads pass through torch.compile's wrapper
-    n_draw = getattr(g, "n_classes", 0)  # conditional generators take a class per image
+    def step(x: torch.Tensor, labels: torch.Tensor) -> None:
+        t = next(count)
+        module.train_step(cfg, nets, opts, x, labels, t, n_classes, sw.autocast, policy)
+        averages.update(t)
 
     def draw(n: int) -> torch.Tensor:
-        g.eval()
-        z = torch.randn(n, g.latent_dim, device=dev)
-        return g(z, torch.randint(0, n_draw, (n,), device=dev)) if n_draw else g(z)
+        for net in nets.values():
+            net.eval()
+        z = torch.randn(n, cfg["LATENT_DIM"], device=dev)
+        labels = torch.randint(0, n_classes, (n,), device=dev) if n_classes else None  # unconditional: ignored
+        return module.decode(nets, z, labels)
 
-    return gan_step, draw
+    return step, draw
 
 
 def count_flops(
-    module: ModuleType,
-    cfg: dict[str, Any],
-    image_shape: tuple[int, int, int],
-    n_classes: int,
-    batch_size: int,
-    unit: bool,
+    module: ModuleType, cfg: dict[str, Any], image_shape: tuple[int, int, int], n_classes: int, batch_size: int,
     dev: torch.device,
-) -> tuple[float, torch.device]:
+) -> tuple[float, torch.device]:  # fmt: skip
     """FLOPs of one full training step at batch_size, counted by FlopCounterMode; and the device counted on.
 
     Counted on dev, or on the CPU where that fails, with fresh eager fp32 models (the switches
@@ -285,8 +269,7 @@ def count_flops(
     for where in dict.fromkeys([dev, torch.device("cpu")]):
         try:
             step, _ = build(module, cfg, image_shape, n_classes, where, Speed(device_type=where.type))
-            x = torch.rand(batch_size, *image_shape, device=where)
-            x = x if unit else x * 2 - 1
+            x = module.normalise(torch.randint(0, 256, (batch_size, *image_shape), dtype=torch.uint8, device=where))
             labels = torch.randint(0, max(n_classes, 1), (batch_size,), device=where)
             with FlopCounterMode(display=False) as counter:
                 step(x, labels)
@@ -324,23 +307,15 @@ def peak_for(dev: torch.device, sw: Speed, given: float | None) -> tuple[float |
 # --- the two data paths ---
 
 
-def repo_batches(
-    split: data.Split, batch_size: int, dev: torch.device, unit: bool, sw: Speed
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The scripts' path: uint8 batches by index from the split, normalised on the device; endless."""
-    batches = Batches(split, batch_size, seed=0)
-    normalise = data.to_unit if unit else data.to_gan
-    epoch = 1
-    while True:
+def repo_batches(split: data.Split, size: int, dev: torch.device, normalise: Callable, sw: Speed) -> Iterator[Batch]:
+    """The scripts' path: uint8 batches by index from the split, normalised on the device (their own normalise)."""
+    batches = Batches(split, size, seed=0)
+    for epoch in itertools.count(1):
         for images, labels in batches.epoch(epoch, dev):
-            x = normalise(images)
-            yield sw.input(x), labels
-        epoch += 1
+            yield sw.input(normalise(images)), labels
 
 
-def loader_batches(
-    dataset: torch.utils.data.Dataset, batch_size: int, workers: int, dev: torch.device, sw: Speed
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def loader_batches(dataset: Dataset, batch_size: int, workers: int, dev: torch.device, sw: Speed) -> Iterator[Batch]:
     """The standard path: a shuffling DataLoader with worker processes and default collate; endless."""
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=True, num_workers=workers, pin_memory=dev.type == "cuda"
@@ -351,8 +326,8 @@ def loader_batches(
             yield sw.input(x), labels.to(dev, non_blocking=True)
 
 
-def torchvision_dataset(kind: str, root: Path, unit: bool, size: int) -> torch.utils.data.Dataset:
-    """The standard PIL-backed data set with its usual transforms."""
+def torchvision_dataset(kind: str, root: Path, unit: bool, size: int) -> Dataset:
+    """The standard PIL-backed data set with its usual transforms (to [0, 1] when unit, else [-1, 1])."""
     from torchvision import datasets, transforms
 
     if kind == "mnist":
@@ -365,13 +340,7 @@ def torchvision_dataset(kind: str, root: Path, unit: bool, size: int) -> torch.u
     return datasets.ImageFolder(str(root / "celeba"), transform=transforms.Compose(crop + tail))
 
 
-def timed(
-    step: Callable[[torch.Tensor, torch.Tensor], None],
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
-    warmup: int,
-    steps: int,
-    dev: torch.device,
-) -> tuple[int, float]:
+def timed(step: Step, batches: Iterator[Batch], warmup: int, steps: int, dev: torch.device) -> tuple[int, float]:
     """(images, seconds) of `steps` training steps after `warmup` untimed ones; the clock is read after a sync."""
     try:
         for _ in range(warmup):
@@ -390,7 +359,7 @@ def timed(
 
 @torch.no_grad()
 def generation_rate(draw: Callable[[int], torch.Tensor], n: int, reps: int, dev: torch.device, sw: Speed) -> float:
-    """Images per second of the generator (the VAE's decoder) forward pass at batch n, in eval mode."""
+    """Images per second of the script's decode (the generator or the VAE's decoder) at batch n, in eval mode."""
     with sw.autocast():
         draw(n)  # warm-up: allocator, cuDNN algorithm choice, compilation
         sync(dev)
@@ -432,7 +401,6 @@ def bench_model(
     module = config.load_script(spec.script)
     cfg = script_config(spec, module, size)
     batch_size = plan.batch_size or cfg["BATCH_SIZE"]
-    unit = name == "vae"  # the VAE's Bernoulli decoder wants [0, 1]; the GANs' tanh, [-1, 1]
     note = ""
     if spec.dataset == "mnist":
         ds = data.load("mnist", plan.tmp, download=False, device=plan.dev)
@@ -449,7 +417,7 @@ def bench_model(
 
     key = (name, batch_size)
     if key not in plan.flops:  # once per model: --switches reuses it for every variant
-        plan.flops[key] = count_flops(module, cfg, image_shape, n_classes, batch_size, unit, plan.dev)
+        plan.flops[key] = count_flops(module, cfg, image_shape, n_classes, batch_size, plan.dev)
     step_flops, counted_on = plan.flops[key]
     if counted_on != plan.dev:
         note = "; ".join(filter(None, [note, "FLOPs counted on the CPU"]))
@@ -463,7 +431,7 @@ def bench_model(
         paths["fp32"] = build(module, cfg, image_shape, n_classes, plan.dev, plain)[0]
     if with_loader:
         paths["loader"] = build(module, cfg, image_shape, n_classes, plan.dev, sw)[0]
-        dataset = torchvision_dataset(spec.dataset, plan.tmp, unit, size)
+        dataset = torchvision_dataset(spec.dataset, plan.tmp, module.normalise is data.to_unit, size)
     totals = {path: [0, 0.0] for path in paths}
     for round_ in range(plan.rounds):
         # rounds alternate which path goes first, so a load that drifts on a shared machine hits all alike;
@@ -472,7 +440,7 @@ def bench_model(
             if path == "loader":
                 batches = loader_batches(dataset, batch_size, plan.workers, plan.dev, sw)
             else:
-                batches = repo_batches(split, batch_size, plan.dev, unit, speeds[path])
+                batches = repo_batches(split, batch_size, plan.dev, module.normalise, speeds[path])
             torch.backends.cudnn.benchmark = speeds[path].cudnn_benchmark
             images, seconds = timed(paths[path], batches, plan.warmup, plan.steps, plan.dev)
             totals[path][0] += images
@@ -483,22 +451,10 @@ def bench_model(
     generation = generation_rate(draw, plan.gen_batch or GEN_BATCH[spec.dataset], plan.gen_reps, plan.dev, sw)
     torch.backends.cudnn.benchmark = False
     return Result(
-        model=name,
-        script=spec.script,
-        batch_size=batch_size,
-        steps=plan.rounds * plan.steps,
-        repo=rate["repo"],
-        loader=rate.get("loader"),
-        generation=generation,
-        flops=step_flops / batch_size,
-        epoch_images=EPOCH_IMAGES[spec.dataset],
-        peak=peak,
-        note=note,
-        switches=sw.label(),
-        setting=setting or sw.label().replace("baseline", "fp32"),
-        fp32=rate.get("fp32"),
-        sample_images=SAMPLE_IMAGES.get(spec.dataset),
-    )
+        name, spec.script, batch_size, plan.rounds * plan.steps, rate["repo"], rate.get("loader"), generation,
+        step_flops / batch_size, EPOCH_IMAGES[spec.dataset], peak, note, sw.label(),
+        setting or sw.label().replace("baseline", "fp32"), rate.get("fp32"), SAMPLE_IMAGES.get(spec.dataset),
+    )  # fmt: skip
 
 
 # --- output ---
@@ -516,37 +472,38 @@ def _share(r: Result) -> str:
     return "n/a" if r.share is None else f"{100 * r.share:.3g}%"
 
 
+def cells(r: Result, base: Result | None = None) -> list[str]:
+    """One row's cells in the order of COLUMNS; given the baseline `base` of its model, of SWITCH_COLUMNS."""
+    if base is not None:
+        return [
+            r.model, r.switches, str(r.batch_size), str(r.steps), _fmt(r.repo), _ratio(r.repo / base.repo),
+            f"{r.epoch_seconds:,.2f}", f"{r.flops / 1e9:.3g}", _share(r), _fmt(r.generation),
+            _ratio(r.generation / base.generation),
+        ]  # fmt: skip
+    return [
+        r.model, r.script, str(r.batch_size), str(r.steps), r.setting, _fmt(r.repo), _fmt(r.fp32_rate),
+        _ratio(r.speed_up), f"{r.epoch_seconds:,.2f}", "-" if r.sample_images is None else f"{r.sample_images / r.repo:,.2f}",
+        f"{r.flops / 1e9:.3g}", _share(r), _fmt(r.loader), _ratio(None if r.loader is None else r.repo / r.loader),
+        _fmt(r.generation), r.note,
+    ]  # fmt: skip
+
+
 def table(results: list[Result], switches_mode: bool = False) -> str:
-    """The results as a markdown table."""
-    if switches_mode:
-        base = {r.model: r for r in results if r.switches == "baseline"}
-        lines = [
-            "| model | switches | batch | steps | train img/s | speed-up | s/epoch | GFLOP/img | FLOP share "
-            "| generation img/s | speed-up |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for r in results:
-            b = base[r.model]
-            lines.append(
-                f"| {r.model} | {r.switches} | {r.batch_size} | {r.steps} | {_fmt(r.repo)} | {r.repo / b.repo:.2f}x "
-                f"| {r.epoch_seconds:,.2f} | {r.flops / 1e9:.3g} | {_share(r)} | {_fmt(r.generation)} "
-                f"| {r.generation / b.generation:.2f}x |"
-            )
-        return "\n".join(lines)
-    lines = [
-        "| model | script | batch | steps | setting | img/s | fp32 img/s | speed-up | s/epoch | s/epoch sample "
-        "| GFLOP/img | FLOP share | DataLoader img/s | repo / DataLoader | generation img/s | notes |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
+    """The results as a markdown table with the headers of COLUMNS (SWITCH_COLUMNS with --switches)."""
+    columns = SWITCH_COLUMNS if switches_mode else COLUMNS
+    base = {r.model: r for r in results if r.switches == "baseline"}
+    rule = ["---" if name in TEXT_COLUMNS else "---:" for name, _ in columns]
+    lines = ["| " + " | ".join(name for name, _ in columns) + " |", "|" + "|".join(rule) + "|"]
     for r in results:
-        sample = "-" if r.sample_seconds is None else f"{r.sample_seconds:,.2f}"
-        loader_ratio = _ratio(None if r.loader is None else r.repo / r.loader)
-        lines.append(
-            f"| {r.model} | {r.script} | {r.batch_size} | {r.steps} | {r.setting} | {_fmt(r.repo)} "
-            f"| {_fmt(r.fp32_rate)} | {_ratio(r.speed_up)} | {r.epoch_seconds:,.2f} | {sample} | {r.flops / 1e9:.3g} "
-            f"| {_share(r)} | {_fmt(r.loader)} | {loader_ratio} | {_fmt(r.generation)} | {r.note} |"
-        )
+        row = cells(r, base[r.model] if switches_mode else None)
+        assert len(row) == len(columns), "a cell for every column"
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def column_list(columns: tuple[tuple[str, str], ...] = COLUMNS) -> list[str]:
+    """The columns as a markdown list, `- header: meaning` (bench.md, --help, and docs/speed.md's copy)."""
+    return [f"- {name}: {meaning}" for name, meaning in columns]
 
 
 def _load() -> str:
@@ -561,10 +518,11 @@ def header(plan: Plan, argv: list[str], load_start: str, sw: Speed, switches_mod
     """The facts a reader needs to compare two bench.md files (sw: the switches measured, with their line)."""
     import torchvision
 
-    cpu = cpu_name()
     gen = str(plan.gen_batch) if plan.gen_batch else f"{GEN_BATCH['mnist']} (MNIST) / {GEN_BATCH['celeba']} (CelebA)"
+    amps = sorted({False, True} if switches_mode else {sw.amp})
+    limits = [peak_for(plan.dev, replace(sw, amp=amp), plan.peak_tflops)[1] for amp in amps]
     lines = [
-        f"- device: {device.describe(plan.dev)}; host: {os.cpu_count()} logical CPUs ({cpu}), torch threads "
+        f"- device: {device.describe(plan.dev)}; host: {os.cpu_count()} logical CPUs ({cpu_name()}), torch threads "
         f"{torch.get_num_threads()}",
         f"- torch {torch.__version__}, torchvision {torchvision.__version__}, Python {platform.python_version()}",
         "- batch size: " + (str(plan.batch_size) if plan.batch_size else "each script's BATCH_SIZE (column batch)"),
@@ -572,34 +530,22 @@ def header(plan: Plan, argv: list[str], load_start: str, sw: Speed, switches_mod
         f"{plan.steps} timed steps, the paths taking turns to go first; generation: {plan.gen_reps} "
         f"forward pass(es) at batch {gen} after one warm-up pass, eval, no_grad",
         f"- load average (1, 5, 15 min): {load_start} at start, {_load()} at end",
-        f"- s/epoch = images per epoch ({EPOCH_IMAGES['mnist']:,} MNIST, {EPOCH_IMAGES['celeba']:,} CelebA) / img/s "
-        f"(train img/s with --switches); s/epoch sample = the bundled sample's {SAMPLE_IMAGES['mnist']:,} training "
-        "digits (--dataset=mnist-sample, the scripts' offline fallback) / img/s",
-        "- GFLOP/img: one training step (D step + G step, or the VAE step) at the row's batch counted once per model "
-        "by torch.utils.flop_counter.FlopCounterMode (matmuls and convolutions, forward and backward; not the "
-        "optimizer's elementwise work), / batch",
+        "- FLOP limit: " + "; ".join(dict.fromkeys(limits)),
     ]
-    amps = sorted({False, True} if switches_mode else {sw.amp})
-    limits = [peak_for(plan.dev, replace(sw, amp=amp), plan.peak_tflops)[1] for amp in amps]
-    lines.append("- FLOP share = img/s x FLOP/img / FLOP limit; limit: " + "; ".join(dict.fromkeys(limits)))
     if switches_mode:
         lines.append("- switches: each alone against the baseline, repo data path only")
     else:
         lines += [
-            "- repo: uint8 split on the device, `batches.Batches`, `data.to_gan`/`to_unit` per batch",
+            "- repo: uint8 split on the device, `batches.Batches`, the script's `normalise` per batch",
             f"- DataLoader: torchvision dataset with PIL transforms, num_workers={plan.workers}, shuffle, default "
-            f"collate, pin_memory={plan.dev.type == 'cuda'}; repo / DataLoader = the ratio of their img/s",
+            f"collate, pin_memory={plan.dev.type == 'cuda'}",
             f"- data: MNIST = the bundled 4,000 real training digits tiled to {MNIST_IMAGES:,} as IDX files; "
             "CelebA = synthetic 178x218 JPEGs (ImageFolder, CenterCrop(108), Resize, ToTensor, Normalize) against "
             "the repo's uint8 cache of them (cache built once, not timed)",
-            "- setting: the speed switches of the img/s column: each script's own constants (auto: chosen per "
-            "device by common/speed.py), or exactly the ones --amp, --channels-last, --cudnn-benchmark, --fused-adam, "
-            "--compile name; fp32 img/s: the same repo path in plain fp32 eager, speed-up = img/s / fp32 img/s (a "
-            "row whose setting is fp32 is measured once); DataLoader and generation run under the row's setting",
             f"- {sw.summary or 'speed: ' + sw.describe()}",
         ]
     lines.append(f"- command: python bench.py {shlex.join(argv)}".rstrip())
-    return lines
+    return [*lines, "", "Columns:", "", *column_list(SWITCH_COLUMNS if switches_mode else COLUMNS)]
 
 
 # --- command line ---
@@ -607,37 +553,23 @@ def header(plan: Plan, argv: list[str], load_start: str, sw: Speed, switches_mod
 
 def parse(argv: list[str]) -> argparse.Namespace:
     """The command-line options, validated (bad ones exit with a one-line error)."""
-    p = _Parser(prog="python bench.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    epilog = "columns of the table:\n" + "\n".join(column_list()) + "\nwith --switches:\n"
+    epilog += "\n".join(column_list(tuple(c for c in SWITCH_COLUMNS if c not in COLUMNS)))
+    formatter = argparse.RawTextHelpFormatter
+    p = _Parser(prog="python bench.py", description=__doc__, epilog=epilog, formatter_class=formatter)
     p.add_argument("--quick", action="store_true", help="few steps, CelebA at 32x32: under two minutes on 2 CPU cores")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from: {', '.join(MODELS)}")
-    p.add_argument(
-        "--out", default="outputs/bench.md", help="markdown file written with the table (default outputs/bench.md)"
-    )
+    p.add_argument("--out", default="outputs/bench.md", help="markdown file written with the table (%(default)s)")
     p.add_argument("--batch-size", type=int, default=0, help="images per step for every model (default: each script's)")
-    p.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        help="timed steps per path and round (default 200 on CUDA, else 10; --quick 3)",
-    )
+    p.add_argument("--steps", type=int, help="timed steps per path and round (default 200 on CUDA, else 10; --quick 3)")
     p.add_argument("--rounds", type=int, default=None, help="rounds of both paths, summed (default 3; --quick 1)")
-    p.add_argument(
-        "--warmup", type=int, default=None, help="untimed steps before each (default 20 on CUDA, else 5; --quick 2)"
-    )
+    p.add_argument("--warmup", type=int, help="untimed steps before each (default 20 on CUDA, else 5; --quick 2)")
     p.add_argument("--gen-batch", type=int, default=0, help="images per generator pass (default 1024; CelebA 256)")
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help=f"DataLoader worker processes (default: the CPU count, at most {MAX_WORKERS}; here {default_workers()})",
-    )
-    p.add_argument(
-        "--peak-tflops",
-        type=float,
-        default=None,
-        help="the FLOP limit of the FLOP share column (default: a known GPU's dense bf16/TF32 peak, else n/a)",
-    )
+    workers = f"DataLoader worker processes (default: the CPU count, at most {MAX_WORKERS}; here {default_workers()})"
+    p.add_argument("--workers", type=int, default=None, help=workers)
+    limit = "the FLOP limit of the FLOP share column (default: a known GPU's dense bf16/TF32 peak, else n/a)"
+    p.add_argument("--peak-tflops", type=float, default=None, help=limit)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's, i.e. OMP_NUM_THREADS)")
     named = "; any of these five: measure exactly the switches named instead of each script's auto"
     p.add_argument("--amp", action="store_true", help="bf16 autocast" + named)
@@ -645,14 +577,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cudnn-benchmark", action="store_true", help="CUDA: torch.backends.cudnn.benchmark = True")
     p.add_argument("--fused-adam", action="store_true", help="torch.optim.Adam(..., fused=True)")
     p.add_argument("--compile", action="store_true", help="torch.compile each model")
-    p.add_argument(
-        "--switches",
-        nargs="?",
-        const=",".join(SWITCHES),
-        default=None,
-        help="each switch alone, then all, against the fp32 baseline (repo path only); optionally only some, "
-        "e.g. --switches amp,channels_last (those the device cannot run are skipped with a note)",
-    )
+    each = "each switch alone, then all, against the fp32 baseline (repo path only); optionally only some, e.g. "
+    each += "--switches amp,channels_last (those the device cannot run are skipped with a note)"
+    p.add_argument("--switches", nargs="?", const=",".join(SWITCHES), default=None, help=each)
     args = p.parse_args(argv)
     if args.switches is not None:
         args.switches = [w.strip().replace("-", "_") for w in args.switches.split(",") if w.strip()]
@@ -680,15 +607,11 @@ def default_workers() -> int:
 
 def fill_defaults(args: argparse.Namespace, dev: torch.device) -> argparse.Namespace:
     """Steps, warm-up and rounds not given: tiny with --quick, GPU-sized on CUDA, a few minutes' worth elsewhere."""
-    if args.quick:
-        steps, warmup, rounds = 3, 2, 1
-    elif dev.type == "cuda":
-        steps, warmup, rounds = 200, 20, 3  # a step takes milliseconds: enough steps to time launches and all
-    else:
-        steps, warmup, rounds = 10, 5, 3
-    args.steps = steps if args.steps is None else args.steps
-    args.warmup = warmup if args.warmup is None else args.warmup
-    args.rounds = rounds if args.rounds is None else args.rounds
+    # a CUDA step takes milliseconds: enough steps to time the launches and all
+    kind = "quick" if args.quick else "cuda" if dev.type == "cuda" else "other"
+    defaults = {"quick": (3, 2, 1), "cuda": (200, 20, 3), "other": (10, 5, 3)}[kind]
+    for name, value in zip(("steps", "warmup", "rounds"), defaults, strict=True):
+        setattr(args, name, value if getattr(args, name) is None else getattr(args, name))
     return args
 
 
@@ -741,18 +664,9 @@ def main(argv: list[str] | None = None) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
         tmp = Path(tmp_name)
         reps = 1 if args.quick else (20 if dev.type == "cuda" else 3)  # a GPU pass takes a millisecond or so
+        a = args
         plan = Plan(
-            dev=dev,
-            steps=args.steps,
-            warmup=args.warmup,
-            rounds=args.rounds,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            quick=args.quick,
-            gen_reps=reps,
-            gen_batch=args.gen_batch,
-            tmp=tmp,
-            peak_tflops=args.peak_tflops,
+            dev, a.steps, a.warmup, a.rounds, a.batch_size, a.workers, a.quick, reps, a.gen_batch, tmp, a.peak_tflops
         )
         if any(MODELS[m].dataset == "mnist" for m in args.models):
             write_mnist(tmp)
@@ -765,19 +679,17 @@ def main(argv: list[str] | None = None) -> list[Result]:
         for name in args.models:
             if switches_mode:
                 for variant in variants:
-                    results.append(bench_model(name, plan, variant, with_loader=False))
-                    r = results[-1]
+                    results.append(r := bench_model(name, plan, variant, with_loader=False))
                     print(
                         f"  {name} {variant.label()}: {r.repo:,.1f} img/s, {r.epoch_seconds:,.2f} s/epoch", flush=True
                     )
             else:
                 model_sw, setting = model_speed(name, dev, flags)
-                results.append(bench_model(name, plan, model_sw, setting=setting, with_fp32=True))
-                r = results[-1]
+                results.append(r := bench_model(name, plan, model_sw, setting=setting, with_fp32=True))
+                rates = f"fp32 {_fmt(r.fp32_rate)} img/s ({_ratio(r.speed_up)}), DataLoader {_fmt(r.loader)} img/s"
+                gflop = f"{r.flops / 1e9:.3g} GFLOP/img"
                 print(
-                    f"  {name} [{r.setting}]: {r.repo:,.1f} img/s ({r.epoch_seconds:,.2f} s/epoch, {r.flops / 1e9:.3g} "
-                    f"GFLOP/img), fp32 {_fmt(r.fp32_rate)} img/s ({_ratio(r.speed_up)}), DataLoader {_fmt(r.loader)} "
-                    "img/s",
+                    f"  {name} [{r.setting}]: {r.repo:,.1f} img/s ({r.epoch_seconds:,.2f} s/epoch, {gflop}), {rates}",
                     flush=True,
                 )
 

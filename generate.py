@@ -78,11 +78,11 @@ class Sampler:
                     f"its end, and this checkpoint (epoch {state['epoch']}) has none (a run from before they were "
                     f"saved, or stopped before a fit); this fits them: {refit_command(module, state, run_dir)}"
                 )
-            self.decode: Callable = lambda z, labels: class_regions.draw(vae, z, labels, self.latents)
+            self.decode: Callable = lambda z, labels: module.decode(models, z, labels, self.latents)
         else:
             generator = models["generator"]
             self.latent_dim, self.n_classes = generator.latent_dim, getattr(generator, "n_classes", 0)
-            self.decode = lambda z, labels: (generator(z) if labels is None else generator(z, labels)).add(1).div(2)
+            self.decode = lambda z, labels: module.decode(models, z, labels)  # the script's own: images in [0, 1]
 
     @torch.no_grad()
     def __call__(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:

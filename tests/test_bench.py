@@ -3,6 +3,7 @@ errors; no timing is asserted."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -131,9 +132,10 @@ def test_quick_run_prints_the_table_and_writes_bench_md(tmp_path: Path):
         "load average",
         f"num_workers={bench.default_workers()}",
         "FlopCounterMode",
-        "- FLOP share = ",
-        "- s/epoch = images per epoch (60,000 MNIST, 202,599 CelebA)",
-        "s/epoch sample = the bundled sample's 4,000 training digits",
+        "- FLOP share: ",
+        "- FLOP limit: ",
+        "- s/epoch: images per epoch (60,000 MNIST, 202,599 CelebA)",
+        "- s/epoch sample: the bundled sample's 4,000 training digits",
         "\n- speed: auto -> ",  # the line the scripts print: what auto chose here, and why
     ):
         assert fact in text
@@ -206,7 +208,7 @@ def step_flops(name: str, batch_size: int) -> float:
     spec = bench.MODELS[name]
     module = bench.config.load_script(spec.script)
     cfg = bench.script_config(spec, module, 64)
-    flops, where = bench.count_flops(module, cfg, (1, 28, 28), 10, batch_size, name == "vae", torch.device("cpu"))
+    flops, where = bench.count_flops(module, cfg, (1, 28, 28), 10, batch_size, torch.device("cpu"))
     assert where == torch.device("cpu")
     return flops
 
@@ -284,7 +286,8 @@ def test_switch_variants_share_one_flop_count(tmp_path: Path):
     assert number(channels_last[6]) == pytest.approx(60_000 / results[1].repo, rel=0.01, abs=0.01)
     assert channels_last[8].endswith("%")
     facts = bench.header(plan, [], "n/a", variants[0], switches_mode=True)
-    assert "- FLOP share = img/s x FLOP/img / FLOP limit; limit: 1 TFLOP/s (--peak-tflops)" in facts
+    assert "- FLOP limit: 1 TFLOP/s (--peak-tflops)" in facts
+    assert facts[-len(bench.SWITCH_COLUMNS) :] == bench.column_list(bench.SWITCH_COLUMNS)  # the columns it has
 
 
 def test_defaults_are_sized_for_the_device():
@@ -353,3 +356,103 @@ def test_help_lists_every_option(capsys):
     options = ("--quick", "--device", "--models", "--out", "--batch-size", "--steps", "--switches", "--compile")
     for option in (*options, "--workers", "--peak-tflops"):
         assert re.search(rf"{option}\b", printed)
+    assert "\n".join(bench.column_list()) in printed  # what each column means
+
+
+# --- no second copy: bench measures each script through its own functions, and defines each column once ---
+
+SCRIPTS = sorted({spec.script for spec in bench.MODELS.values()})
+
+
+def small(model: str) -> tuple:
+    """A benchmarked model's script, a narrow config of it (as bench would run it), its image shape and classes."""
+    spec = bench.MODELS[model]
+    module = bench.config.load_script(spec.script)
+    cfg = {**bench.script_config(spec, module, 16), "NGF": 4, "NDF": 4, "HIDDEN": 16, "CHANNELS": 4}
+    shape, n_classes = ((3, 16, 16), 0) if spec.dataset == "celeba" else ((1, 28, 28), 10)
+    return module, cfg, shape, n_classes
+
+
+@pytest.mark.parametrize("model", list(bench.MODELS))
+def test_bench_trains_and_draws_by_the_scripts_own_functions(model: str, monkeypatch):
+    """bench's step is the script's train_step, fed the script's optimizers (names, models, rates, betas), the
+    run's step numbers from 1 and the classes; its images are the script's decode. A copy that drifted fails."""
+    module, cfg, shape, n_classes = small(model)
+    calls: list[tuple[str, tuple]] = []
+    for name in ("train_step", "decode"):
+        own = getattr(module, name)
+        monkeypatch.setattr(
+            module, name, lambda *args, _own=own, _name=name: calls.append((_name, args)) or _own(*args)
+        )
+    step, draw = bench.build(module, cfg, shape, n_classes, torch.device("cpu"), bench.Speed(device_type="cpu"))
+    x = module.normalise(torch.randint(0, 256, (4, *shape), dtype=torch.uint8))
+    step(x, torch.arange(4))
+    step(x, torch.arange(4))
+    images = draw(3)
+    assert [name for name, _ in calls] == ["train_step", "train_step", "decode"]
+    (_, first), (_, second), (_, drawn) = calls
+    given_cfg, nets, opts, given_x, _, t, classes = first[:7]
+    assert given_cfg is cfg and given_x is x and (t, second[5]) == (1, 2) and classes == n_classes
+    wanted = module.optimizers(cfg)
+    assert list(opts) == list(wanted)  # the checkpoint names, in the script's creation order
+    for name, (net, lr, betas) in wanted.items():
+        group = opts[name].param_groups[0]
+        assert (group["lr"], group["betas"]) == (lr, betas)
+        assert all(a is b for a, b in zip(group["params"], nets[net].parameters(), strict=True))
+    assert drawn[0] is nets and drawn[1].shape == (3, cfg["LATENT_DIM"])
+    assert images.shape == (3, *shape) and 0 <= images.min() and images.max() <= 1  # decode's range
+
+
+def test_bench_keeps_the_scripts_moving_average(monkeypatch):
+    """With EMA on, bench updates the script's averages (`averages(cfg)`) after every step, as a run does."""
+    module, cfg, shape, n_classes = small("dcgan")
+    updates: list[tuple[int, int]] = []
+    update = bench.ema.Averages.update
+    monkeypatch.setattr(
+        bench.ema.Averages, "update", lambda self, t: updates.append((len(self.entries), t)) or update(self, t)
+    )
+    for decay, entries in ((0.0, 0), (0.9, 1)):
+        assert len(module.averages({**cfg, "EMA": decay})) == entries
+        step, _ = bench.build(module, {**cfg, "EMA": decay}, shape, n_classes, torch.device("cpu"), bench.Speed())
+        step(module.normalise(torch.randint(0, 256, (4, *shape), dtype=torch.uint8)), torch.arange(4))
+    assert updates == [(0, 1), (1, 1)]
+
+
+def test_bench_holds_no_copy_of_the_scripts_wiring():
+    """bench.py names none of the scripts' constants of wiring, networks or step pieces: it asks the script."""
+    tree = ast.parse((ROOT / "bench.py").read_text())
+    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
+        n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+    }
+    wiring = {"LR", "LR_D", "BETA1", "BETA", "REAL_LABEL", "K_STEPS", "EMA", "generator", "discriminator", "opt_g"}
+    assert not (strings | names) & (wiring | {"d_step", "g_step", "sample", "latent_dim"})
+    imported = {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "common" for a in n.names
+    }
+    assert "steps" not in imported  # the GAN step pieces are the scripts' business
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_each_scripts_main_trains_by_the_functions_bench_measures(script: str):
+    """main() builds, optimises, averages and steps by the module-level functions bench.py and generate.py use."""
+    tree = ast.parse((ROOT / script).read_text())
+    main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
+    called = {n.func.id for n in ast.walk(main) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    module = bench.config.load_script(script)
+    shared = {"build_models", "optimizers", "train_step"} | ({"averages"} if hasattr(module, "averages") else set())
+    assert shared <= called
+    assert "normalise" in {n.id for n in ast.walk(main) if isinstance(n, ast.Name)}
+    attributes = [n.attr for n in ast.walk(main) if isinstance(n, ast.Attribute)]
+    assert attributes.count("adam") == 1 and not {"d_step", "g_step"} & set(attributes)  # no step of its own
+    assert callable(module.decode) and module.normalise in (bench.data.to_gan, bench.data.to_unit)
+
+
+def test_each_column_is_defined_once():
+    """COLUMNS is the one definition: the table's headers, and the meanings in --help, bench.md and docs/speed.md."""
+    assert [name for name, _ in bench.COLUMNS] == COLUMNS
+    assert [name for name, _ in bench.SWITCH_COLUMNS] == SWITCH_COLUMNS
+    docs = (ROOT / "docs" / "speed.md").read_text()
+    switch_only = tuple(c for c in bench.SWITCH_COLUMNS if c not in bench.COLUMNS)
+    for columns in (bench.COLUMNS, switch_only):
+        assert "\n".join(bench.column_list(columns)) in docs, "docs/speed.md: paste bench.column_list() again"

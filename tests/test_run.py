@@ -65,8 +65,8 @@ def test_vae_step_makes_no_host_sync():
     with META:
         vae = module.build_models({"LATENT_DIM": 2, "HIDDEN": 16, "CHANNELS": 4})["vae"]
         opt = torch.optim.Adam(vae.parameters())
-        loss = module.train_step(vae, opt, torch.rand(4, 1, 28, 28), 1.0)
-    assert loss.device == META and loss.dim() == 0
+        out = module.train_step({"BETA": 1.0}, {"vae": vae}, {"opt": opt}, torch.rand(4, 1, 28, 28), torch.arange(4))
+    assert list(out) == ["train_neg_elbo"] and out["train_neg_elbo"].device == META and out["train_neg_elbo"].dim() == 0
 
 
 def test_run_log_sums_on_the_device_without_reading():

@@ -3,7 +3,7 @@
 The DCGAN of DCGAN-MNIST.py with the class label fed to both networks (Mirza & Osindero, 2014):
 the generator gets z together with a one-hot label, the discriminator gets the image together
 with the label as ten constant planes, so it judges "is this a real image of class k". The step is
-the GAN step the four GAN scripts share (common/steps.py), given the labels: real images with
+the GAN step the four GAN scripts share (common/gan.py), given the labels: real images with
 their own, fakes of the same labels in D's step and of random labels in G's.
 
     python CDCGAN-MNIST.py                           # 10 epochs on MNIST
@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import config, data, metrics, run, steps
+from common import config, data, evaluation, gan, run
+from common.augment import Augment
 from common.speed import Autocast
 
 # --- data ---
@@ -89,7 +90,7 @@ class Generator(nn.Module):
             nn.ConvTranspose2d(2 * ngf, image_channels, kernel_size=4, stride=2, padding=1),  # -> C x 28 x 28
             nn.Tanh(),
         )
-        self.apply(steps.dcgan_init)
+        self.apply(gan.dcgan_init)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         one_hot = F.one_hot(labels, self.n_classes).to(z.dtype)
@@ -118,7 +119,7 @@ class Discriminator(nn.Module):
             nn.Conv2d(2 * ndf, 1, kernel_size=7, stride=1, padding=0),  # -> 1 x 1 x 1
         )
         self.classify = None if self.planes else nn.Conv2d(2 * ndf, n_classes, kernel_size=7)  # -> K x 1 x 1
-        self.apply(steps.dcgan_init)
+        self.apply(gan.dcgan_init)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if self.planes:
@@ -140,7 +141,7 @@ def build_models(
 
 def sample_for_eval(generator: Generator, n: int, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """n images in [0, 1] from the same evaluation noise every time, and the classes asked for (balanced)."""
-    z, labels = metrics.eval_noise(n, generator.latent_dim, generator.n_classes, device, seed)
+    z, labels = evaluation.eval_noise(n, generator.latent_dim, generator.n_classes, device, seed)
     fake = torch.cat([generator(z[i : i + 500], labels[i : i + 500]) for i in range(0, n, 500)])
     return fake.add(1).div(2), labels
 
@@ -162,13 +163,13 @@ def averages(cfg: dict) -> dict[str, tuple[str, float]]:
 def train_step(
     cfg: dict, nets: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer], real: torch.Tensor,
     labels: torch.Tensor, step: int = 1, n_classes: int = 10, autocast: Autocast = nullcontext,
-    augment: steps.Augment | None = None,
+    augment: Augment | None = None,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
     """One D step on a batch in [-1, 1] with its labels and one G step on random classes of the n_classes (step goes
     unused); the device tensors that r.log sums."""
     g, d = nets["generator"], nets["discriminator"]
-    out = steps.d_step(g, d, opts["opt_d"], real, labels, cfg["REAL_LABEL"], autocast, augment)
-    out["loss_g"] = steps.g_step(g, d, opts["opt_g"], len(real), n_classes, autocast, augment)
+    out = gan.d_step(g, d, opts["opt_d"], real, labels, cfg["REAL_LABEL"], autocast, augment)
+    out["loss_g"] = gan.g_step(g, d, opts["opt_g"], len(real), n_classes, autocast, augment)
     return out
 
 

@@ -3,7 +3,7 @@
 The generator grows a noise vector into an image with strided transposed convolutions, the
 discriminator shrinks an image to one logit with strided convolutions; both use BatchNorm, and
 the weights start from N(0, 0.02) as in the paper; they train by the GAN step the four GAN scripts
-share (common/steps.py: d_step, g_step). Faces are centre-cropped (CROP) and resized
+share (common/gan.py: d_step, g_step). Faces are centre-cropped (CROP) and resized
 to IMAGE_SIZE once, into a uint8 cache beside the data (see common/celeba.py), then drawn in
 shuffled batches from memory.
 
@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import celeba, config, data, inception, plots, run, steps
+from common import celeba, config, data, gan, inception, plots, run, training
+from common.augment import Augment
 from common.speed import Autocast
 
 # --- data ---
@@ -140,8 +141,8 @@ def build_models(
     channels, size = image_shape[0], image_shape[-1]
     generator = Generator(cfg["LATENT_DIM"], size, cfg["NGF"], channels)
     discriminator = Discriminator(size, cfg["NDF"], channels)
-    generator.apply(steps.dcgan_init)
-    discriminator.apply(steps.dcgan_init)
+    generator.apply(gan.dcgan_init)
+    discriminator.apply(gan.dcgan_init)
     return {"generator": generator, "discriminator": discriminator}
 
 
@@ -165,7 +166,7 @@ def final_pictures(
     gen = torch.Generator().manual_seed(seed + 1)  # its own seed, so reruns draw the same walks
     device = next(generator.parameters()).device
     z0, z1 = torch.randn(2, 8, generator.latent_dim, generator=gen).to(device)
-    with steps.eval_mode([generator]):
+    with training.eval_mode([generator]):
         plots.save_grid(
             generator(slerp(z0, z1, 10).reshape(-1, generator.latent_dim)), out / "interpolation.png", nrow=10
         )
@@ -175,7 +176,7 @@ def final_pictures(
     z = torch.randn(n, generator.latent_dim, generator=gen).to(device)
 
     def draw() -> torch.Tensor:  # called only when the Inception weights could be loaded
-        with steps.eval_mode([generator]):
+        with training.eval_mode([generator]):
             fake = torch.cat([generator(z[i : i + 500]) for i in range(0, n, 500)])
         return fake.add(1).mul(127.5).round().clamp(0, 255).byte()
 
@@ -197,13 +198,13 @@ def optimizers(cfg: dict) -> dict[str, tuple[str, float, tuple[float, float]]]:
 def train_step(
     cfg: dict, nets: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer], real: torch.Tensor,
     labels: torch.Tensor, step: int = 1, n_classes: int = 0, autocast: Autocast = nullcontext,
-    augment: steps.Augment | None = None,
+    augment: Augment | None = None,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
     """One D step and one G step on a batch of faces in [-1, 1] (unconditional: labels, step and n_classes go
     unused); the device tensors that r.log sums."""
     g, d = nets["generator"], nets["discriminator"]
-    out = steps.d_step(g, d, opts["opt_d"], real, real_label=cfg["REAL_LABEL"], autocast=autocast, augment=augment)
-    out["loss_g"] = steps.g_step(g, d, opts["opt_g"], len(real), autocast=autocast, augment=augment)
+    out = gan.d_step(g, d, opts["opt_d"], real, real_label=cfg["REAL_LABEL"], autocast=autocast, augment=augment)
+    out["loss_g"] = gan.g_step(g, d, opts["opt_g"], len(real), autocast=autocast, augment=augment)
     return out
 
 

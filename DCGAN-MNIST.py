@@ -4,7 +4,7 @@ Transposed convolutions 7 -> 14 -> 28 with BatchNorm and ReLU in the generator, 
 convolutions with LeakyReLU in the discriminator, N(0, 0.02) init, BCE with logits,
 Adam(lr 4e-4, beta1 0.5) at batch 128: twice the paper's rate, which measured better on real digits.
 No upscaling to 64x64: it costs about 5x the compute and draws no better digits.
-The training step is the GAN step the four GAN scripts share (common/steps.py: d_step, g_step):
+The training step is the GAN step the four GAN scripts share (common/gan.py: d_step, g_step):
 D by BCE on a real batch and as many fakes, then G by the non-saturating loss through a frozen D.
 
     python DCGAN-MNIST.py                            # 10 epochs on MNIST
@@ -30,7 +30,8 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from common import config, data, metrics, run, steps
+from common import config, data, evaluation, gan, run
+from common.augment import Augment
 from common.speed import Autocast
 
 # --- data ---
@@ -88,7 +89,7 @@ class Generator(nn.Module):
             nn.ConvTranspose2d(2 * ngf, image_channels, kernel_size=4, stride=2, padding=1),  # -> C x 28 x 28
             nn.Tanh(),
         )
-        self.apply(steps.dcgan_init)
+        self.apply(gan.dcgan_init)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z[:, :, None, None])
@@ -107,7 +108,7 @@ class Discriminator(nn.Module):
             nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(2 * ndf, 1, kernel_size=7, stride=1, padding=0),  # -> 1 x 1 x 1
         )
-        self.apply(steps.dcgan_init)
+        self.apply(gan.dcgan_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).view(-1)
@@ -125,7 +126,7 @@ def build_models(
 
 def sample_for_eval(generator: Generator, n: int, device: torch.device, seed: int) -> tuple[torch.Tensor, None]:
     """n images in [0, 1] from the same evaluation noise every time (no labels: unconditional)."""
-    z, _ = metrics.eval_noise(n, generator.latent_dim, 0, device, seed)
+    z, _ = evaluation.eval_noise(n, generator.latent_dim, 0, device, seed)
     return torch.cat([generator(z[i : i + 500]) for i in range(0, n, 500)]).add(1).div(2), None
 
 
@@ -146,13 +147,13 @@ def averages(cfg: dict) -> dict[str, tuple[str, float]]:
 def train_step(
     cfg: dict, nets: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer], real: torch.Tensor,
     labels: torch.Tensor, step: int = 1, n_classes: int = 0, autocast: Autocast = nullcontext,
-    augment: steps.Augment | None = None,
+    augment: Augment | None = None,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
     """One D step and one G step on a batch in [-1, 1] (unconditional: labels, step and n_classes go unused);
     the device tensors that r.log sums."""
     g, d = nets["generator"], nets["discriminator"]
-    out = steps.d_step(g, d, opts["opt_d"], real, real_label=cfg["REAL_LABEL"], autocast=autocast, augment=augment)
-    out["loss_g"] = steps.g_step(g, d, opts["opt_g"], len(real), autocast=autocast, augment=augment)
+    out = gan.d_step(g, d, opts["opt_d"], real, real_label=cfg["REAL_LABEL"], autocast=autocast, augment=augment)
+    out["loss_g"] = gan.g_step(g, d, opts["opt_g"], len(real), autocast=autocast, augment=augment)
     return out
 
 

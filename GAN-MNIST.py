@@ -5,7 +5,7 @@ both networks, and the sample grid has one row per class. G gets the one-hot lab
 gets it through a projection (Miyato & Koyama, 2018) and names the class with a second head (an
 auxiliary classifier, Odena et al. 2017; D_LABELS): on the sample it draws the asked digit 96% of
 the time, where the paper's one-hot input to D gave 40% and the projection alone 92% (see the
-docs/results.md). The training step is the GAN step the four GAN scripts share (common/steps.py: d_step,
+docs/results.md). The training step is the GAN step the four GAN scripts share (common/gan.py: d_step,
 then g_step every K_STEPS discriminator steps).
 
     python GAN-MNIST.py                              # 30 epochs on MNIST
@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import config, data, metrics, run, steps
+from common import config, data, evaluation, gan, run
+from common.augment import Augment
 from common.speed import Autocast
 
 # --- data ---
@@ -163,7 +164,7 @@ def sample_for_eval(
     generator: Generator, n: int, device: torch.device, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """n images in [0, 1] from the same evaluation noise every time, and the labels asked for (conditional)."""
-    z, labels = metrics.eval_noise(n, generator.latent_dim, generator.n_classes, device, seed)
+    z, labels = evaluation.eval_noise(n, generator.latent_dim, generator.n_classes, device, seed)
     chunks = [(z[i : i + 500], None if labels is None else labels[i : i + 500]) for i in range(0, n, 500)]
     return torch.cat([generator(*chunk) for chunk in chunks]).add(1).div(2), labels
 
@@ -180,15 +181,15 @@ def optimizers(cfg: dict) -> dict[str, tuple[str, float, tuple[float, float]]]:
 def train_step(
     cfg: dict, nets: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer], real: torch.Tensor,
     labels: torch.Tensor, step: int = 1, n_classes: int = 10, autocast: Autocast = nullcontext,
-    augment: steps.Augment | None = None,
+    augment: Augment | None = None,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
     """One D step on a batch in [-1, 1], and a G step when `step` (from 1) is a multiple of K_STEPS; the device
     tensors that r.log sums. Conditional, D is given the batch's labels and G random ones of the n_classes."""
     conditional = cfg["CONDITIONAL"]  # the labels only reach a conditional model
     g, d = nets["generator"], nets["discriminator"]
-    out = steps.d_step(g, d, opts["opt_d"], real, labels if conditional else None, cfg["REAL_LABEL"], autocast, augment)
+    out = gan.d_step(g, d, opts["opt_d"], real, labels if conditional else None, cfg["REAL_LABEL"], autocast, augment)
     if step % cfg["K_STEPS"] == 0:  # K_STEPS discriminator steps per generator step
-        out["loss_g"] = steps.g_step(g, d, opts["opt_g"], len(real), n_classes if conditional else 0, autocast, augment)
+        out["loss_g"] = gan.g_step(g, d, opts["opt_g"], len(real), n_classes if conditional else 0, autocast, augment)
     return out
 
 

@@ -29,7 +29,6 @@ Docs: docs/vae.md (usage, outputs, implementation details, measured results).
 """
 
 import math
-from collections.abc import Callable
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
@@ -38,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import class_regions, config, data, metrics, plots, run, steps
+from common import class_regions, config, data, evaluation, plots, run, training
+from common.augment import Augment
 from common.speed import Autocast
 
 # --- data ---
@@ -191,14 +191,14 @@ def optimizers(cfg: dict) -> dict[str, tuple[str, float, tuple[float, float]]]:
 def train_step(
     cfg: dict, nets: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer], x: torch.Tensor,
     labels: torch.Tensor, step: int = 1, n_classes: int = 10, autocast: Autocast = nullcontext,
-    augment: steps.Augment | None = None,
+    augment: Augment | None = None,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
     """One Adam step on a batch in [0, 1] (and its labels, conditional; step, n_classes and augment go unused);
     returns train_neg_elbo, the batch's loss per image, a device tensor."""
     with autocast():  # forward and loss only: backward and the optimizer step run outside autocast
         logits, mu, logvar = nets["vae"](x, labels if cfg.get("CONDITIONAL") else None)
         loss = vae_loss(logits, x, mu, logvar, cfg["BETA"])
-    steps.update(opts["opt"], loss)
+    training.update(opts["opt"], loss)
     return {"train_neg_elbo": loss.detach() / len(x)}
 
 
@@ -249,14 +249,9 @@ def bounds(vae: VAE, test: data.Split, known: float | None, iwae_k: int, iwae_im
 def sample_for_eval(vae: VAE, n: int, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """n images in [0, 1] decoded from the same evaluation latents every time, and for a CVAE the classes asked
     for (balanced); the unconditional VAE draws from its prior (its classes by region: region_scores)."""
-    z, labels = metrics.eval_noise(n, vae.latent_dim, vae.n_classes, device, seed)
+    z, labels = evaluation.eval_noise(n, vae.latent_dim, vae.n_classes, device, seed)
     chunks = [(z[i : i + 500], None if labels is None else labels[i : i + 500]) for i in range(0, n, 500)]
     return torch.cat([vae.sample(*chunk) for chunk in chunks]), labels
-
-
-def merged(*scorers: Callable[[], dict[str, float]]) -> dict[str, float]:
-    """The columns of several scorers in one row (the evaluation's extra columns)."""
-    return {key: value for scorer in scorers for key, value in scorer().items()}
 
 
 def grid_latents(
@@ -283,10 +278,7 @@ def draw_latent_space(vae: VAE, test: data.Split, classes: tuple[str, ...], out:
     title = "test-set latent means (given the label)" if vae.n_classes else "test-set latent means"
     plots.latent_scatter(means, test.labels, out / "latent.png", classes, title)
     if vae.latent_dim == 2 and not vae.n_classes:
-        levels = torch.linspace(0.03, 0.97, 20, device=means.device)
-        q = torch.distributions.Normal(0.0, 1.0).icdf(levels)  # evenly spaced in probability mass
-        grid_z = torch.stack(torch.meshgrid(q.flip(0), q, indexing="ij"), dim=-1).view(-1, 2)[:, [1, 0]]
-        plots.save_grid(vae.sample(grid_z), out / "manifold.png", nrow=20, value_range=(0, 1))
+        plots.manifold(vae.sample, out / "manifold.png", means.device)
 
 
 def decode(
@@ -327,9 +319,7 @@ def main() -> None:
             iwae_k = IWAE_K if r.last_epoch else 0  # the IWAE bound is costly: at the last epoch only
             bounds_now = partial(bounds, vae, ds.test, test_loss if BETA == 1 else None, iwae_k, IWAE_IMAGES)
             by_region = partial(class_regions.region_scores, vae, latents, EVAL_SAMPLES, SEED, r.evaluator)
-            r.evaluate(
-                lambda: sample_for_eval(vae, EVAL_SAMPLES, r.device, SEED), partial(merged, bounds_now, by_region)
-            )
+            r.evaluate(lambda: sample_for_eval(vae, EVAL_SAMPLES, r.device, SEED), bounds_now, by_region)
         if r.is_main:
             draw_latent_space(vae, ds.test, ds.classes, r.out)
 

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
-from common import checkpoint, class_regions, config, data, device, files, metrics, plots
+from common import checkpoint, class_regions, config, data, device, evaluation, files, plots
 from common.config import fail
 
 ROOT = Path(__file__).resolve().parent
@@ -289,8 +289,8 @@ def score(run_dir: Path, state: dict, sampler: Sampler, args: argparse.Namespace
     ds = data.load(name, data_dir, download=False, device=dev)
     if ds.name != name:
         fail(f"--score: {name} is not in {data_dir} (the run's data set); pass --data_dir")
-    evaluator = metrics.Evaluator.for_dataset(ds, data_dir, dev)
-    z, labels = metrics.eval_noise(args.n, sampler.latent_dim, sampler.n_classes, "cpu", args.seed)
+    evaluator = evaluation.Evaluator.for_dataset(ds, data_dir, dev)
+    z, labels = evaluation.eval_noise(args.n, sampler.latent_dim, sampler.n_classes, "cpu", args.seed)
     fake = torch.cat([sampler(zb, lb) for zb, lb in _chunks(z, labels)])
     row = {"epoch": state["epoch"], "checkpoint": state["source"], "seed": args.seed, **evaluator.scores(fake, labels)}
     if sampler.latents:  # an unconditional VAE: also its classes drawn from their latent regions
@@ -314,7 +314,7 @@ def score(run_dir: Path, state: dict, sampler: Sampler, args: argparse.Namespace
     print(
         f"{run_dir} after epoch {state['epoch']} ({state['source']}), {row['n']} samples: FID {row['fid']:.3g} (floor {row['fid_floor']:.3g})"
         f"  KID {row['kid']:.3g}  IS {row['is']:.3g} (real {row['is_real']:.3g})"
-        + f"  {metrics.prdc_text(row, digits=3)}"
+        + f"  {evaluation.prdc_text(row, digits=3)}"
         + f"  classes covered {row['classes_covered']}/{len(ds.classes)}  class shares {min(shares):.1%}-{max(shares):.1%}{accuracy}; appended to {path}"
     )
     return path

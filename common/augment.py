@@ -77,6 +77,9 @@ TRANSFORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+Augment = Callable[[torch.Tensor], torch.Tensor]  # what policy() returns: D's input transformations
+
+
 def policy(spec: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The augmentation a policy such as "translation,cutout" names, or None for "" (exits on an unknown name)."""
     names = [name.strip().lower() for name in spec.split(",") if name.strip()]

@@ -3,7 +3,7 @@
     tensorboard --logdir outputs/DCGAN-MNIST/tensorboard
 
 "steps" has the running means of the logged losses and D outputs by training step, written when the
-run reads its sums anyway (run.py's LOG_SECONDS / SYNC_STEPS: no extra host sync); "epochs" has each
+run reads its sums anyway (cadence.py's LOG_SECONDS / SYNC_STEPS: no extra host sync); "epochs" has each
 epoch's losses.csv row, every metric of metrics.csv and the epoch's grid, by epoch. Two folders, so
 each has its own x axis. A resumed run purges what was logged after its checkpoint, so no step is
 written twice. Rank 0 writes. A write that fails (a full disk: TensorBoard's writer thread keeps the

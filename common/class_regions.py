@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from common import data, metrics, scores
+from common import class_scores, data, evaluation
 
 PREFIX = "class_latent_"  # the checkpoint keys: class_latent_mean, class_latent_cov, class_latent_count
 NAMES = ("mean", "cov", "count")
@@ -80,7 +80,7 @@ def draw(
 
 @torch.no_grad()
 def region_scores(
-    vae: nn.Module, latents: dict[str, torch.Tensor], n: int, seed: int, evaluator: metrics.Evaluator | None
+    vae: nn.Module, latents: dict[str, torch.Tensor], n: int, seed: int, evaluator: evaluation.Evaluator | None
 ) -> dict[str, float]:
     """region_acc of the unconditional VAE: how often "asked for k, drew k" for n images, a balanced share per
     class, decoded from the classes' latent regions and labelled by the evaluator's classifier.
@@ -88,6 +88,6 @@ def region_scores(
     if not latents or evaluator is None:
         return {}
     n_classes = len(latents["count"])
-    eps, asked = metrics.eval_noise(n, vae.latent_dim, n_classes, latents["mean"].device, seed)
+    eps, asked = evaluation.eval_noise(n, vae.latent_dim, n_classes, latents["mean"].device, seed)
     images = torch.cat([draw(vae, eps[i : i + 500], asked[i : i + 500], latents) for i in range(0, n, 500)])
-    return {"region_acc": scores.label_accuracy(evaluator.predict(images), asked, n_classes)[0]}
+    return {"region_acc": class_scores.label_accuracy(evaluator.predict(images), asked, n_classes)[0]}

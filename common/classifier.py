@@ -1,7 +1,7 @@
 """The evaluator's classifier: a small CNN trained once per data set, whose penultimate layer is the
 feature space of the classifier FID and KID and whose logits give the Inception Score.
 
-No Inception network is needed for the MNIST family; see common/metrics.py for how it is used.
+No Inception network is needed for the MNIST family; see common/evaluation.py for how it is used.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 from tqdm import tqdm
 
-from common import files
+from common import exits, files
 
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
@@ -44,7 +44,7 @@ DOCS = {  # each training script's page, named on the last line of its --help an
 def fail(message: str) -> NoReturn:
     """Print a one-line error and exit with code 2 (bad input), without a traceback."""
     tqdm.write(f"error: {message}", file=sys.stderr)  # on a line of its own, below an open progress bar
-    raise SystemExit(2)
+    raise SystemExit(exits.BAD_INPUT)
 
 
 def constants(namespace: dict[str, Any]) -> dict[str, Any]:
@@ -136,7 +136,7 @@ def parse(
     choices = choices or {}
     if any(a in ("-h", "--help") for a in argv):
         print(help_text(namespace))
-        raise SystemExit(0)
+        raise SystemExit(exits.DONE)
     updates: dict[str, Any] = {}
     for arg in argv:
         if not arg.startswith("--") or "=" not in arg:

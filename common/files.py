@@ -21,7 +21,7 @@ from typing import IO, NoReturn
 
 from tqdm import tqdm
 
-WRITE_FAILED = 4  # exit code: a file could not be written (disk full, quota, read-only); nothing complete was lost
+from common import exits
 
 
 class WriteFailed(Exception):
@@ -81,4 +81,4 @@ def report(error: WriteFailed, then: str) -> None:
 def fail(error: WriteFailed, then: str) -> NoReturn:
     """Stop with report()'s one line and exit 4."""
     report(error, then)
-    raise SystemExit(WRITE_FAILED)
+    raise SystemExit(exits.WRITE_FAILED)

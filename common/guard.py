@@ -1,4 +1,5 @@
-"""Stopping a run cleanly: SIGINT/SIGTERM only ask the loop to stop, and a NaN is one line and exit 3.
+"""Stopping a run cleanly: SIGINT/SIGTERM only ask the loop to stop (exit 130/143 after a checkpoint), and
+a NaN is one line and exit 3.
 
 with Guard() as guard:        # Ctrl-C and SIGTERM set guard.signum instead of killing the step
     ...
@@ -18,13 +19,8 @@ from typing import Any, NoReturn
 
 from tqdm import tqdm
 
-from common import distributed
+from common import distributed, exits
 from common.tally import first_bad
-
-DIVERGED = 3  # exit code of a run stopped by a NaN or infinite loss or weight
-# D has won when, over a whole epoch, it scores fakes below WON_FAKE and reals above WON_REAL on average:
-# G then gets almost no gradient. The measured DCGAN-MNIST runs stay near 0.2 and 0.8 (docs/devices.md)
-WON_FAKE, WON_REAL = 0.02, 0.98
 
 
 class Guard:
@@ -79,7 +75,7 @@ class Guard:
         # below the progress bar, which is still open after a stop inside an epoch
         tqdm.write(f"Stopped {where}; checkpoint in {out}/checkpoints. Resume with:\n  {resume_command()}")
         distributed.barrier()  # rank 0 has finished writing before any process exits
-        distributed.leave(128 + (self.signum or signal.SIGINT))
+        distributed.leave(exits.SIGNALLED + (self.signum or signal.SIGINT))
 
 
 def diverged(epoch: int, where: str, name: str, value: float) -> NoReturn:
@@ -90,18 +86,7 @@ def diverged(epoch: int, where: str, name: str, value: float) -> NoReturn:
             f"nothing of epoch {epoch} was saved, the checkpoint and sample grids before it are kept",
             file=sys.stderr,
         )
-    distributed.leave(DIVERGED)
-
-
-def collapsed(row: dict[str, Any]) -> str:
-    """A one-line warning when an epoch's mean D outputs say the discriminator has won, else ""."""
-    fake, real = row.get("d_fake"), row.get("d_real")
-    if fake is None or real is None or not (fake < WON_FAKE and real > WON_REAL):
-        return ""
-    return (
-        f"warning: epoch {row['epoch']}: the discriminator has won (mean D(G(z)) {fake:.3g} < {WON_FAKE}, "
-        f"D(x) {real:.3g} > {WON_REAL}); the generator learns little from here (try a lower --lr_d or --augment)"
-    )
+    distributed.leave(exits.DIVERGED)
 
 
 def resume_command() -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from common.metrics import LOCAL, evaluation_device
+from common.evaluation import LOCAL, evaluation_device
 
 
 def _inception(weights_path: str) -> nn.Module:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -217,3 +217,13 @@ def plot_class_shares(history: list[dict], path: str | Path, classes: Sequence[s
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def manifold(
+    decode: Callable[[torch.Tensor], torch.Tensor], path: str | Path, device: torch.device, n: int = 20
+) -> None:
+    """An n x n grid of what `decode` makes of a 2-D latent z over the N(0, I) prior, evenly spaced in probability
+    mass (Kingma & Welling's manifold figure): the first coordinate left to right, the second bottom to top."""
+    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.03, 0.97, n, device=device))
+    grid_z = torch.stack(torch.meshgrid(q.flip(0), q, indexing="ij"), dim=-1).view(-1, 2)[:, [1, 0]]
+    save_grid(decode(grid_z), path, nrow=n, value_range=(0, 1))

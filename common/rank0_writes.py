@@ -14,7 +14,7 @@ run folder, the end of an epoch, a stop, the end of the run. There one collectiv
 line is out before any of them exits, and every process exits with that code (distributed.leave:
 each one by itself, whichever torchrun sees first). A single process settles the same way.
 
-Exit codes: files.WRITE_FAILED (4) for a file that could not be written; a one-line exit kept at the
+Exit codes: exits.WRITE_FAILED (4) for a file that could not be written; a one-line exit kept at the
 start (config.fail's 2 for bad input, a folder in use) keeps its own code.
 """
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
-from common import distributed, files
+from common import distributed, exits, files
 
 
 class Rank0Writes:
@@ -39,7 +39,7 @@ class Rank0Writes:
         try:
             yield
         except files.WriteFailed as exc:
-            self.failure, self.code = exc, files.WRITE_FAILED
+            self.failure, self.code = exc, exits.WRITE_FAILED
         except SystemExit as exc:  # its one line is out; the other processes must stop too
             if not distributed.active():
                 raise

@@ -17,10 +17,10 @@ import torch
 from tqdm import tqdm
 
 from common import board as board_lib
-from common import checkpoint, page, plots, progress, run_folders, scores
+from common import checkpoint, class_scores, page, plots, progress, run_folders
 from common.cadence import Cadence
-from common.guard import collapsed
-from common.metrics import Evaluator, prdc_text
+from common.evaluation import Evaluator, prdc_text
+from common.gan import collapsed
 
 
 def draw(history: list[dict], out: Path, classes: tuple[str, ...]) -> None:
@@ -63,7 +63,7 @@ def record(
     ]
     if "label_acc" in row:
         per_class = [row[f"label_acc_{k}"] for k in range(len(evaluator.classes))]
-        verdict = scores.label_verdict(row["label_acc"], per_class, evaluator.classes)
+        verdict = class_scores.label_verdict(row["label_acc"], per_class, evaluator.classes)
         parts.append(f"label acc {row['label_acc']:.1%} (real {row['label_acc_real']:.1%}; {verdict})")
     parts += [f"{k} {v:.4g}" for k, v in (extra or {}).items()]
     print(f"metrics epoch {epoch}: " + "  ".join(parts) + f"  ({row['eval_s']:.1f}s)", flush=True)

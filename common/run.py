@@ -37,17 +37,17 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from common import augment, checkpoint, config, data, distributed, files, folder_lock, out_dir, plots, progress
+from common import augment, checkpoint, config, data, distributed, exits, files, folder_lock, out_dir, plots, progress
 from common.cadence import Cadence
 from common.device import keep_rng, seed_all
 from common.ema import Averages
+from common.evaluation import Evaluator
 from common.guard import Guard
-from common.metrics import Evaluator
 from common.rank0_writes import Rank0Writes
 from common.records import Records
 from common.speed import Speed
-from common.steps import eval_mode
 from common.tally import Epoch
+from common.training import eval_mode
 
 
 class Run:
@@ -100,7 +100,7 @@ class Run:
         self.guard.__exit__(kind, exc, tb)
         try:
             if isinstance(exc, files.WriteFailed):  # rank 0's pictures after the last epoch, say
-                self.writes.failure, self.writes.code = exc, files.WRITE_FAILED
+                self.writes.failure, self.writes.code = exc, exits.WRITE_FAILED
             if kind is None or isinstance(exc, files.WriteFailed):  # every process agrees: none waits for another
                 if self.is_main and not self.writes.failed:
                     with self.writes.kept():  # after the script's last pictures: the GIF, the page, the lines
@@ -248,14 +248,14 @@ class Run:
         """Whether this epoch is the run's last."""
         return self.cadence.last(self.epoch)
 
-    def evaluate(self, sample: Callable[[], tuple], extra: Callable[[], dict] | None = None) -> None:
-        """When the cadence says, score `sample()` (images in [0, 1], the labels asked or None) into metrics.csv:
-        rank 0 only, in eval mode and on its own random numbers, so evaluating never changes training."""
+    def evaluate(self, sample: Callable[[], tuple], *extras: Callable[[], dict]) -> None:
+        """When the cadence says, score `sample()` (images in [0, 1], the labels asked or None) into metrics.csv,
+        with the columns `extras()` return: rank 0, in eval mode, on its own random numbers (training unchanged)."""
         if self.evaluator is None or not self.eval_due or self.writes.failed:
             return
         with keep_rng(self.device, self.ns["SEED"]), eval_mode(list(self.networks.values())):
             fake, asked = sample()
-            more = extra() if extra else None
+            more = {key: value for extra in extras for key, value in extra().items()} or None
         plot = self.cadence.draw(self.epoch)
         with self.writes.kept():  # metrics.csv is written after the epoch's checkpoint, which holds the row
             self.records.evaluated(self.epoch, self.evaluator, fake, asked, more, plot)

@@ -14,7 +14,7 @@ import torch
 from conftest import load_script, run_script
 from test_run import GANS, META, gan_on
 
-from common import augment, steps
+from common import augment, gan
 
 POLICIES = ("color", "translation", "cutout", "translation,cutout", "color,translation,cutout")
 
@@ -77,10 +77,10 @@ def test_gradients_reach_g_through_an_augmented_d_and_d_sees_every_batch_augment
         seen.append(x.shape[0])
         return policy(x)
 
-    steps.d_step(g, d, opt_d, real, augment=spy)
+    gan.d_step(g, d, opt_d, real, augment=spy)
     assert seen == [4, 4]  # the real batch and the fakes
     before = [p.detach().clone() for p in g.parameters()]
-    steps.g_step(g, d, opt_g, 4, augment=spy)
+    gan.g_step(g, d, opt_g, 4, augment=spy)
     assert seen == [4, 4, 4]  # and the fakes of G's step
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in g.parameters() if p.dim() > 1)
     assert any(not torch.equal(b, p) for b, p in zip(before, g.parameters(), strict=True))
@@ -92,10 +92,10 @@ def test_off_means_d_sees_the_images_as_they_are():
     module, g, d, opt_g, opt_d, real, labels = gan_on(torch.device("cpu"), "CDCGAN-MNIST.py")
     inputs = []
     d.register_forward_pre_hook(lambda _, args: inputs.append(args))
-    steps.d_step(g, d, opt_d, real, labels, augment=None)
+    gan.d_step(g, d, opt_d, real, labels, augment=None)
     assert torch.equal(inputs[0][0], real) and torch.equal(inputs[0][1], labels)
     inputs.clear()
-    steps.d_step(g, d, opt_d, real, labels, augment=augment.policy("cutout"))
+    gan.d_step(g, d, opt_d, real, labels, augment=augment.policy("cutout"))
     assert not torch.equal(inputs[0][0], real)
     assert torch.equal(inputs[0][1], labels) and torch.equal(inputs[1][1], labels)  # labels are never augmented
 
@@ -105,8 +105,8 @@ def test_augmented_steps_make_no_host_sync(script):
     module, g, d, opt_g, opt_d, real, labels = gan_on(META, script)
     policy = augment.policy("color,translation,cutout")
     with META:
-        out = steps.d_step(g, d, opt_d, real, labels, 0.9, augment=policy)
-        loss_g = steps.g_step(g, d, opt_g, len(real), 0 if labels is None else g.n_classes, augment=policy)
+        out = gan.d_step(g, d, opt_d, real, labels, 0.9, augment=policy)
+        loss_g = gan.g_step(g, d, opt_g, len(real), 0 if labels is None else g.n_classes, augment=policy)
     assert all(t.device == META for t in (*out.values(), loss_g))
 
 

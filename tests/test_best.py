@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import generate, load_script
 
-from common import checkpoint, files, metrics, records
+from common import checkpoint, evaluation, exits, files, records
 from common.run_folders import best_of
 
 TINY = ["--dataset=fake", "--ngf=4", "--ndf=4", "--batch_size=256", "--eval_samples=16", "--device=cpu"]
@@ -35,7 +35,7 @@ def scripted_fid(monkeypatch):
         written.append(state["epoch"])
         return real_save_best(state, scores, folder)
 
-    monkeypatch.setattr(metrics.Evaluator, "for_dataset", classmethod(lambda cls, *a, **k: Stub()))
+    monkeypatch.setattr(evaluation.Evaluator, "for_dataset", classmethod(lambda cls, *a, **k: Stub()))
     monkeypatch.setattr(records, "record", record)
     monkeypatch.setattr(checkpoint, "save_best", save_best)
     return fids, written
@@ -101,7 +101,7 @@ def test_a_failed_write_of_best_pt_exits_4_and_the_resume_writes_it(tmp_path, mo
     monkeypatch.setattr(files, "write_safely", full_for_best)
     with pytest.raises(SystemExit) as stop:
         train(monkeypatch, tmp_path, "--epochs=2")
-    assert stop.value.code == files.WRITE_FAILED
+    assert stop.value.code == exits.WRITE_FAILED
     error = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # the rest: progress bars
     assert len(error) == 1 and "best checkpoint" in error[0] and "resumes after epoch 2" in error[0]
     assert checkpoint.read(tmp_path / "checkpoints" / "best.pt")["epoch"] == 1  # the older best, whole

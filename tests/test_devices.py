@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from conftest import ROOT, load_script, run_script
 
-from common import checkpoint, data, device, metrics, steps
+from common import checkpoint, data, device, evaluation, gan
 
 DCGAN = load_script("DCGAN-MNIST.py")
 TINY = ["--dataset=mnist-sample", "--ngf=8", "--ndf=8", "--batch_size=500", "--eval_every=0"]
@@ -109,11 +109,11 @@ def test_mps_random_state_is_saved_and_restored(monkeypatch):
 
 
 def test_on_mps_the_evaluator_keeps_its_float64_states_on_the_cpu():
-    assert metrics.evaluation_device("mps") == torch.device("cpu")
-    assert metrics.evaluation_device("cpu") == torch.device("cpu")
+    assert evaluation.evaluation_device("mps") == torch.device("cpu")
+    assert evaluation.evaluation_device("cpu") == torch.device("cpu")
     train, test = data.load_sample()
     ds = data.Dataset("mnist-sample", data.DIGITS, train, test)
-    evaluator = metrics.Evaluator(ds, metrics.Classifier(), 0.5, "mps")  # raised on .to("mps") off a Mac
+    evaluator = evaluation.Evaluator(ds, evaluation.Classifier(), 0.5, "mps")  # raised on .to("mps") off a Mac
     assert evaluator.device.type == "cpu"
     fid, kid = evaluator._new_metrics(50, 50)
     assert fid.real_features_sum.dtype == torch.float64 and fid.real_features_sum.device.type == "cpu"
@@ -122,8 +122,8 @@ def test_on_mps_the_evaluator_keeps_its_float64_states_on_the_cpu():
 def test_metrics_never_gather_over_a_process_group():
     """torchrun: only rank 0 evaluates, so compute() must not wait for the other ranks."""
     train, test = data.load_sample()
-    evaluator = metrics.Evaluator(
-        data.Dataset("mnist-sample", data.DIGITS, train, test), metrics.Classifier(), 0.5, "cpu"
+    evaluator = evaluation.Evaluator(
+        data.Dataset("mnist-sample", data.DIGITS, train, test), evaluation.Classifier(), 0.5, "cpu"
     )
     for metric in evaluator._new_metrics(50, 50):
         assert metric.sync_on_compute is False and metric.distributed_available_fn() is False
@@ -148,8 +148,8 @@ def test_bf16_loss_targets_stay_exact_fp32(script, monkeypatch):
     labels = torch.tensor([0, 1, 2, 3]) if getattr(g, "n_classes", 0) else None
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
     real = torch.rand(4, 1, 28, 28) * 2 - 1
-    steps.d_step(g, d, torch.optim.Adam(d.parameters()), real, labels, 0.9, autocast)
-    steps.g_step(g, d, torch.optim.Adam(g.parameters()), 4, getattr(g, "n_classes", 0), autocast)
+    gan.d_step(g, d, torch.optim.Adam(d.parameters()), real, labels, 0.9, autocast)
+    gan.g_step(g, d, torch.optim.Adam(g.parameters()), 4, getattr(g, "n_classes", 0), autocast)
     assert len(seen) == 3  # real, fake (D) and G's target
     assert all(t.dtype == torch.float32 for t in seen)
     assert torch.all(seen[0] == torch.tensor(0.9, dtype=torch.float32))  # exactly, not bf16's 0.8984
@@ -179,7 +179,7 @@ NEEDS = [
         "torchmetrics",
         (1, 0),
         "Metric(sync_on_compute=..., distributed_available_fn=...)",
-        "common/metrics.py",
+        "common/evaluation.py",
         "sync_on_compute",
     ),
     ("torchvision", (0, 18), "torchvision for torch 2.3", "common/data.py", "from torchvision import datasets"),

@@ -18,7 +18,7 @@ from conftest import ROOT, Disk, generate
 from test_distributed import free_port
 from test_faults import ENV, assert_same_run, rows
 
-from common import board, checkpoint, config, files, guard, plots
+from common import board, checkpoint, config, exits, files, gan, plots
 
 SCRIPT = "DCGAN-MNIST.py"
 TINY = ["--dataset=fake", "--ngf=4", "--ndf=4", "--batch_size=128", "--eval_every=0", "--device=cpu"]
@@ -81,7 +81,7 @@ def reference(tmp_path_factory) -> Path:
 def test_disk_full_during_a_checkpoint_keeps_the_last_one_and_the_rerun_resumes(tmp_path, reference):
     out = tmp_path / "run"
     result = run("--epochs=2", f"--out_dir={out}", fail=("last.pt", 2))  # epoch 2's checkpoint
-    assert result.returncode == files.WRITE_FAILED, result.stderr
+    assert result.returncode == exits.WRITE_FAILED, result.stderr
     line = error_line(result)
     assert "checkpoint of epoch 2" in line and "No space left on device" in line, line
     assert "resumes after epoch 1" in line and str(out / "checkpoints" / "last.pt") in line, line
@@ -100,7 +100,7 @@ def test_disk_full_during_a_checkpoint_keeps_the_last_one_and_the_rerun_resumes(
 def test_disk_full_on_losses_csv_after_the_checkpoint_rewrites_it_on_resume(tmp_path, reference):
     out = tmp_path / "run"
     result = run("--epochs=2", f"--out_dir={out}", fail=("losses.csv", 2))  # after epoch 2's checkpoint
-    assert result.returncode == files.WRITE_FAILED, result.stderr
+    assert result.returncode == exits.WRITE_FAILED, result.stderr
     line = error_line(result)
     assert "losses.csv" in line and "resumes after epoch 2" in line, line
     assert not leftovers(out)
@@ -132,16 +132,16 @@ def test_a_failed_resume_leaves_config_json_as_it_was(tmp_path, reference):
     shutil.copytree(reference, out)
     before = (out / "config.json").read_bytes()
     result = run("--epochs=3", "--lr=1e30", f"--out_dir={out}")  # diverges at once
-    assert result.returncode == guard.DIVERGED, result.stderr
+    assert result.returncode == exits.DIVERGED, result.stderr
     assert (out / "config.json").read_bytes() == before
 
 
 def test_collapse_warning_when_the_discriminator_has_won():
     # a D that outputs 0 for every fake and 1 for every real: the epoch's means say so
-    assert "the discriminator has won" in guard.collapsed({"epoch": 4, "d_real": 1.0, "d_fake": 0.0})
-    assert guard.collapsed({"epoch": 4, "d_real": 0.99, "d_fake": 0.05}) == ""  # G still gets a gradient
-    assert guard.collapsed({"epoch": 4, "d_real": 0.8, "d_fake": 0.19}) == ""  # a healthy DCGAN-MNIST epoch
-    assert guard.collapsed({"epoch": 4, "train_neg_elbo": 100.0}) == ""  # not a GAN
+    assert "the discriminator has won" in gan.collapsed({"epoch": 4, "d_real": 1.0, "d_fake": 0.0})
+    assert gan.collapsed({"epoch": 4, "d_real": 0.99, "d_fake": 0.05}) == ""  # G still gets a gradient
+    assert gan.collapsed({"epoch": 4, "d_real": 0.8, "d_fake": 0.19}) == ""  # a healthy DCGAN-MNIST epoch
+    assert gan.collapsed({"epoch": 4, "train_neg_elbo": 100.0}) == ""  # not a GAN
 
 
 def test_compare_on_a_full_disk_leaves_no_file(tmp_path, reference, monkeypatch, capsys):
@@ -156,7 +156,7 @@ def test_compare_on_a_full_disk_leaves_no_file(tmp_path, reference, monkeypatch,
     monkeypatch.setattr(os, "fsync", full)  # every write is flushed before its rename: each one fails there
     with pytest.raises(SystemExit) as stopped:
         compare.main([str(run_dir)])
-    assert stopped.value.code == files.WRITE_FAILED
+    assert stopped.value.code == exits.WRITE_FAILED
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
     assert line.startswith("error: could not write the comparison table") and "No space left" in line, line
     assert not (tmp_path / "comparison.md").exists() and not leftovers(tmp_path)
@@ -167,7 +167,7 @@ def test_disk_full_on_a_grid_stops_at_the_epochs_end_without_its_checkpoint(tmp_
     nothing of that epoch is written, and the rerun redoes the epoch."""
     out = tmp_path / "run"
     result = run("--epochs=2", f"--out_dir={out}", fail=("epoch_002.png", 1))
-    assert result.returncode == files.WRITE_FAILED, result.stderr
+    assert result.returncode == exits.WRITE_FAILED, result.stderr
     line = error_line(result)
     assert "an image grid" in line and "epoch_002.png" in line and "resumes after epoch 1" in line, line
     assert not leftovers(out) and not (out / "samples" / "epoch_002.png").exists()
@@ -213,7 +213,7 @@ def test_a_real_full_disk_during_a_checkpoint_keeps_the_last_one_and_the_rerun_r
     size = (out / "checkpoints" / "last.pt").stat().st_size
     disk.fill(leave=size // 2)  # room for epoch 2's grid and tables, not for its checkpoint
     result = run("--epochs=2", f"--out_dir={out}")
-    assert result.returncode == files.WRITE_FAILED, result.stderr
+    assert result.returncode == exits.WRITE_FAILED, result.stderr
     line = error_line(result)
     assert "checkpoint of epoch 2" in line and "No space left on device" in line and "resumes after epoch 1" in line
     assert not leftovers(out)
@@ -230,7 +230,7 @@ def test_a_real_full_disk_during_a_checkpoint_keeps_the_last_one_and_the_rerun_r
 def test_a_real_full_disk_at_the_start_of_a_run_is_one_line_and_exit_4(disk: Disk):
     disk.fill()
     result = run("--epochs=1", f"--out_dir={disk.path / 'run'}")
-    assert result.returncode == files.WRITE_FAILED, result.stderr
+    assert result.returncode == exits.WRITE_FAILED, result.stderr
     line = error_line(result)
     assert "No space left on device" in line and str(disk.path / "run") in line, line
 
@@ -283,7 +283,7 @@ def test_generate_on_a_real_full_disk_leaves_no_file(disk: Disk, reference, caps
     disk.fill()
     for name in ("generated.png", "generated.npz"):
         out = disk.path / name
-        assert generate(reference, "--out", out, "--device=cpu") == files.WRITE_FAILED
+        assert generate(reference, "--out", out, "--device=cpu") == exits.WRITE_FAILED
         (line,) = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
         assert line.startswith("error: could not write") and str(out) in line and "No space left" in line, line
     assert [p.name for p in disk.path.iterdir()] == [".filler"]

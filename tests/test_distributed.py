@@ -47,7 +47,7 @@ def _steps_on_two_ranks(rank: int, port: int, results) -> None:
     """One d_step and one g_step of DCGAN-MNIST in each of two gloo processes."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
     torch.set_num_threads(1)
-    from common import distributed, steps
+    from common import distributed, gan
 
     dcgan = load_script("DCGAN-MNIST.py")
     distributed.setup("cpu")
@@ -58,10 +58,10 @@ def _steps_on_two_ranks(rank: int, port: int, results) -> None:
     opt_g = torch.optim.Adam(generator.parameters())
     opt_d = torch.optim.Adam(discriminator.parameters())
     real = torch.rand(6, 1, 28, 28) * 2 - 1  # each rank its own batch
-    steps.d_step(generator, discriminator, opt_d, real)
+    gan.d_step(generator, discriminator, opt_d, real)
     flat = lambda tensors: torch.cat([t.detach().flatten() for t in tensors]).tolist()  # noqa: E731
     d_grads_after_d_step = flat(p.grad for p in discriminator.parameters())
-    steps.g_step(generator, discriminator, opt_g, 6)
+    gan.g_step(generator, discriminator, opt_g, 6)
     # plain lists: tensors would travel through shared memory that dies with this process
     results.put(
         (

@@ -1,4 +1,4 @@
-"""common/metrics.py: the classifier evaluator, FID/KID/IS ordering, coverage, label accuracy, Inception FID."""
+"""common/evaluation.py: the classifier evaluator, FID/KID/IS ordering, coverage, label accuracy, Inception FID."""
 
 import csv
 import math
@@ -9,7 +9,7 @@ import torchvision.transforms.functional as TF
 from conftest import OFFLINE_ENV
 from PIL import Image
 
-from common import classifier, data, inception, metrics, plots, prdc, records, scores
+from common import class_scores, classifier, data, evaluation, inception, plots, prdc, records
 
 EVALUATOR_EPOCHS = 3  # a classifier trained on the sample alone: 93.8% on its 1,000 test digits (measured)
 MIN_ACCURACY = 0.90  # ... so at least this
@@ -23,10 +23,10 @@ def sample() -> data.Dataset:
 
 
 @pytest.fixture(scope="session")
-def evaluator(sample, tmp_path_factory) -> metrics.Evaluator:
+def evaluator(sample, tmp_path_factory) -> evaluation.Evaluator:
     """The sample's evaluator (the shipped MNIST classifier), cached in a temporary DATA_DIR."""
     data_dir = tmp_path_factory.mktemp("data")
-    return metrics.Evaluator.for_dataset(sample, data_dir, "cpu")
+    return evaluation.Evaluator.for_dataset(sample, data_dir, "cpu")
 
 
 def test_the_shipped_evaluator_is_strong_and_never_saw_the_sample(evaluator, sample):
@@ -42,7 +42,7 @@ def test_the_shipped_evaluator_is_strong_and_never_saw_the_sample(evaluator, sam
 
 def test_without_the_shipped_weights_the_evaluator_is_trained_on_the_data(sample, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(classifier, "SHIPPED", tmp_path / "absent.pt")
-    trained = metrics.Evaluator.for_dataset(sample, tmp_path, "cpu", epochs=EVALUATOR_EPOCHS)
+    trained = evaluation.Evaluator.for_dataset(sample, tmp_path, "cpu", epochs=EVALUATOR_EPOCHS)
     out = capsys.readouterr().out
     assert "absent.pt is missing" in out and "trained the evaluator for mnist-sample on 4,000 images" in out
     assert MIN_ACCURACY <= trained.accuracy < STRONG  # a classifier of the 4,000 digits alone is weaker
@@ -50,7 +50,7 @@ def test_without_the_shipped_weights_the_evaluator_is_trained_on_the_data(sample
 
 def test_evaluator_is_cached(evaluator, sample, capsys):
     assert evaluator.path.exists()
-    again = metrics.Evaluator.for_dataset(sample, evaluator.path.parents[1], "cpu")
+    again = evaluation.Evaluator.for_dataset(sample, evaluator.path.parents[1], "cpu")
     assert "from" in capsys.readouterr().out  # loaded, not retrained
     assert again.accuracy == evaluator.accuracy
     assert torch.equal(
@@ -65,7 +65,7 @@ def test_cached_evaluator_is_not_reused_for_other_data(evaluator, sample, tmp_pa
     data_dir = tmp_path / "data"
     (data_dir / "evaluators").mkdir(parents=True)
     (data_dir / "evaluators" / "mnist-sample.pt").write_bytes(evaluator.path.read_bytes())
-    other = metrics.Evaluator.for_dataset(subset, data_dir, "cpu", epochs=1)
+    other = evaluation.Evaluator.for_dataset(subset, data_dir, "cpu", epochs=1)
     assert other.fingerprint != evaluator.fingerprint
 
 
@@ -153,10 +153,10 @@ def test_record_writes_csv_plot_and_histogram(evaluator, sample, tmp_path):
 
 def test_evaluation_leaves_the_global_random_state_alone(evaluator):
     before = torch.get_rng_state()
-    z, labels = metrics.eval_noise(200, 8, 10, "cpu", seed=3)
+    z, labels = evaluation.eval_noise(200, 8, 10, "cpu", seed=3)
     evaluator.scores(torch.rand(200, 1, 28, 28, generator=torch.Generator().manual_seed(0)), labels[:200])
     assert torch.equal(before, torch.get_rng_state())
-    assert torch.equal(z, metrics.eval_noise(200, 8, 10, "cpu", seed=3)[0]) and torch.equal(
+    assert torch.equal(z, evaluation.eval_noise(200, 8, 10, "cpu", seed=3)[0]) and torch.equal(
         labels[:12].bincount(), torch.tensor([2, 2] + [1] * 8)
     )
 
@@ -164,15 +164,18 @@ def test_evaluation_leaves_the_global_random_state_alone(evaluator):
 def test_small_helpers():
     flat = torch.zeros(2, 1, 4, 4)
     flat[1, 0, :2] = 1.0  # half black, half white: one bit
-    assert scores.pixel_entropy(flat).tolist() == pytest.approx([0.0, 1.0])
-    assert scores.class_coverage(torch.tensor([0, 0, 1, 2]), 4) == (3, pytest.approx(math.log(4) - 1.5 * math.log(2)))
-    mean, per_class = scores.label_accuracy(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), 3)
+    assert class_scores.pixel_entropy(flat).tolist() == pytest.approx([0.0, 1.0])
+    assert class_scores.class_coverage(torch.tensor([0, 0, 1, 2]), 4) == (
+        3,
+        pytest.approx(math.log(4) - 1.5 * math.log(2)),
+    )
+    mean, per_class = class_scores.label_accuracy(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), 3)
     assert mean == pytest.approx(0.75) and per_class[:2] == [0.5, 1.0] and math.isnan(per_class[2])
 
 
 def test_fake_dataset_skips_metrics_with_a_notice(tmp_path, capsys):
     fake = data.load("fake", tmp_path, False)
-    assert metrics.Evaluator.for_dataset(fake, tmp_path, "cpu") is None
+    assert evaluation.Evaluator.for_dataset(fake, tmp_path, "cpu") is None
     assert capsys.readouterr().out.count("\n") == 1
 
 
@@ -242,7 +245,7 @@ def test_prdc_matches_its_definitions():
     assert prdc.scores(real, real + 100.0) == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
 
 
-def _held_out(evaluator: metrics.Evaluator, sample: data.Dataset, n: int, label: int | None = None) -> torch.Tensor:
+def _held_out(evaluator: evaluation.Evaluator, sample: data.Dataset, n: int, label: int | None = None) -> torch.Tensor:
     """Real training digits that are not among the first `n` reference images (of one class, if asked)."""
     rest = evaluator._order[n:]
     if label is not None:
@@ -252,7 +255,7 @@ def _held_out(evaluator: metrics.Evaluator, sample: data.Dataset, n: int, label:
 
 def test_prdc_real_digits_sit_at_the_floors(evaluator, sample):
     row = evaluator.scores(_held_out(evaluator, sample, 1000)[:1000])  # 1,000 real digits the reference lacks
-    for key in metrics.PRDC:  # density is the noisiest at 1,000 (measured: 0.96 against a floor of 1.04)
+    for key in evaluation.PRDC:  # density is the noisiest at 1,000 (measured: 0.96 against a floor of 1.04)
         assert row[key] == pytest.approx(row[f"{key}_floor"], abs=0.15 if key == "density" else 0.06), key
     assert row["precision_floor"] > 0.9 and row["coverage_floor"] > 0.9 and 0.8 < row["density_floor"] < 1.2
 

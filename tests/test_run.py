@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import load_script, run_script, test_device
 
-from common import data, steps
+from common import data, gan
 from common.batches import Batches
 from common.tally import Tally, first_bad
 
@@ -48,8 +48,8 @@ def gan_on(device: torch.device, name: str):
 
 def gan_steps(module, g, d, opt_g, opt_d, real, labels, device):
     """One d_step and one g_step; their returned tensors."""
-    out = steps.d_step(g, d, opt_d, real, labels, 0.9)
-    return (*out.values(), steps.g_step(g, d, opt_g, len(real), 0 if labels is None else g.n_classes))
+    out = gan.d_step(g, d, opt_d, real, labels, 0.9)
+    return (*out.values(), gan.g_step(g, d, opt_g, len(real), 0 if labels is None else g.n_classes))
 
 
 @pytest.mark.parametrize("script", sorted(GANS))
@@ -107,10 +107,10 @@ def test_gan_steps_make_no_host_sync_on_cuda(script):
 @pytest.mark.parametrize("script", sorted(GANS))
 def test_g_step_computes_no_gradient_for_d(script):
     module, g, d, opt_g, opt_d, real, labels = gan_on(torch.device("cpu"), script)
-    steps.d_step(g, d, opt_d, real, labels)
+    gan.d_step(g, d, opt_d, real, labels)
     after_d = [p.grad.clone() for p in d.parameters()]
     weights_g = [p.detach().clone() for p in g.parameters()]
-    steps.g_step(g, d, opt_g, len(real), 0 if labels is None else g.n_classes)
+    gan.g_step(g, d, opt_g, len(real), 0 if labels is None else g.n_classes)
     assert all(torch.equal(a, p.grad) for a, p in zip(after_d, d.parameters(), strict=True))  # nothing added
     assert all(p.requires_grad for p in d.parameters())  # D trains again in its next step
     assert any(not torch.equal(a, p) for a, p in zip(weights_g, g.parameters(), strict=True))  # G did learn
@@ -123,7 +123,7 @@ def test_a_class_head_learns_the_real_classes_in_d_step_and_teaches_g_in_g_step(
     labels = torch.tensor([3, 7, 3, 7])
     opt_d = torch.optim.Adam(d.parameters(), lr=1e-2)
     for _ in range(30):
-        steps.d_step(g, d, opt_d, real, labels)
+        gan.d_step(g, d, opt_d, real, labels)
     with torch.no_grad():
         logits, classes = d(real, labels)
         assert classes.argmax(1).tolist() == [3, 7, 3, 7]  # named from the image, not read off the label
@@ -131,15 +131,15 @@ def test_a_class_head_learns_the_real_classes_in_d_step_and_teaches_g_in_g_step(
         final = d.net[-1]
         final.weight.zero_(), final.bias.zero_()  # the real/fake verdict no longer depends on G's images
     weights_g = [p.detach().clone() for p in g.parameters()]
-    steps.g_step(g, d, opt_g, 4, 10)
+    gan.g_step(g, d, opt_g, 4, 10)
     assert any(not torch.equal(a, p) for a, p in zip(weights_g, g.parameters(), strict=True))  # the class loss moved G
-    assert steps.class_loss(None, labels) == 0.0
+    assert gan.class_loss(None, labels) == 0.0
 
 
 def test_frozen_restores_only_what_it_froze():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     model[0].weight.requires_grad_(False)  # frozen by the user: stays frozen
-    with steps.frozen(model):
+    with gan.frozen(model):
         assert not any(p.requires_grad for p in model.parameters())
     assert [p.requires_grad for p in model.parameters()] == [False, True, True, True]
 
@@ -148,8 +148,8 @@ def test_gan_losses_have_exact_fp32_targets():
     logits = torch.full((3,), 2.0, dtype=torch.bfloat16)  # bf16 logits, as under autocast
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     expected = bce(torch.full((3,), 2.0), torch.full((3,), 0.9)) + bce(torch.full((3,), 2.0), torch.zeros(3))
-    assert steps.d_loss(logits, logits, 0.9).item() == pytest.approx(expected.item(), rel=1e-6)  # 0.9, not 0.8984
-    assert steps.g_loss(logits).dtype == torch.float32
+    assert gan.d_loss(logits, logits, 0.9).item() == pytest.approx(expected.item(), rel=1e-6)  # 0.9, not 0.8984
+    assert gan.g_loss(logits).dtype == torch.float32
 
 
 def test_batches_on_the_device_are_indexed_there():

@@ -8,7 +8,7 @@ import torch
 from conftest import load_script, run_script, test_device
 from PIL import Image
 
-from common import steps
+from common import gan
 
 TINY = ["--epochs=1", "--batch_size=64", "--eval_every=0"]
 
@@ -162,8 +162,8 @@ def test_vae_shapes_and_ranges(latent_dim):
     ],
 )
 def test_gan_shapes_and_ranges(conditional, d_labels):
-    gan = load_script("GAN-MNIST.py")
-    models = gan.build_models({"LATENT_DIM": 100, "HIDDEN": 32, "CONDITIONAL": conditional, "D_LABELS": d_labels})
+    script = load_script("GAN-MNIST.py")
+    models = script.build_models({"LATENT_DIM": 100, "HIDDEN": 32, "CONDITIONAL": conditional, "D_LABELS": d_labels})
     generator, discriminator = models["generator"], models["discriminator"]
     labels = torch.arange(4) if conditional else None
     fake = generator(torch.randn(4, 100), labels)
@@ -178,7 +178,7 @@ def test_gan_shapes_and_ranges(conditional, d_labels):
             generator(torch.zeros(2, 100), torch.tensor([0, 1]))[1],
         )
         same = fake[:1].repeat(2, 1, 1, 1)  # one image, two labels: D's verdict depends on the label unless
-        verdict = steps.split(discriminator(same, torch.tensor([0, 1])))[0]  # only its class head uses it
+        verdict = gan.split(discriminator(same, torch.tensor([0, 1])))[0]  # only its class head uses it
         assert torch.allclose(verdict[0], verdict[1]) == (d_labels == "classifier")  # not bit-equal: row kernels
     first = discriminator.net[0].in_features  # the one-hot label is an input only with concat
     assert first == 784 + (10 if conditional and d_labels == "concat" else 0)
@@ -189,17 +189,17 @@ def test_gan_shapes_and_ranges(conditional, d_labels):
 def test_gan_discriminator_sees_the_batch_spread_only_with_minibatch_std(minibatch_std):
     """With MINIBATCH_STD, D's verdict on one image depends on the batch around it: a batch of copies (a
     collapsed G) has no spread. Without it, D judges each image alone (it has no BatchNorm)."""
-    gan = load_script("GAN-MNIST.py")
+    script = load_script("GAN-MNIST.py")
     cfg = {"LATENT_DIM": 8, "HIDDEN": 16, "CONDITIONAL": False, "MINIBATCH_STD": minibatch_std}
-    discriminator = gan.build_models(cfg)["discriminator"]
+    discriminator = script.build_models(cfg)["discriminator"]
     assert discriminator.net[-1].in_features == 16 + minibatch_std
     varied = torch.rand(8, 1, 28, 28) * 2 - 1
     copies = varied[:1].repeat(8, 1, 1, 1)
     assert torch.allclose(discriminator(varied)[0], discriminator(copies)[0]) != minibatch_std
-    assert gan.with_spread(torch.ones(4, 3))[:, -1].max() < 1e-3  # no spread, only the 1e-8 under the root
-    assert torch.allclose(gan.with_spread(torch.tensor([[0.0], [2.0]]))[:, -1], torch.tensor([1.0, 1.0]))
+    assert script.with_spread(torch.ones(4, 3))[:, -1].max() < 1e-3  # no spread, only the 1e-8 under the root
+    assert torch.allclose(script.with_spread(torch.tensor([[0.0], [2.0]]))[:, -1], torch.tensor([1.0, 1.0]))
     old = {k: v for k, v in cfg.items() if k != "MINIBATCH_STD"}  # a checkpoint from before the constant
-    assert gan.build_models(old)["discriminator"].net[-1].in_features == 16
+    assert script.build_models(old)["discriminator"].net[-1].in_features == 16
 
 
 @pytest.mark.parametrize("d_labels", ["planes", "classifier"])

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import load_script, run_script
 
-from common import checkpoint, config, distributed, steps
+from common import checkpoint, config, distributed, gan
 from common import speed as speed_module
 from common.device import rng_state
 from common.speed import NAMES, Speed
@@ -211,9 +211,9 @@ def gan_step_movement(module, speed: Speed) -> tuple[list[float], int]:
     real, labels = speed.input(torch.rand(16, 1, 28, 28) * 2 - 1), torch.arange(16) % 10
     n_classes = getattr(generator, "n_classes", 0)
     given = labels if n_classes else None
-    out = steps.d_step(generator, discriminator, opt_d, real, given, 1.0, speed.autocast)
+    out = gan.d_step(generator, discriminator, opt_d, real, given, 1.0, speed.autocast)
     loss_d, d_real, d_fake = out["loss_d"], out["d_real"], out["d_fake"]
-    loss_g = steps.g_step(generator, discriminator, opt_g, 16, n_classes, speed.autocast)
+    loss_g = gan.g_step(generator, discriminator, opt_g, 16, n_classes, speed.autocast)
     assert all(map(math.isfinite, (loss_d, loss_g, d_real, d_fake)))
     after = [*generator.parameters(), *discriminator.parameters()]
     assert all(p.dtype == torch.float32 for p in after)  # autocast computes in bf16; the weights stay fp32
@@ -284,7 +284,7 @@ def test_compiled_dcgan_trains():
     opt_g, opt_d = (speed.adam(m.parameters(), 2e-4, (0.5, 0.999)) for m in (generator, discriminator))
     fast_g, fast_d = speed.compiled(generator), speed.compiled(discriminator)
     for _ in range(2):
-        loss_d = steps.d_step(fast_g, fast_d, opt_d, torch.rand(16, 1, 28, 28) * 2 - 1)["loss_d"]
-        loss_g = steps.g_step(fast_g, fast_d, opt_g, 16)
+        loss_d = gan.d_step(fast_g, fast_d, opt_d, torch.rand(16, 1, 28, 28) * 2 - 1)["loss_d"]
+        loss_g = gan.g_step(fast_g, fast_d, opt_g, 16)
     assert not any(k.startswith("_orig_mod") for k in generator.state_dict())  # checkpoints stay plain
     assert torch.isfinite(torch.tensor([loss_d, loss_g])).all()

@@ -11,7 +11,7 @@ import torch
 from conftest import generate, load_script, make_idx_dataset, run_script
 from PIL import Image
 
-from common import class_regions, data, metrics
+from common import class_regions, data, evaluation
 
 VAE = load_script("VAE-MNIST.py")
 GENERATE = load_script("generate.py")
@@ -26,7 +26,7 @@ def runs(tmp_path_factory):
     data_dir = make_idx_dataset(base / "data")
     make_idx_dataset(data_dir, "FashionMNIST")
     # a one-epoch evaluator, cached where the runs and generate.py --score look for it
-    metrics.Evaluator.for_dataset(data.load("mnist", data_dir, False, "cpu"), data_dir, "cpu", epochs=1)
+    evaluation.Evaluator.for_dataset(data.load("mnist", data_dir, False, "cpu"), data_dir, "cpu", epochs=1)
     kinds = {
         "vae": ([f"--out_dir={base / 'vae'}", *SCORED], base / "vae"),
         # no --out_dir: the CVAE's default folder has the -conditional suffix
@@ -159,7 +159,7 @@ def test_score_reports_the_asked_class_accuracy(runs, kind, column, capsys):
         state = last(runs["vae"])
         latents = {k: state[f"class_latent_{k}"] for k in ("mean", "cov", "count")}
         ds = data.load("mnist", runs["data"], False, "cpu")
-        evaluator = metrics.Evaluator.for_dataset(ds, runs["data"], "cpu")
+        evaluator = evaluation.Evaluator.for_dataset(ds, runs["data"], "cpu")
         expected = class_regions.region_scores(trained_vae(state), latents, 100, 0, evaluator)["region_acc"]
         assert float(row[column]) == pytest.approx(expected)
 

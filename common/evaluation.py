@@ -13,7 +13,7 @@ floor (train split against test split, same number of images), so a number can b
     evaluator = metrics.Evaluator.for_dataset(ds, DATA_DIR, device)    # None for dataset "fake"
     records.record(out, metric_history, epoch, evaluator, fake, asked)  # metrics.csv, .png, histogram
 
-The classifier lives in common/classifier.py, the per-sample statistics in common/scores.py, the
+The classifier lives in common/classifier.py, the per-sample statistics in common/class_scores.py, the
 records (metrics.csv, figures) in common/records.py; the Inception FID (CelebA) in common/inception.py.
 """
 
@@ -29,9 +29,9 @@ import torch
 
 from common import classifier as classifier_lib  # the shipped file's path is read at call time (tests move it)
 from common import data, files, prdc
+from common.class_scores import class_coverage, class_shares, label_accuracy, pixel_entropy
 from common.classifier import CHUNK, FEATURES, Classifier, Penultimate, batched, train_classifier
 from common.device import keep_rng
-from common.scores import class_coverage, class_shares, label_accuracy, pixel_entropy
 
 if TYPE_CHECKING:  # torchmetrics takes seconds to import: only evaluations load it
     from torchmetrics.image.fid import FrechetInceptionDistance

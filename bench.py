@@ -1,23 +1,9 @@
 """Training and generation speed of each script through its own code: its speed setting against plain fp32,
 and the repo's data path against the standard torchvision DataLoader.
 
-Each model is what its script's main() builds, from the script's own functions (`build`): build_models,
-optimizers, averages (EMA), train_step (with K_STEPS, AUGMENT and the labels as the script has them),
-normalise and decode, at its constants and BATCH_SIZE, from seed 0. It trains, in one run, on:
-
-- repo: the split as a uint8 tensor on the device, shuffled batches by index (`batches.Batches`),
-  normalised per batch on the device, under the script's speed setting ("auto" by default, which
-  common/speed.py resolves for this device and processor);
-- fp32: the repo path in plain fp32 eager PyTorch (skipped where the setting is fp32 already);
-- DataLoader: torchvision's `datasets.MNIST` (PIL images from IDX files) or an `ImageFolder` of JPEGs
-  (CenterCrop(108), Resize, ToTensor, Normalize), --workers processes, default collate, under the setting.
-
-Each path gets warm-up steps, then timed steps (the clock read after a device synchronise), in rounds
-that take turns going first. MNIST is the bundled sample's 4,000 real training digits as IDX files,
-tiled to a 60,000-image epoch; CelebA is synthetic 178x218 JPEGs, both in a temporary folder. The table
-(one row per model) is printed and written to outputs/bench.md under the run's facts; its columns are
-COLUMNS below (SWITCH_COLUMNS with --switches, which trains the repo path alone under each switch, all
-of them and none), listed with their meanings by --help, in bench.md and in docs/speed.md.
+Each model is what its script's main() builds, by the script's own functions (`build`), so the bench cannot
+drift from the scripts. The table goes to outputs/bench.md under the run's facts; its columns (COLUMNS;
+SWITCH_COLUMNS with --switches) are listed with their meanings there, by --help and in docs/speed.md.
 
     python bench.py                                # every model: auto against fp32, side by side
     python bench.py --quick                        # the same, few steps (< 2 min on 2 CPU cores)
@@ -30,28 +16,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import os
-import platform
 import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import Dataset
+import torchvision
+from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
+from torchvision import datasets, transforms
 
 from common import augment, celeba, config, data, device, ema, mnist_files
 from common.batches import Batches
 from common.config import fail
-from common.speed import AUTO, NAMES, Speed, cpu_name, unsupported
+from common.speed import AUTO, NAMES, Speed, cpu_name, flop_limit, unsupported
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (images, labels) on the device
 Step = Callable[[torch.Tensor, torch.Tensor], None]  # one training step on a batch
@@ -63,13 +50,6 @@ GEN_BATCH = {"mnist": 1024, "celeba": 256}  # images per generator forward pass
 QUICK_CELEBA_SIZE = 32  # --quick trains the CelebA DCGAN at 32x32 (64x64 is ~15 img/s on 2 CPU cores)
 SWITCHES = tuple(NAMES)  # the speed switches, as common/speed.py names them
 MAX_WORKERS = 8  # default DataLoader workers: the CPU count, at most this
-# dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets: (name substring, bf16, TF32); first match wins
-PEAK_TFLOPS = (
-    ("H100 PCIe", 756.0, 378.0),
-    ("H100", 989.0, 495.0),
-    ("H200", 989.0, 495.0),  # also the GH200
-    ("A100", 312.0, 156.0),
-)
 # the table's columns, each defined here once as (header, meaning): table() prints the headers, and --help,
 # outputs/bench.md and docs/speed.md list the meanings (tests/test_bench.py holds the docs to this list)
 COLUMNS = (
@@ -94,8 +74,7 @@ _MEANING = dict(COLUMNS)
 SWITCH_COLUMNS = (  # --switches: a row per model and switch
     ("model", _MEANING["model"]),
     ("switches", "the switches trained under: baseline (plain fp32 eager), each alone, then all together"),
-    ("batch", _MEANING["batch"]),
-    ("steps", _MEANING["steps"]),
+    *((name, _MEANING[name]) for name in ("batch", "steps")),
     ("train img/s", "training images per second on the repo path under the switches"),
     ("speed-up", "train img/s / the baseline's"),
     *((name, _MEANING[name]) for name in ("s/epoch", "GFLOP/img", "FLOP share", "generation img/s")),
@@ -144,71 +123,20 @@ class Result:
     sample_images: int | None = None  # images in an epoch of the bundled sample; None: no sample
 
     @property
-    def epoch_seconds(self) -> float:
-        """Seconds per epoch at the repo path's rate."""
+    def epoch_seconds(self) -> float:  # at the repo path's rate
         return self.epoch_images / self.repo
 
     @property
-    def fp32_rate(self) -> float | None:
-        """Plain fp32 eager img/s: measured apart, or the repo rate itself when the row is fp32."""
+    def fp32_rate(self) -> float | None:  # plain fp32 eager: measured apart, or the repo rate when the row is fp32
         return self.repo if self.switches == "baseline" else self.fp32
 
     @property
-    def speed_up(self) -> float | None:
-        """The row's img/s over plain fp32 eager (None when fp32 was not measured)."""
+    def speed_up(self) -> float | None:  # img/s over plain fp32 eager's
         return None if self.fp32_rate is None else self.repo / self.fp32_rate
 
     @property
-    def share(self) -> float | None:
-        """Achieved FLOP/s on the repo path as a fraction of the limit (None without one)."""
+    def share(self) -> float | None:  # achieved FLOP/s on the repo path as a fraction of the limit
         return None if self.peak is None else self.repo * self.flops / (self.peak * 1e12)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are the repo's one-line `error: ...` with exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        fail(message)
-
-
-def sync(dev: torch.device) -> None:
-    """Wait for queued GPU work, so the clock reads what was really done."""
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    elif dev.type == "mps":
-        torch.mps.synchronize()
-
-
-# --- the data, written to a temporary folder in the formats the standard path reads ---
-
-
-def write_mnist(root: Path, n_train: int = MNIST_IMAGES) -> Path:
-    """Real digits as torchvision's MNIST layout under root: the sample's train digits tiled to n_train."""
-    train, test = data.load_sample()
-    reps = -(-n_train // len(train))
-    images = np.tile(train.images[:, 0].numpy(), (reps, 1, 1))[:n_train]
-    labels = np.tile(train.labels.numpy(), reps)[:n_train]
-    raw = root / "MNIST" / "raw"
-    mnist_files.write_idx(raw, images, labels, "train")
-    mnist_files.write_idx(raw, test.images[:, 0].numpy(), test.labels.numpy(), "t10k")
-    return root
-
-
-def write_jpegs(folder: Path, n: int, seed: int = 0) -> Path:
-    """n synthetic 178x218 JPEGs (CelebA's aligned size) in folder/faces/: smooth colour fields plus grain."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    out = folder / "faces"  # ImageFolder wants one sub-folder per class
-    out.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        # upsampled coarse colour plus noise: about the file size and decode cost of a real photo
-        coarse = Image.fromarray(rng.integers(0, 256, (7, 6, 3), dtype=np.uint8))
-        smooth = np.asarray(coarse.resize((178, 218), Image.Resampling.BICUBIC), dtype=np.int16)
-        grain = rng.normal(0, 6, smooth.shape).astype(np.int16)
-        pixels = np.clip(smooth + grain, 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(out / f"{i + 1:06d}.jpg", quality=90)
-    return folder
 
 
 # --- models, optimisers and one training step: each script's own functions, no second copy here ---
@@ -216,10 +144,8 @@ def write_jpegs(folder: Path, n: int, seed: int = 0) -> Path:
 
 def script_config(spec: Model, module: ModuleType, size: int) -> dict[str, Any]:
     """The script's constants with the bench's overrides (and the CelebA image size)."""
-    cfg = {**config.constants(vars(module)), **spec.overrides}
-    if spec.dataset == "celeba":
-        cfg["IMAGE_SIZE"] = size
-    return cfg
+    image_size = {"IMAGE_SIZE": size} if spec.dataset == "celeba" else {}
+    return {**config.constants(vars(module)), **spec.overrides, **image_size}
 
 
 def build(
@@ -231,9 +157,7 @@ def build(
     device.seed_all(0)  # every path starts from the very same weights
     # the switches are applied by the scripts' own helper (common/speed.py), as in a training run
     plain = {name: sw.prepare(m.to(dev)) for name, m in module.build_models(cfg, image_shape, n_classes).items()}
-    opts = {
-        name: sw.adam(plain[net].parameters(), lr, betas) for name, (net, lr, betas) in module.optimizers(cfg).items()
-    }
+    opts = {name: sw.adam(plain[n].parameters(), lr, betas) for name, (n, lr, betas) in module.optimizers(cfg).items()}
     averages = ema.Averages()  # a script's moving averages (EMA), updated after every step as the run helper does
     for name, (base, decay) in getattr(module, "averages", lambda cfg: {})(cfg).items():
         averages.add(name, base, plain[base], decay)
@@ -260,51 +184,30 @@ def count_flops(
     module: ModuleType, cfg: dict[str, Any], image_shape: tuple[int, int, int], n_classes: int, batch_size: int,
     dev: torch.device,
 ) -> tuple[float, torch.device]:  # fmt: skip
-    """FLOPs of one full training step at batch_size, counted by FlopCounterMode; and the device counted on.
-
-    Counted on dev, or on the CPU where that fails, with fresh eager fp32 models (the switches
-    change how fast the FLOPs run, not how many there are) on a random batch of the right shape.
-    """
-    error: Exception | None = None
-    for where in dict.fromkeys([dev, torch.device("cpu")]):
-        try:
-            step, _ = build(module, cfg, image_shape, n_classes, where, Speed(device_type=where.type))
-            x = module.normalise(torch.randint(0, 256, (batch_size, *image_shape), dtype=torch.uint8, device=where))
-            labels = torch.randint(0, max(n_classes, 1), (batch_size,), device=where)
-            with FlopCounterMode(display=False) as counter:
-                step(x, labels)
-            return float(counter.get_total_flops()), where
-        except (RuntimeError, NotImplementedError) as err:
-            error = err
-    raise RuntimeError(f"could not count the FLOPs of {module.__name__}'s step") from error
-
-
-def known_peak(name: str, amp: bool) -> float | None:
-    """The built-in dense peak TFLOP/s of a GPU by name: bf16 when amp, else TF32; None if unknown."""
-    for key, bf16, tf32 in PEAK_TFLOPS:
-        if key in name:
-            return bf16 if amp else tf32
-    return None
+    """FLOPs of one training step at batch_size by FlopCounterMode, and where counted: on dev, else on the CPU, with
+    fresh fp32 eager models (the switches change how fast the FLOPs run, not how many) on a random batch."""
+    try:
+        step, _ = build(module, cfg, image_shape, n_classes, dev, Speed(device_type=dev.type))
+        x = module.normalise(torch.randint(0, 256, (batch_size, *image_shape), dtype=torch.uint8, device=dev))
+        labels = torch.randint(0, max(n_classes, 1), (batch_size,), device=dev)
+        with FlopCounterMode(display=False) as counter:
+            step(x, labels)
+        return float(counter.get_total_flops()), dev
+    except (RuntimeError, NotImplementedError):
+        if dev.type == "cpu":
+            raise
+        return count_flops(module, cfg, image_shape, n_classes, batch_size, torch.device("cpu"))
 
 
 def peak_for(dev: torch.device, sw: Speed, given: float | None) -> tuple[float | None, str]:
     """The FLOP limit in TFLOP/s (None: unknown) and how it was chosen, for the header."""
     if given:
         return given, f"{given:g} TFLOP/s (--peak-tflops)"
-    if dev.type != "cuda":
-        return None, f"n/a on {dev.type} (give --peak-tflops)"
-    name = torch.cuda.get_device_name(dev)
-    peak = known_peak(name, sw.amp)
-    if peak is None:
-        return None, f"n/a: {name} is not in the built-in table (give --peak-tflops)"
-    if sw.amp:
-        return peak, f"{peak:g} TFLOP/s: {name}, bf16 dense (under AMP)"
-    # cuDNN runs fp32 convolutions as TF32 by default; fp32 matmuls stay full FP32 unless
-    # torch.set_float32_matmul_precision allows TF32, so the MLP models cannot reach this limit
-    return peak, f"{peak:g} TFLOP/s: {name}, TF32 dense (no AMP; fp32 matmuls run below it, in full FP32)"
+    peak, words = flop_limit(dev, sw.amp)
+    return peak, words if peak else f"{words} (give --peak-tflops)"
 
 
-# --- the two data paths ---
+# --- the two data paths, and one model trained on them ---
 
 
 def repo_batches(split: data.Split, size: int, dev: torch.device, normalise: Callable, sw: Speed) -> Iterator[Batch]:
@@ -315,124 +218,92 @@ def repo_batches(split: data.Split, size: int, dev: torch.device, normalise: Cal
             yield sw.input(normalise(images)), labels
 
 
-def loader_batches(dataset: Dataset, batch_size: int, workers: int, dev: torch.device, sw: Speed) -> Iterator[Batch]:
+def loader_batches(dataset: Dataset, size: int, workers: int, dev: torch.device, sw: Speed) -> Iterator[Batch]:
     """The standard path: a shuffling DataLoader with worker processes and default collate; endless."""
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, num_workers=workers, pin_memory=dev.type == "cuda"
-    )
+    loader = DataLoader(dataset, batch_size=size, shuffle=True, num_workers=workers, pin_memory=dev.type == "cuda")
     while True:
         for images, labels in loader:
-            x = images.to(dev, non_blocking=True)
-            yield sw.input(x), labels.to(dev, non_blocking=True)
+            yield sw.input(images.to(dev, non_blocking=True)), labels.to(dev, non_blocking=True)
 
 
 def torchvision_dataset(kind: str, root: Path, unit: bool, size: int) -> Dataset:
     """The standard PIL-backed data set with its usual transforms (to [0, 1] when unit, else [-1, 1])."""
-    from torchvision import datasets, transforms
-
     if kind == "mnist":
-        steps: list = [transforms.ToTensor()]
-        if not unit:
-            steps.append(transforms.Normalize((0.5,), (0.5,)))
-        return datasets.MNIST(str(root), train=True, download=False, transform=transforms.Compose(steps))
+        scale = [] if unit else [transforms.Normalize((0.5,), (0.5,))]
+        return datasets.MNIST(str(root), download=False, transform=transforms.Compose([transforms.ToTensor(), *scale]))
     crop = [transforms.CenterCrop(108), transforms.Resize(size)]
     tail = [transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)]
     return datasets.ImageFolder(str(root / "celeba"), transform=transforms.Compose(crop + tail))
 
 
-def timed(step: Step, batches: Iterator[Batch], warmup: int, steps: int, dev: torch.device) -> tuple[int, float]:
-    """(images, seconds) of `steps` training steps after `warmup` untimed ones; the clock is read after a sync."""
-    try:
-        for _ in range(warmup):
-            step(*next(batches))
-        sync(dev)
-        start, images = time.perf_counter(), 0
-        for _ in range(steps):
-            x, labels = next(batches)
-            step(x, labels)
-            images += len(x)
-        sync(dev)
-        return images, time.perf_counter() - start
-    finally:
-        batches.close()  # type: ignore[attr-defined]  # ends a DataLoader's workers before the next measurement
+def timed(work: Callable[[], int], warmup: int, reps: int, dev: torch.device) -> tuple[int, float]:
+    """(images, seconds) of `reps` calls of work (returning its images) after `warmup` untimed ones (allocator, cuDNN's
+    algorithm choice, compilation); the clock is read after a device synchronise."""
+    for _ in range(warmup):
+        work()
+    device.synchronize(dev)
+    start = time.perf_counter()
+    images = sum(work() for _ in range(reps))
+    device.synchronize(dev)
+    return images, time.perf_counter() - start
 
 
-@torch.no_grad()
-def generation_rate(draw: Callable[[int], torch.Tensor], n: int, reps: int, dev: torch.device, sw: Speed) -> float:
-    """Images per second of the script's decode (the generator or the VAE's decoder) at batch n, in eval mode."""
-    with sw.autocast():
-        draw(n)  # warm-up: allocator, cuDNN algorithm choice, compilation
-        sync(dev)
-        start = time.perf_counter()
-        for _ in range(reps):
-            draw(n)
-        sync(dev)
-    return n * reps / (time.perf_counter() - start)
-
-
-# --- one model, both paths ---
+def train(step: Step, batches: Iterator[Batch]) -> int:
+    """One training step on the next batch; its images."""
+    x, labels = next(batches)
+    step(x, labels)
+    return len(x)
 
 
 @dataclass
 class Plan:
-    """What to run: settings shared by every model."""
+    """What to run: settings shared by every model (after dev, tmp and gen_reps, the options of the same names)."""
 
     dev: torch.device
+    tmp: Path  # the data: MNIST as IDX files, CelebA's JPEGs in celeba/faces/
+    gen_reps: int  # timed generator passes
     steps: int  # timed steps per path and round
     warmup: int
     rounds: int
     batch_size: int  # 0: each script's BATCH_SIZE
     workers: int
     quick: bool
-    gen_reps: int
     gen_batch: int  # 0: GEN_BATCH of the data set
-    tmp: Path
     peak_tflops: float | None = None  # --peak-tflops; None: the built-in table
     flops: dict[tuple[str, int], tuple[float, torch.device]] = field(default_factory=dict)  # counted once per model
 
 
-def bench_model(
-    name: str, plan: Plan, sw: Speed, with_loader: bool = True, setting: str = "", with_fp32: bool = False
-) -> Result:
-    """Train one model under `sw` on the repo path, and optionally in plain fp32 eager on the repo path
+def bench_model(name: str, plan: Plan, sw: Speed, setting: str = "", compare: bool = True) -> Result:
+    """Train one model under `sw` on the repo path and, with `compare`, in plain fp32 eager on the repo path
     (unless `sw` is fp32 already) and under `sw` on the DataLoader path; measure generation under `sw`."""
     spec = MODELS[name]
     size = QUICK_CELEBA_SIZE if plan.quick else 64
     module = config.load_script(spec.script)
     cfg = script_config(spec, module, size)
     batch_size = plan.batch_size or cfg["BATCH_SIZE"]
-    note = ""
+    notes = []
     if spec.dataset == "mnist":
         ds = data.load("mnist", plan.tmp, download=False, device=plan.dev)
         split, image_shape, n_classes = ds.train, ds.shape, len(ds.classes)
     else:
         with contextlib.redirect_stdout(sys.stderr):  # the one-off cache build talks; keep the table clean
-            split = celeba.load(
-                "celeba", plan.tmp, plan.tmp / "celeba", False, 108, size, max(plan.workers, 1), plan.dev
-            )
+            split = celeba.load("celeba", plan.tmp, plan.tmp / "celeba", False, 108, size, plan.workers or 1, plan.dev)
         image_shape, n_classes = (3, size, size), 0
-        note = f"{size}x{size}" + (" (--quick; the script trains at 64x64)" if size != 64 else "")
+        notes.append(f"{size}x{size}" + (" (--quick; the script trains at 64x64)" if size != 64 else ""))
     if batch_size > len(split):
         fail(f"--batch-size={batch_size} is larger than the {len(split)} benchmark images")
 
-    key = (name, batch_size)
-    if key not in plan.flops:  # once per model: --switches reuses it for every variant
-        plan.flops[key] = count_flops(module, cfg, image_shape, n_classes, batch_size, plan.dev)
-    step_flops, counted_on = plan.flops[key]
-    if counted_on != plan.dev:
-        note = "; ".join(filter(None, [note, "FLOPs counted on the CPU"]))
-    peak, _ = peak_for(plan.dev, sw, plan.peak_tflops)
+    if (name, batch_size) not in plan.flops:  # once per model: --switches reuses it for every variant
+        plan.flops[name, batch_size] = count_flops(module, cfg, image_shape, n_classes, batch_size, plan.dev)
+    step_flops, counted_on = plan.flops[name, batch_size]
+    notes += ["FLOPs counted on the CPU"] if counted_on != plan.dev else []
 
     # each path trains its own copy of the same initial weights, under its own switches
     plain = Speed(device_type=plan.dev.type)
-    speeds = {"repo": sw, "fp32": plain, "loader": sw}
-    paths = {"repo": build(module, cfg, image_shape, n_classes, plan.dev, sw)[0]}
-    if with_fp32 and sw != plain:
-        paths["fp32"] = build(module, cfg, image_shape, n_classes, plan.dev, plain)[0]
-    if with_loader:
-        paths["loader"] = build(module, cfg, image_shape, n_classes, plan.dev, sw)[0]
-        dataset = torchvision_dataset(spec.dataset, plan.tmp, module.normalise is data.to_unit, size)
-    totals = {path: [0, 0.0] for path in paths}
+    speeds = {"repo": sw, **({"fp32": plain} if compare and sw != plain else {}), **({"loader": sw} if compare else {})}
+    paths = {path: build(module, cfg, image_shape, n_classes, plan.dev, speed)[0] for path, speed in speeds.items()}
+    dataset = torchvision_dataset(spec.dataset, plan.tmp, module.normalise is data.to_unit, size) if compare else None
+    totals = {path: (0, 0.0) for path in paths}
     for round_ in range(plan.rounds):
         # rounds alternate which path goes first, so a load that drifts on a shared machine hits all alike;
         # a DataLoader is opened per round and closed after it, so its workers never run beside the repo path
@@ -442,49 +313,44 @@ def bench_model(
             else:
                 batches = repo_batches(split, batch_size, plan.dev, module.normalise, speeds[path])
             torch.backends.cudnn.benchmark = speeds[path].cudnn_benchmark
-            images, seconds = timed(paths[path], batches, plan.warmup, plan.steps, plan.dev)
-            totals[path][0] += images
-            totals[path][1] += seconds
+            with contextlib.closing(batches):  # ends a DataLoader's workers before the next measurement
+                measured = timed(functools.partial(train, paths[path], batches), plan.warmup, plan.steps, plan.dev)
+            totals[path] = (totals[path][0] + measured[0], totals[path][1] + measured[1])
     rate = {path: images / seconds for path, (images, seconds) in totals.items()}
     torch.backends.cudnn.benchmark = sw.cudnn_benchmark
     _, draw = build(module, cfg, image_shape, n_classes, plan.dev, sw)
-    generation = generation_rate(draw, plan.gen_batch or GEN_BATCH[spec.dataset], plan.gen_reps, plan.dev, sw)
+    gen_batch = plan.gen_batch or GEN_BATCH[spec.dataset]
+    with torch.no_grad(), sw.autocast():  # the script's decode in eval mode, one warm-up pass
+        images, seconds = timed(lambda: len(draw(gen_batch)), 1, plan.gen_reps, plan.dev)
     torch.backends.cudnn.benchmark = False
     return Result(
-        name, spec.script, batch_size, plan.rounds * plan.steps, rate["repo"], rate.get("loader"), generation,
-        step_flops / batch_size, EPOCH_IMAGES[spec.dataset], peak, note, sw.label(),
-        setting or sw.label().replace("baseline", "fp32"), rate.get("fp32"), SAMPLE_IMAGES.get(spec.dataset),
+        name, spec.script, batch_size, plan.rounds * plan.steps, rate["repo"], rate.get("loader"), images / seconds,
+        step_flops / batch_size, EPOCH_IMAGES[spec.dataset], peak_for(plan.dev, sw, plan.peak_tflops)[0],
+        "; ".join(notes), sw.label(), setting or setting_of(sw), rate.get("fp32"), SAMPLE_IMAGES.get(spec.dataset),
     )  # fmt: skip
 
 
 # --- output ---
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
-
-
-def _ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
-
-
-def _share(r: Result) -> str:
-    return "n/a" if r.share is None else f"{100 * r.share:.3g}%"
+def _fmt(value: float | None, spec: str = ",.1f", unit: str = "", missing: str = "-") -> str:
+    return missing if value is None else f"{value:{spec}}{unit}"
 
 
 def cells(r: Result, base: Result | None = None) -> list[str]:
     """One row's cells in the order of COLUMNS; given the baseline `base` of its model, of SWITCH_COLUMNS."""
+    share = _fmt(r.share and 100 * r.share, ".3g", "%", missing="n/a")
     if base is not None:
         return [
-            r.model, r.switches, str(r.batch_size), str(r.steps), _fmt(r.repo), _ratio(r.repo / base.repo),
-            f"{r.epoch_seconds:,.2f}", f"{r.flops / 1e9:.3g}", _share(r), _fmt(r.generation),
-            _ratio(r.generation / base.generation),
+            r.model, r.switches, str(r.batch_size), str(r.steps), _fmt(r.repo), _fmt(r.repo / base.repo, ".2f", "x"),
+            _fmt(r.epoch_seconds, ",.2f"), _fmt(r.flops / 1e9, ".3g"), share, _fmt(r.generation),
+            _fmt(r.generation / base.generation, ".2f", "x"),
         ]  # fmt: skip
     return [
         r.model, r.script, str(r.batch_size), str(r.steps), r.setting, _fmt(r.repo), _fmt(r.fp32_rate),
-        _ratio(r.speed_up), f"{r.epoch_seconds:,.2f}", "-" if r.sample_images is None else f"{r.sample_images / r.repo:,.2f}",
-        f"{r.flops / 1e9:.3g}", _share(r), _fmt(r.loader), _ratio(None if r.loader is None else r.repo / r.loader),
-        _fmt(r.generation), r.note,
+        _fmt(r.speed_up, ".2f", "x"), _fmt(r.epoch_seconds, ",.2f"),
+        _fmt(r.sample_images and r.sample_images / r.repo, ",.2f"), _fmt(r.flops / 1e9, ".3g"), share, _fmt(r.loader),
+        _fmt(r.loader and r.repo / r.loader, ".2f", "x"), _fmt(r.generation), r.note,
     ]  # fmt: skip
 
 
@@ -492,13 +358,11 @@ def table(results: list[Result], switches_mode: bool = False) -> str:
     """The results as a markdown table with the headers of COLUMNS (SWITCH_COLUMNS with --switches)."""
     columns = SWITCH_COLUMNS if switches_mode else COLUMNS
     base = {r.model: r for r in results if r.switches == "baseline"}
-    rule = ["---" if name in TEXT_COLUMNS else "---:" for name, _ in columns]
-    lines = ["| " + " | ".join(name for name, _ in columns) + " |", "|" + "|".join(rule) + "|"]
-    for r in results:
-        row = cells(r, base[r.model] if switches_mode else None)
-        assert len(row) == len(columns), "a cell for every column"
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
+    rows = [[name for name, _ in columns], *(cells(r, base[r.model] if switches_mode else None) for r in results)]
+    assert all(len(row) == len(columns) for row in rows), "a cell for every column"
+    lines = ["| " + " | ".join(row) + " |" for row in rows]
+    rule = "|" + "|".join("---" if name in TEXT_COLUMNS else "---:" for name, _ in columns) + "|"
+    return "\n".join([lines[0], rule, *lines[1:]])
 
 
 def column_list(columns: tuple[tuple[str, str], ...] = COLUMNS) -> list[str]:
@@ -508,23 +372,20 @@ def column_list(columns: tuple[tuple[str, str], ...] = COLUMNS) -> list[str]:
 
 def _load() -> str:
     """The 1, 5 and 15 minute load averages, where the OS has them."""
-    try:
+    with contextlib.suppress(OSError):
         return ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
+    return "n/a"
 
 
 def header(plan: Plan, argv: list[str], load_start: str, sw: Speed, switches_mode: bool) -> list[str]:
     """The facts a reader needs to compare two bench.md files (sw: the switches measured, with their line)."""
-    import torchvision
-
     gen = str(plan.gen_batch) if plan.gen_batch else f"{GEN_BATCH['mnist']} (MNIST) / {GEN_BATCH['celeba']} (CelebA)"
     amps = sorted({False, True} if switches_mode else {sw.amp})
     limits = [peak_for(plan.dev, replace(sw, amp=amp), plan.peak_tflops)[1] for amp in amps]
     lines = [
         f"- device: {device.describe(plan.dev)}; host: {os.cpu_count()} logical CPUs ({cpu_name()}), torch threads "
         f"{torch.get_num_threads()}",
-        f"- torch {torch.__version__}, torchvision {torchvision.__version__}, Python {platform.python_version()}",
+        f"- torch {torch.__version__}, torchvision {torchvision.__version__}, Python {sys.version.split()[0]}",
         "- batch size: " + (str(plan.batch_size) if plan.batch_size else "each script's BATCH_SIZE (column batch)"),
         f"- steps: {plan.rounds * plan.steps} timed per path: {plan.rounds} round(s) of {plan.warmup} warm-up + "
         f"{plan.steps} timed steps, the paths taking turns to go first; generation: {plan.gen_reps} "
@@ -552,11 +413,13 @@ def header(plan: Plan, argv: list[str], load_start: str, sw: Speed, switches_mod
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    """The command-line options, validated (bad ones exit with a one-line error)."""
+    """The command-line options, validated (bad ones exit with a one-line error); DataLoader workers by default: one
+    per logical CPU, at most MAX_WORKERS."""
     epilog = "columns of the table:\n" + "\n".join(column_list()) + "\nwith --switches:\n"
     epilog += "\n".join(column_list(tuple(c for c in SWITCH_COLUMNS if c not in COLUMNS)))
     formatter = argparse.RawTextHelpFormatter
-    p = _Parser(prog="python bench.py", description=__doc__, epilog=epilog, formatter_class=formatter)
+    p = argparse.ArgumentParser(prog="python bench.py", description=__doc__, epilog=epilog, formatter_class=formatter)
+    p.error = fail  # type: ignore[method-assign]  # the repo's one-line `error: ...`, exit code 2
     p.add_argument("--quick", action="store_true", help="few steps, CelebA at 32x32: under two minutes on 2 CPU cores")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from: {', '.join(MODELS)}")
@@ -566,8 +429,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None, help="rounds of both paths, summed (default 3; --quick 1)")
     p.add_argument("--warmup", type=int, help="untimed steps before each (default 20 on CUDA, else 5; --quick 2)")
     p.add_argument("--gen-batch", type=int, default=0, help="images per generator pass (default 1024; CelebA 256)")
-    workers = f"DataLoader worker processes (default: the CPU count, at most {MAX_WORKERS}; here {default_workers()})"
-    p.add_argument("--workers", type=int, default=None, help=workers)
+    workers = min(MAX_WORKERS, os.cpu_count() or 1)
+    here = f"DataLoader worker processes (default: the CPU count, at most {MAX_WORKERS}; here {workers})"
+    p.add_argument("--workers", type=int, default=workers, help=here)
     limit = "the FLOP limit of the FLOP share column (default: a known GPU's dense bf16/TF32 peak, else n/a)"
     p.add_argument("--peak-tflops", type=float, default=None, help=limit)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's, i.e. OMP_NUM_THREADS)")
@@ -582,67 +446,58 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--switches", nargs="?", const=",".join(SWITCHES), default=None, help=each)
     args = p.parse_args(argv)
     if args.switches is not None:
-        args.switches = [w.strip().replace("-", "_") for w in args.switches.split(",") if w.strip()]
-        bad = [w for w in args.switches if w not in SWITCHES]
-        if bad or not args.switches:
-            fail(f"unknown switch(es) {', '.join(bad) or '(none given)'}; choose from: {', '.join(SWITCHES)}")
-    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in args.models if m not in MODELS]
-    if unknown or not args.models:
-        fail(f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from: {', '.join(MODELS)}")
-    args.workers = default_workers() if args.workers is None else args.workers
-    for name in ("steps", "rounds", "batch_size", "gen_batch", "warmup", "workers", "threads"):
-        value, least = getattr(args, name), 1 if name in ("steps", "rounds") else 0
-        if value is not None and value < least:  # None: set by fill_defaults once the device is known
-            fail(f"--{name.replace('_', '-')} must be {'positive' if least else '>= 0'}, got {value}")
-    if args.peak_tflops is not None and not args.peak_tflops > 0:
-        fail(f"--peak-tflops must be positive, got {args.peak_tflops:g}")
+        args.switches = names(args.switches.replace("-", "_"), SWITCHES, "switch(es)")
+    args.models = names(args.models, MODELS, "model(s)")
+    for name in ("steps", "rounds", "peak_tflops", "batch_size", "gen_batch", "warmup", "workers", "threads"):
+        value, positive = getattr(args, name), name in ("steps", "rounds", "peak_tflops")
+        if value is not None and (not value > 0 if positive else value < 0):  # None: fill_defaults sets it
+            fail(f"--{name.replace('_', '-')} must be {'positive' if positive else '>= 0'}, got {value:g}")
     return args
 
 
-def default_workers() -> int:
-    """DataLoader workers by default: one per logical CPU, at most MAX_WORKERS."""
-    return min(MAX_WORKERS, os.cpu_count() or 1)
+def names(text: str, known: Collection[str], what: str) -> list[str]:
+    """The comma-separated names in text, each one of `known` (else a one-line error)."""
+    given = [w.strip() for w in text.split(",") if w.strip()]
+    unknown = [w for w in given if w not in known]
+    if unknown or not given:
+        fail(f"unknown {what} {', '.join(unknown) or '(none given)'}; choose from: {', '.join(known)}")
+    return given
 
 
 def fill_defaults(args: argparse.Namespace, dev: torch.device) -> argparse.Namespace:
-    """Steps, warm-up and rounds not given: tiny with --quick, GPU-sized on CUDA, a few minutes' worth elsewhere."""
-    # a CUDA step takes milliseconds: enough steps to time the launches and all
-    kind = "quick" if args.quick else "cuda" if dev.type == "cuda" else "other"
-    defaults = {"quick": (3, 2, 1), "cuda": (200, 20, 3), "other": (10, 5, 3)}[kind]
+    """Steps, warm-up and rounds not given: tiny with --quick, on CUDA enough to time milliseconds-long steps and their
+    launches, elsewhere a few minutes' worth."""
+    defaults = (3, 2, 1) if args.quick else (200, 20, 3) if dev.type == "cuda" else (10, 5, 3)
     for name, value in zip(("steps", "warmup", "rounds"), defaults, strict=True):
         setattr(args, name, value if getattr(args, name) is None else getattr(args, name))
     return args
 
 
 def model_speed(name: str, dev: torch.device, flags: dict[str, bool]) -> tuple[Speed, str]:
-    """The switches a model is measured under and the row's setting: the script's own constants (auto), or the flags'."""
-    if any(flags.values()):
-        sw = Speed.from_config({NAMES[n]: on for n, on in flags.items()}, dev, verbose=False)
-        return sw, sw.label().replace("baseline", "fp32")
+    """The switches a model runs under and the row's setting: the script's own constants (auto), or the flags'."""
     module = config.load_script(MODELS[name].script)
     own = {const: value for const, value in config.constants(vars(module)).items() if const in NAMES.values()}
-    sw = Speed.from_config(own, dev, verbose=False)
-    label = sw.label().replace("baseline", "fp32")
-    if own and all(value == AUTO for value in own.values()):
-        return sw, f"auto = {label}" if label == "fp32" else f"auto: {label}"
-    return sw, label
+    wanted = {NAMES[n]: on for n, on in flags.items()} if any(flags.values()) else own
+    sw = Speed.from_config(wanted, dev, verbose=False)
+    auto = bool(wanted) and all(value == AUTO for value in wanted.values())
+    return sw, ("auto = " if auto and sw.label() == "baseline" else "auto: " if auto else "") + setting_of(sw)
+
+
+def setting_of(sw: Speed) -> str:
+    """The switches in the table's words: 'fp32' for none, else e.g. 'amp+channels_last'."""
+    return sw.label().replace("baseline", "fp32")
 
 
 def switch_variants(dev: torch.device, wanted: list[str]) -> list[Speed]:
     """--switches: the fp32 baseline, each wanted switch alone that dev can run, then those together."""
-    base = Speed(device_type=dev.type)
-    acting = []
+    base, acting = Speed(device_type=dev.type), []
     for name in wanted:
-        reason = unsupported(name, dev.type)
-        if reason:
+        if reason := unsupported(name, dev.type):
             print(f"note: --switches: {name} skipped on {dev.type}: {reason}")
         else:
             acting.append(name)
-    variants = [base] + [replace(base, **{name: True}) for name in acting]
-    if len(acting) > 1:
-        variants.append(replace(base, **dict.fromkeys(acting, True)))  # all together
-    return variants
+    together = [replace(base, **dict.fromkeys(acting, True))] if len(acting) > 1 else []
+    return [base, *(replace(base, **{name: True}) for name in acting), *together]
 
 
 def main(argv: list[str] | None = None) -> list[Result]:
@@ -662,43 +517,31 @@ def main(argv: list[str] | None = None) -> list[Result]:
     variants = switch_variants(dev, args.switches) if switches_mode else []
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
-        tmp = Path(tmp_name)
         reps = 1 if args.quick else (20 if dev.type == "cuda" else 3)  # a GPU pass takes a millisecond or so
-        a = args
-        plan = Plan(
-            dev, a.steps, a.warmup, a.rounds, a.batch_size, a.workers, a.quick, reps, a.gen_batch, tmp, a.peak_tflops
-        )
+        plan = Plan(dev, tmp := Path(tmp_name), reps, **{f.name: getattr(args, f.name) for f in fields(Plan)[3:-1]})
         if any(MODELS[m].dataset == "mnist" for m in args.models):
-            write_mnist(tmp)
+            mnist_files.write_sample(tmp, MNIST_IMAGES)
         if "celeba" in args.models:
             per_step = args.batch_size or config.load_script(MODELS["celeba"].script).BATCH_SIZE
-            # enough faces that neither path starts a second epoch inside the measurement
-            write_jpegs(tmp / "celeba", max(512, (args.warmup + args.steps + 1) * per_step))
+            # enough faces that neither path starts a second epoch inside the measurement (ImageFolder: a class folder)
+            celeba.write_fake(tmp / "celeba" / "faces", max(512, (args.warmup + args.steps + 1) * per_step))
         print(f"bench on {device.describe(dev)}, torch {torch.__version__}, load average {load_start}", flush=True)
         results: list[Result] = []
         for name in args.models:
-            if switches_mode:
-                for variant in variants:
-                    results.append(r := bench_model(name, plan, variant, with_loader=False))
-                    print(
-                        f"  {name} {variant.label()}: {r.repo:,.1f} img/s, {r.epoch_seconds:,.2f} s/epoch", flush=True
-                    )
-            else:
-                model_sw, setting = model_speed(name, dev, flags)
-                results.append(r := bench_model(name, plan, model_sw, setting=setting, with_fp32=True))
-                rates = f"fp32 {_fmt(r.fp32_rate)} img/s ({_ratio(r.speed_up)}), DataLoader {_fmt(r.loader)} img/s"
-                gflop = f"{r.flops / 1e9:.3g} GFLOP/img"
-                print(
-                    f"  {name} [{r.setting}]: {r.repo:,.1f} img/s ({r.epoch_seconds:,.2f} s/epoch, {gflop}), {rates}",
-                    flush=True,
-                )
+            for model_sw, setting in [(v, "") for v in variants] if switches_mode else [model_speed(name, dev, flags)]:
+                results.append(r := bench_model(name, plan, model_sw, setting, compare=not switches_mode))
+                speed = f"{r.repo:,.1f} img/s ({r.epoch_seconds:,.2f} s/epoch, {r.flops / 1e9:.3g} GFLOP/img)"
+                ratio = _fmt(r.speed_up, ".2f", "x")
+                rates = f"fp32 {_fmt(r.fp32_rate)} img/s ({ratio}), DataLoader {_fmt(r.loader)} img/s"
+                alone = f"{r.switches}: {r.repo:,.1f} img/s, {r.epoch_seconds:,.2f} s/epoch"
+                print(f"  {name} " + (alone if switches_mode else f"[{r.setting}]: {speed}, {rates}"), flush=True)
 
-    title = "# Training and generation speed (python bench.py)"
-    text = "\n".join([title, "", *header(plan, argv, load_start, sw, switches_mode), "", table(results, switches_mode)])
-    print("\n" + table(results, switches_mode))
+    text = ["# Training and generation speed (python bench.py)", "", *header(plan, argv, load_start, sw, switches_mode)]
+    text += ["", table(results, switches_mode)]
+    print("\n" + text[-1])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
+    out.write_text("\n".join(text) + "\n")
     print(f"wrote {out}")
     return results
 

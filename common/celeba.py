@@ -16,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from common import data, image_cache
@@ -139,6 +140,21 @@ def make_fake(size: int = 64, n: int = FAKE_SIZE, seed: int = 0) -> torch.Tensor
     """Random uint8 images [n, 3, size, size], for smoke runs with no data."""
     gen = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (n, 3, size, size), generator=gen, dtype=torch.uint8)
+
+
+def write_fake(folder: Path, n: int, seed: int = 0) -> Path:
+    """n synthetic JPEGs at CelebA's aligned size (178x218) in folder: smooth colour fields plus grain, about the
+    file size and decode cost of a real photo (bench.py's DataLoader path reads them)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        coarse = Image.fromarray(rng.integers(0, 256, (7, 6, 3), dtype=np.uint8))
+        smooth = np.asarray(coarse.resize((178, 218), Image.Resampling.BICUBIC), dtype=np.int16)
+        grain = rng.normal(0, 6, smooth.shape).astype(np.int16)
+        Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8)).save(folder / f"{i + 1:06d}.jpg", quality=90)
+    return folder
 
 
 def place(images: torch.Tensor, device: torch.device) -> torch.Tensor:

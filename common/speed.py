@@ -56,6 +56,13 @@ WORDS = {  # field -> what the run's line calls it when on
 }
 CUDA_AUTO = dict.fromkeys(NAMES, False)  # what auto turns on on CUDA: the scripts' defaults before auto
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # x86 instructions that compute bf16 natively (else it is emulated)
+# dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets: (name substring, bf16, TF32); first match wins
+PEAK_TFLOPS = (
+    ("H100 PCIe", 756.0, 378.0),
+    ("H100", 989.0, 495.0),
+    ("H200", 989.0, 495.0),  # also the GH200
+    ("A100", 312.0, 156.0),
+)
 
 
 @functools.cache
@@ -93,6 +100,25 @@ def native_bf16() -> str:
 def cpu_name() -> str:
     """The processor's model name, e.g. 'Intel(R) Xeon(R) Processor @ 2.80GHz'."""
     return _cpuinfo().get("model name") or platform.processor() or platform.machine() or "this CPU"
+
+
+def known_peak(gpu_name: str, amp: bool) -> float | None:
+    """A GPU's dense peak TFLOP/s by name: bf16 when amp, else TF32; None if unknown."""
+    return next(((bf16 if amp else tf32) for key, bf16, tf32 in PEAK_TFLOPS if key in gpu_name), None)
+
+
+def flop_limit(dev: torch.device, amp: bool) -> tuple[float | None, str]:
+    """The device's dense peak TFLOP/s (None: unknown) and which it is, in words (bench.py's FLOP share)."""
+    if dev.type != "cuda":
+        return None, f"n/a on {dev.type}"
+    name = torch.cuda.get_device_name(dev)
+    peak = known_peak(name, amp)
+    if peak is None:
+        return None, f"n/a: {name} is not in the built-in table"
+    # cuDNN runs fp32 convolutions as TF32 by default; fp32 matmuls stay full FP32 unless
+    # torch.set_float32_matmul_precision allows TF32, so the MLP models cannot reach this limit
+    kind = "bf16 dense (under AMP)" if amp else "TF32 dense (no AMP; fp32 matmuls run below it, in full FP32)"
+    return peak, f"{peak:g} TFLOP/s: {name}, {kind}"
 
 
 def auto_choice(device_type: str) -> tuple[dict[str, bool], str]:

@@ -130,7 +130,7 @@ def test_quick_run_prints_the_table_and_writes_bench_md(tmp_path: Path):
         "- batch size: 16",
         "- steps: 2 timed per path: 1 round(s)",
         "load average",
-        f"num_workers={bench.default_workers()}",
+        f"num_workers={bench.parse([]).workers}",
         "FlopCounterMode",
         "- FLOP share: ",
         "- FLOP limit: ",
@@ -275,9 +275,9 @@ def test_switch_variants_share_one_flop_count(tmp_path: Path):
         dev=torch.device("cpu"), steps=1, warmup=0, rounds=1, batch_size=8, workers=0, quick=True, gen_reps=1,
         gen_batch=64, tmp=tmp_path, peak_tflops=1.0,
     )  # fmt: skip
-    bench.write_mnist(tmp_path, n_train=64)
+    bench.mnist_files.write_sample(tmp_path, n_train=64)
     variants = [bench.Speed(device_type="cpu"), bench.Speed(channels_last=True, device_type="cpu")]
-    results = [bench.bench_model("dcgan", plan, sw, with_loader=False) for sw in variants]
+    results = [bench.bench_model("dcgan", plan, sw, compare=False) for sw in variants]
     assert list(plan.flops) == [("dcgan", 8)]  # counted once, for every variant
     assert [r.switches for r in results] == ["baseline", "channels_last"]
     assert results[0].flops == results[1].flops > 0 and all(r.loader is None for r in results)
@@ -309,13 +309,13 @@ def test_workers_default_to_the_cpu_count(cpus: int | None, workers: int, monkey
 
 
 def test_flop_limits():
-    assert bench.known_peak("NVIDIA H100 80GB HBM3", amp=True) == 989
-    assert bench.known_peak("NVIDIA H200", amp=False) == 495
-    assert bench.known_peak("NVIDIA H100 PCIe", amp=True) == 756
-    assert bench.known_peak("NVIDIA A100-SXM4-80GB", amp=True) == 312
-    assert bench.known_peak("Tesla T4", amp=True) is None
+    assert speed_module.known_peak("NVIDIA H100 80GB HBM3", amp=True) == 989
+    assert speed_module.known_peak("NVIDIA H200", amp=False) == 495
+    assert speed_module.known_peak("NVIDIA H100 PCIe", amp=True) == 756
+    assert speed_module.known_peak("NVIDIA A100-SXM4-80GB", amp=True) == 312
+    assert speed_module.known_peak("Tesla T4", amp=True) is None
     cpu = torch.device("cpu")
-    assert bench.peak_for(cpu, bench.Speed(), None)[0] is None
+    assert bench.peak_for(cpu, bench.Speed(), None) == (None, "n/a on cpu (give --peak-tflops)")
     assert bench.peak_for(cpu, bench.Speed(), 2.0)[0] == 2.0
 
 
@@ -342,7 +342,7 @@ def test_bad_arguments_are_one_line_errors(argv: list[str], message: str, capsys
 def test_idx_files_read_back_through_torchvision(tmp_path: Path):
     from torchvision import datasets
 
-    bench.write_mnist(tmp_path, n_train=4100)  # more than the sample's 4,000: tiled
+    bench.mnist_files.write_sample(tmp_path, n_train=4100)  # more than the sample's 4,000: tiled
     ds = datasets.MNIST(str(tmp_path), train=True, download=False)
     assert len(ds) == 4100 and ds.data.shape[1:] == (28, 28)
     assert np.array_equal(ds.data[4000].numpy(), ds.data[0].numpy())  # the tiling repeats the digits

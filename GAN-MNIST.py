@@ -64,7 +64,7 @@ AMP = False  # bf16 autocast of the forward passes and losses (off: 1.07x on a b
 FUSED_ADAM = "auto"  # Adam's update as one fused kernel (auto: off)
 COMPILE = "auto"  # torch.compile the networks, a slower first epoch (auto: off)
 # --- evaluation ---
-EVAL_EVERY = 1  # epochs between metric evaluations (the last epoch is always evaluated); 0 disables
+EVAL_EVERY = "auto"  # epochs between evaluations, and the last: auto fits them in a tenth of the wall time; 0: none
 EVAL_SAMPLES = 2000  # generated images scored per evaluation (at least 6; --eval_every=0: none)
 
 SHAPE_KEYS = ("DATASET", "LATENT_DIM", "HIDDEN", "CONDITIONAL", "D_LABELS", "MINIBATCH_STD")  # resuming: others refuse

@@ -70,7 +70,7 @@ CUDNN_BENCHMARK = "auto"  # let cuDNN time its convolution algorithms on the fir
 FUSED_ADAM = "auto"  # Adam's update as one fused kernel (auto: off)
 COMPILE = "auto"  # torch.compile the networks, a slower first epoch (auto: off)
 # --- evaluation ---
-EVAL_EVERY = 1  # epochs between metric evaluations (the last epoch is always evaluated); 0 disables
+EVAL_EVERY = "auto"  # epochs between evaluations, and the last: auto fits them in a tenth of the wall time; 0: none
 EVAL_SAMPLES = 2000  # generated images scored per evaluation (at least 6; --eval_every=0: none)
 IWAE_K = 100  # importance samples per image of the final IWAE bound
 IWAE_IMAGES = 1000  # test images of the final IWAE bound (the first ones: a subset, for CPU time)

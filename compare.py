@@ -48,6 +48,8 @@ COLUMNS = (
     ("dataset", "dataset"),
     ("epochs", "epochs"),
     ("train time", "time"),
+    ("wall time", "wall"),
+    ("steps share", "steps_share"),
     ("img/s", "img_per_s"),
     ("parameters", "params"),
     ("FID", "fid"),
@@ -118,6 +120,11 @@ def summarize(run: Path) -> dict[str, Any]:
         info.update({k: v for k, v in scores[-1].items() if k != "epoch"})
         info["metrics_epoch"] = int(scores[-1]["epoch"])
         info["best"] = best_of(scores)
+    try:  # where the run's time went (written at its end): the wall time and the steps' share of it
+        times = json.loads((run / "time.json").read_text())
+        info["wall"], info["steps_share"] = times["wall"], times["steps"] / times["wall"]
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):  # a run from before, or still running
+        pass
     counts, classes = param_counts(run)
     info["param_counts"], info["classes"] = counts, classes
     info["params"] = ", ".join(f"{name} {_count(n)}" for name, n in counts.items())
@@ -136,9 +143,9 @@ def _cell(key: str, value: Any) -> str:
     """One table cell: blank for missing, durations in s/min, rates as %, numbers to 3-4 figures."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    if key == "time":
+    if key in ("time", "wall"):
         return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
-    if key in ("label_acc", "label_acc_real", "region_acc"):
+    if key in ("label_acc", "label_acc_real", "region_acc", "steps_share"):
         return f"{value:.1%}"
     if key == "img_per_s":
         return f"{value:.0f}"

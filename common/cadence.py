@@ -3,39 +3,80 @@
 | what | when |
 |---|---|
 | read the running sums (one host sync): progress bar, NaN check, TensorBoard's steps | at most every LOG_SECONDS in one process; every SYNC_STEPS steps under torchrun, in the one collective that also agrees on Ctrl-C and NaN; at every epoch's end |
-| the checkpoint, losses.csv, the epoch line, the grids | at every epoch's end, and at a stop |
-| evaluate: metrics.csv, best.pt, the VAE's class fit | every EVAL_EVERY epochs (0: never) and at the last epoch |
+| the epoch line, its grids | at every epoch's end |
+| evaluate: metrics.csv, best.pt, the VAE's class fit | EVAL_EVERY="auto": when the extras stay within the budget, and at the last epoch; an int N: every N epochs (0: never) and at the last |
 | the VAE's IWAE bound | at the last epoch |
-| loss.png, metrics.png and outputs/index.html | at most every PLOT_SECONDS, and at the last epoch, a stop and the end |
+| the checkpoint, losses.csv, metrics.csv | when the extras stay within the budget, or SAVE_SECONDS after the last one; at the first epoch of a start, the last epoch, an epoch that found a new best FID, and a stop |
+| loss.png, the metric figures, outputs/index.html | when the extras stay within the budget; at the last epoch, a stop and the end |
 
-The clock is an argument, so a test can run a cadence on a stubbed one.
+The budget: the extras (evaluating, and writing checkpoints, tables, grids and figures) may take at
+most EXTRAS_SHARE of the run's wall time so far: evaluating 6%, writing 4% (one budget for both would
+let the cheap writes of every epoch starve the costly evaluation). An extra is due when the time its
+kind has taken, plus what it took the last time, stays within its share (the first time it is
+measured), so a run
+whose steps are fast (a GPU) evaluates and draws less often than one whose steps are slow, and every
+run spends about the same share of its time on them. The clock is an argument, so a test can run a
+cadence on a stubbed one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 LOG_SECONDS = 0.5  # a single process reads its running sums (one host sync) at most this often
 SYNC_STEPS = 25  # under torchrun, the processes agree on Ctrl-C and NaN every this many steps
-PLOT_SECONDS = 30.0  # loss.png, metrics.png redrawn at most this often (and at the end): ~0.7 s a drawing on 2 cores
+EXTRAS_SHARE = 0.10  # evaluation, checkpoints, tables and figures: at most this share of the run's wall time
+SHARES = {"evaluation": 0.06, "writing": 0.04}  # how it is split, so that cheap writes never starve evaluation
+KIND = {"evaluate": "evaluation", "save": "writing", "draw": "writing"}  # each extra's kind of time
+SAVE_SECONDS = 60.0  # a checkpoint at least this often, budget or not: what a kill -9 can lose
+EXTRAS = tuple(SHARES)  # the kinds of time that count against the budget
 
 
 class Cadence:
-    """When a run of `epochs` epochs reads its sums, evaluates and draws (see the module docstring)."""
+    """When a run of `epochs` epochs reads its sums, evaluates, saves and draws (see the module docstring)."""
 
-    def __init__(self, epochs: int, eval_every: int, together: bool, clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        epochs: int,
+        eval_every: int | str,
+        together: bool,
+        clock: Callable[[], float] = time.perf_counter,
+        since: float = 0.0,
+    ):
         self.epochs, self.eval_every, self.together, self.clock = epochs, eval_every, together, clock
-        self.read_at = clock()  # when the sums were last read
-        self.drawn_at = -float("inf")  # when the figures were last drawn: the first epoch draws
+        self.started = clock() - since  # the run's start (`since` seconds ago): its wall time is the budget's base
+        self.read_at = self.started  # when the sums were last read
+        self.saved_at = self.started  # when the last checkpoint was written
+        self.spent: dict[str, float] = {}  # seconds by kind: evaluation, writing (and steps, start-up: run.py)
+        self.cost: dict[str, float] = {}  # what each extra took the last time it ran, by name
 
     def last(self, epoch: int) -> bool:
         """Whether `epoch` is the run's last."""
         return epoch == self.epochs
 
+    def within_budget(self, extra: str) -> bool:
+        """Whether running `extra` now keeps its kind of time within its share of the wall time (unmeasured: yes)."""
+        kind = KIND[extra]
+        return self.spent.get(kind, 0.0) + self.cost.get(extra, 0.0) <= SHARES[kind] * (self.clock() - self.started)
+
     def evaluate(self, epoch: int) -> bool:
-        """Whether `epoch` evaluates: every EVAL_EVERY epochs (0: none) and the last."""
-        return self.last(epoch) or bool(self.eval_every) and epoch % self.eval_every == 0
+        """Whether `epoch` evaluates: the last does; EVAL_EVERY="auto" within the budget, an int every N (0: none)."""
+        if self.last(epoch) or self.eval_every == "auto" and self.within_budget("evaluate"):
+            return True
+        return isinstance(self.eval_every, int) and bool(self.eval_every) and epoch % self.eval_every == 0
+
+    def save(self, epoch: int) -> bool:
+        """Whether this epoch's end writes the checkpoint (and the tables after it): see the module docstring."""
+        first = self.saved_at == self.started  # this start's first epoch: config.json comes with it
+        long_ago = self.clock() - self.saved_at >= SAVE_SECONDS
+        return first or self.last(epoch) or long_ago or self.within_budget("save")
+
+    def draw(self, epoch: int) -> bool:
+        """Whether this epoch's end redraws the figures and the page: the last epoch does, the others in budget."""
+        return self.last(epoch) or self.within_budget("draw")
 
     def read(self, step: int, signalled: bool) -> bool:
         """Whether to read the running sums after `step` (a signal in one process: at once)."""
@@ -46,9 +87,41 @@ class Cadence:
     def was_read(self) -> None:
         self.read_at = self.clock()
 
-    def draw(self, epoch: int) -> bool:
-        """Whether this epoch's end redraws the figures: the last epoch does, the others at most every PLOT_SECONDS."""
-        return self.last(epoch) or self.clock() - self.drawn_at > PLOT_SECONDS
+    def was_saved(self) -> None:
+        self.saved_at = self.clock()
 
-    def was_drawn(self) -> None:
-        self.drawn_at = self.clock()
+    @contextlib.contextmanager
+    def timed(self, kind: str, extra: str = "") -> Iterator[None]:
+        """Count the block's seconds as `kind` (evaluation, writing, ...) and, with `extra`, as that extra's cost."""
+        start = self.clock()
+        try:
+            yield
+        finally:
+            seconds = self.clock() - start
+            self.spent[kind] = self.spent.get(kind, 0.0) + seconds
+            if extra:
+                self.cost[extra] = seconds
+
+    def stepping(self) -> None:
+        """The first step is about to run: the time since the start was the start-up."""
+        self.spent.setdefault("start-up", self.clock() - self.started)
+
+    def add(self, kind: str, seconds: float) -> None:
+        """Count seconds measured elsewhere (the steps, the start-up) as `kind`."""
+        self.spent[kind] = self.spent.get(kind, 0.0) + seconds
+
+    def summary(self) -> dict[str, float]:
+        """Where the run's time went, in seconds: wall, start-up, steps, evaluation, writing, other."""
+        wall = self.clock() - self.started
+        parts = {kind: self.spent.get(kind, 0.0) for kind in ("start-up", "steps", *EXTRAS)}
+        return {"wall": wall, **parts, "other": max(0.0, wall - sum(parts.values()))}
+
+
+def process_age() -> float:
+    """Seconds since this process started (imports included), from /proc on Linux; 0 where it cannot be read."""
+    try:
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:  # both counted from the boot
+            ticks = float(stat.read().rsplit(")", 1)[1].split()[19])  # starttime, field 22
+            return max(0.0, float(uptime.read().split()[0]) - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0

@@ -72,14 +72,13 @@ class Saver:
         self.config_written = False  # config.json describes the checkpoint: written with this start's first
         self.grids: list[Path] = []  # the grids written since that checkpoint
 
-    def save(self, state: dict[str, Any], cfg: dict[str, Any]) -> list[Path]:
-        """Write last.pt, then config.json with this start's first one; returns the grids it now covers."""
+    def save(self, state: dict[str, Any], cfg: dict[str, Any]) -> None:
+        """Write last.pt, then config.json with this start's first one; the grids so far are now behind it."""
         save(state, self.out / "checkpoints")
-        grids, self.saved, self.grids = self.grids, where(state), []
+        self.saved, self.grids = where(state), []
         if not self.config_written:  # so a start that fails leaves the old config.json
             config.save(cfg, self.out / "config.json", self.facts)
             self.config_written = True
-        return grids
 
     def failed(self, error: files.WriteFailed) -> None:
         """A file could not be written: drop the grids ahead of the checkpoint, say so in one line."""

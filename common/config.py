@@ -31,6 +31,7 @@ RENAMED = {
 _SAID: set[str] = set()  # the renames already noted by this process
 OVERRIDDEN = "_overridden"  # the namespace key of the constants set on the command line
 ROOT = Path(__file__).resolve().parents[1]  # where the training scripts live
+AUTO_OR_INT = ("EVAL_EVERY",)  # "auto" (common/cadence.py's budget) or a whole number
 AUTO_OR_BOOL = ("AMP", "CHANNELS_LAST", "CUDNN_BENCHMARK", "FUSED_ADAM", "COMPILE")  # speed switches: auto|true|false
 DOCS = {  # each training script's page, named on the last line of its --help and in its docstring
     "VAE-MNIST.py": "docs/vae.md",
@@ -84,8 +85,12 @@ def convert(name: str, raw: str, default: Any) -> Any:
     """Convert a command-line string to the type of `default`, or exit with a clear error."""
     kind = type(default)
     auto = name in AUTO_OR_BOOL  # common/speed.py's switches: "auto" or a bool, whatever the default
-    if auto and raw.strip().lower() == "auto":
+    if (auto or name in AUTO_OR_INT) and raw.strip().lower() == "auto":
         return "auto"
+    if name in AUTO_OR_INT:
+        if not raw.strip().isdigit():
+            fail(f"--{name.lower()} expects auto or a whole number (0 or more), got {raw!r}")
+        return int(raw)
     if kind is bool or auto:
         low = raw.strip().lower()
         if low in _TRUE:

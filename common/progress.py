@@ -59,3 +59,10 @@ def budget(cfg: dict[str, Any], overridden: tuple[str, ...], steps: int, batch_s
         f"{epochs} epoch{'s' * (epochs != 1)} x {steps} steps = {epochs * steps:,} steps{why}; "
         "each epoch's line says how long the rest will take"
     )
+
+
+def time_line(times: dict[str, float]) -> str:
+    """`time: 412s in all: steps 330s (80%), evaluation 30s (7%), ...`: where a run's wall time went."""
+    wall = times["wall"] or 1.0
+    parts = ", ".join(f"{kind} {duration(s)} ({s / wall:.0%})" for kind, s in times.items() if kind != "wall")
+    return f"time: {duration(times['wall'])} in all: {parts}"

@@ -6,6 +6,7 @@ progress.gif, outputs/index.html and the best line (Records).
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -17,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from common import board as board_lib
-from common import checkpoint, class_scores, page, plots, progress, run_folders
+from common import checkpoint, class_scores, files, page, plots, progress, run_folders
 from common.cadence import Cadence
 from common.evaluation import Evaluator, prdc_text
 from common.gan import collapsed
@@ -155,19 +156,22 @@ class Records:
         grids: list[Path],
         cadence: Cadence,
         steps: int,
+        saved: bool,
     ) -> None:
-        """After the epoch's checkpoint: best.pt, the tables, TensorBoard, the figures when due, the line."""
+        """The epoch's end: when its checkpoint was `saved`, best.pt, the tables and (when due) the figures after
+        it; TensorBoard (a resume purges what came after its checkpoint) and the line."""
         epoch, new, self.new_best = row["epoch"], self.new_best, None
-        if new is not None:  # after last.pt, which records it: a failed write is repaired on resume
-            checkpoint.save_best(state, new, self.out / "checkpoints")
-        self.write_tables()
+        if saved:
+            if new is not None:  # after last.pt, which records it: a failed write is repaired on resume
+                checkpoint.save_best(state, new, self.out / "checkpoints")
+            self.write_tables()
         if self.board is not None:
             self.board.running(means, epoch * steps)
             scored = next((r for r in self.scores if r["epoch"] == epoch), None)
             self.board.epoch(epoch, row, scored, grids)
-        if cadence.draw(epoch):
-            self.draw_page()
-            cadence.was_drawn()
+        if saved and cadence.draw(epoch):
+            with cadence.timed("writing", "draw"):
+                self.draw_page()
         print(progress.epoch_line(row, cadence.epochs, self._left(cadence.epochs)), flush=True)
         warning = collapsed(row)
         if warning:
@@ -190,15 +194,22 @@ class Records:
             draw(self.scores, self.out, self.classes)
         plots.make_gif(self.out / "samples", self.out / "progress.gif")
 
-    def close(self, finished: bool, eval_every: int) -> None:
+    def close(self, finished: bool, eval_every: int | str, cadence: Cadence) -> None:
         """The run's end (after the script's last pictures): TensorBoard closed; when every epoch was trained,
-        progress.gif, outputs/index.html with the final pictures, the best line and "Done:" as the last line."""
+        progress.gif, outputs/index.html with the final pictures, where the time went (printed, and time.json
+        for compare.py), the best line and "Done:" as the last line."""
         if self.board is not None:
             self.board.close()
         if not finished:
             return
-        plots.make_gif(self.out / "samples", self.out / "progress.gif")
-        page.write_index(self.out.parent)
+        with cadence.timed("writing"):
+            plots.make_gif(self.out / "samples", self.out / "progress.gif")
+            page.write_index(self.out.parent)
+        times = cadence.summary()
+        files.write_text(
+            self.out / "time.json", json.dumps({k: round(v, 2) for k, v in times.items()}) + "\n", "time.json"
+        )
+        print(progress.time_line(times), flush=True)
         print(self.best_line(eval_every), flush=True)
         print(f"Done: {self.out}/", flush=True)
 

@@ -38,7 +38,7 @@ import torch
 from tqdm import tqdm
 
 from common import augment, checkpoint, config, data, distributed, exits, files, folder_lock, out_dir, plots, progress
-from common.cadence import Cadence
+from common.cadence import Cadence, process_age
 from common.device import keep_rng, seed_all
 from common.ema import Averages
 from common.evaluation import Evaluator
@@ -66,14 +66,13 @@ class Run:
         self.autocast, self.input = self.speed.autocast, self.speed.input
         asked = namespace["OUT_DIR"] or f"{config.default_out_dir(self.script, namespace.get('DATASET'))}{out_suffix}"
         self.out = Path(asked)
-        self.networks: dict[str, torch.nn.Module] = {}  # what a checkpoint keeps, by name
-        self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        self.fixed_tensors: dict[str, torch.Tensor] = {}
+        # what a checkpoint keeps, by name: models (with their averages), optimizers, fixed tensors
+        self.networks, self.optimizers, self.fixed_tensors = {}, {}, {}
         self.averages = Averages()
-        self.classes: tuple[str, ...] = ()
-        self.evaluator: Evaluator | None = None
+        self.classes, self.evaluator = (), None  # the data set's class names; rank 0's Evaluator, when it evaluates
         self.guard, self.writes = Guard(), Rank0Writes()
-        self.cadence = Cadence(namespace["EPOCHS"], namespace.get("EVAL_EVERY", 0), distributed.active())
+        eval_every, together = namespace.get("EVAL_EVERY", 0), distributed.active()
+        self.cadence = Cadence(namespace["EPOCHS"], eval_every, together, since=process_age())  # imports too
         self.records = Records(self.out, namespace.get("TENSORBOARD", False))
         self.now = Epoch(0, self.device)  # the epoch under way (0: none yet)
         self.saver = checkpoint.Saver(self.out)  # last.pt and config.json; the grids written since
@@ -89,8 +88,7 @@ class Run:
         return self.now.number
 
     @property
-    def step(self) -> int:
-        """The step under way in this epoch (1, 2, ...; counted on after a resume inside it)."""
+    def step(self) -> int:  # the step under way in this epoch (1, 2, ...; counted on after a resume inside it)
         return self.now.step
 
     def __enter__(self) -> Run:
@@ -104,14 +102,12 @@ class Run:
             if kind is None or isinstance(exc, files.WriteFailed):  # every process agrees: none waits for another
                 if self.is_main and not self.writes.failed:
                     with self.writes.kept():  # after the script's last pictures: the GIF, the page, the lines
-                        self.records.close(self.finished, self.ns.get("EVAL_EVERY", 0))
+                        self.records.close(self.finished, self.ns.get("EVAL_EVERY", 0), self.cadence)
                 self.writes.settle(self.saver.failed)
                 distributed.barrier()  # every process is done before the process group goes
                 distributed.cleanup()
         finally:
             folder_lock.release(self.out)  # the next run may use the folder
-
-    # --- before training: data, models, optimizers ---
 
     def load(self, load: Callable[[torch.device], Any]) -> Any:
         """Load the data (rank 0 first: it downloads or builds caches), then start the run folder. `load(device)`
@@ -163,8 +159,6 @@ class Run:
         ddp = distributed.wrap(model, sync_bn=self.ns.get("SYNC_BN", False), sync_buffers=sync_buffers)
         return self.speed.compiled(ddp)
 
-    # --- the loop ---
-
     def epochs(self, panels: Mapping[str, Sequence[str]]) -> Iterator[int]:
         """The epochs still to train (after a resume, from where the run stopped); each one ends recorded.
         `panels`: loss.png's panels, title -> the logged names drawn in it."""
@@ -196,6 +190,7 @@ class Run:
         now, size = self.now, self.data.batch_size
         bar = progress.bar(len(self.data) * size, now.skip * size, now.number, self.cfg["EPOCHS"], self.is_main)
         self.cadence.was_read()
+        self.cadence.stepping()
         with bar:
             for step, (images, labels) in enumerate(self.data.epoch(now.number, self.device, now.skip), now.skip + 1):
                 now.step = step
@@ -235,7 +230,7 @@ class Run:
                 images = draw()
             path = self.out / folder / f"epoch_{self.epoch:03d}.png"
             self.saver.grids.append(path)  # removed again if this epoch's checkpoint cannot be written
-            with self.writes.kept():
+            with self.writes.kept(), self.cadence.timed("writing"):
                 plots.save_grid(images, path, **kwargs)
 
     @property
@@ -253,14 +248,13 @@ class Run:
         with the columns `extras()` return: rank 0, in eval mode, on its own random numbers (training unchanged)."""
         if self.evaluator is None or not self.eval_due or self.writes.failed:
             return
-        with keep_rng(self.device, self.ns["SEED"]), eval_mode(list(self.networks.values())):
-            fake, asked = sample()
-            more = {key: value for extra in extras for key, value in extra().items()} or None
-        plot = self.cadence.draw(self.epoch)
-        with self.writes.kept():  # metrics.csv is written after the epoch's checkpoint, which holds the row
-            self.records.evaluated(self.epoch, self.evaluator, fake, asked, more, plot)
-
-    # --- the end of an epoch, a stop ---
+        with self.cadence.timed("evaluation", "evaluate"):
+            with keep_rng(self.device, self.ns["SEED"]), eval_mode(list(self.networks.values())):
+                fake, asked = sample()
+                more = {key: value for extra in extras for key, value in extra().items()} or None
+            plot = self.cadence.draw(self.epoch)
+            with self.writes.kept():  # metrics.csv is written after the epoch's checkpoint, which holds the row
+                self.records.evaluated(self.epoch, self.evaluator, fake, asked, more, plot)
 
     def _end_epoch(self) -> None:
         """The epoch's row, its checkpoint, then (rank 0) best.pt, the tables, the figures and the line."""
@@ -272,11 +266,16 @@ class Run:
         row = distributed.reduce_row({**row, "img_per_s": images / self.now.seconds})
         row["wall_s"] = distributed.flagged(time.perf_counter() - self.now.started)[0]  # the slowest process's
         self.records.history.append(row)
+        self.cadence.add("steps", self.now.seconds)
         state = self._contents(self.epoch)
+        saving = self.cadence.save(self.epoch) or self.records.new_best is not None  # best.pt needs its last.pt
         if self.is_main and not self.writes.failed:
-            with self.writes.kept():
-                grids = self.saver.save(state, self.cfg)  # first: the tables and figures never get ahead of it
-                self.records.epoch_done(state, row, means, grids, self.cadence, len(self.data))
+            grids = [path for path in self.saver.grids if path.stem == f"epoch_{self.epoch:03d}"]
+            with self.writes.kept(), self.cadence.timed("writing", "save" if saving else ""):
+                if saving:  # first: the tables and figures never get ahead of the checkpoint
+                    self.saver.save(state, self.cfg)
+                    self.cadence.was_saved()
+                self.records.epoch_done(state, row, means, grids, self.cadence, len(self.data), saving)
         self.writes.settle(self.saver.failed)
         if signum:  # a signal during the epoch's grid or evaluation: its checkpoint is whole
             self.guard.exit(f"after epoch {self.epoch}", self.out)

@@ -9,7 +9,15 @@ from conftest import generate, load_script
 from common import checkpoint, evaluation, exits, files, records
 from common.run_folders import best_of
 
-TINY = ["--dataset=fake", "--ngf=4", "--ndf=4", "--batch_size=256", "--eval_samples=16", "--device=cpu"]
+TINY = [
+    "--eval_every=1",
+    "--dataset=fake",
+    "--ngf=4",
+    "--ndf=4",
+    "--batch_size=256",
+    "--eval_samples=16",
+    "--device=cpu",
+]
 
 
 class Stub:

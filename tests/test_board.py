@@ -5,7 +5,15 @@ import sys
 import pytest
 from conftest import load_script
 
-TINY = ["--dataset=mnist-sample", "--ngf=4", "--ndf=4", "--batch_size=1000", "--eval_samples=200", "--device=cpu"]
+TINY = [
+    "--eval_every=1",
+    "--dataset=mnist-sample",
+    "--ngf=4",
+    "--ndf=4",
+    "--batch_size=1000",
+    "--eval_samples=200",
+    "--device=cpu",
+]
 
 
 def train(monkeypatch, out, *args: str) -> None:

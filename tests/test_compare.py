@@ -10,7 +10,7 @@ from PIL import Image
 
 import compare
 
-TINY = ["--epochs=1", "--batch_size=64", "--eval_samples=300", "--iwae_images=50"]
+TINY = ["--eval_every=1", "--epochs=1", "--batch_size=64", "--eval_samples=300", "--iwae_images=50"]
 
 
 def rows(path):

@@ -132,6 +132,25 @@ def test_ctrl_c_checkpoints_mid_epoch_and_resumes_exactly(tmp_path, reference):
     assert_same_run(out, reference)
 
 
+def test_an_auto_cadence_run_scores_its_last_epoch_and_resumes_exactly_after_ctrl_c(tmp_path):
+    """EVAL_EVERY=auto (the default) evaluates when the budget allows, always the last epoch (so best.pt is there),
+    and evaluating never changes training: a run stopped by Ctrl-C resumes to the same numbers."""
+    auto = [*(a for a in TINY if not a.startswith("--eval_every")), "--eval_every=auto", "--eval_samples=200"]
+    whole = tmp_path / "whole"
+    assert run(*auto, f"--out_dir={whole}").returncode == 0
+    out = tmp_path / "run"
+    job = Run(*auto, f"--out_dir={out}")
+    job.wait_for("epoch 1/2", "stderr")
+    job.proc.send_signal(signal.SIGINT)
+    assert job.wait() == 130, job.stderr
+    result = run(*auto, f"--out_dir={out}")
+    assert result.returncode == 0, result.stderr
+    assert rows(out / "losses.csv") == rows(whole / "losses.csv")  # number for number
+    for folder in (whole, out):
+        assert [r["epoch"] for r in csv.DictReader(open(folder / "metrics.csv"))][-1] == "2"
+        assert checkpoint.read(folder / "checkpoints" / "best.pt")["scores"]["epoch"] >= 1
+
+
 @pytest.mark.slow  # the same path as Ctrl-C, another signal
 def test_sigterm_checkpoints_and_exits_143(tmp_path):
     out = tmp_path / "run"

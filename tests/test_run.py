@@ -239,7 +239,7 @@ def test_the_run_leaves_the_scripts_globals_as_the_command_line_set_them(tmp_pat
 
 
 def test_the_cadence_names_every_how_often_rule():
-    from common.cadence import LOG_SECONDS, PLOT_SECONDS, SYNC_STEPS, Cadence
+    from common.cadence import LOG_SECONDS, SAVE_SECONDS, SHARES, SYNC_STEPS, Cadence
 
     now = [100.0]
     cadence = Cadence(epochs=5, eval_every=2, together=False, clock=lambda: now[0])
@@ -249,10 +249,92 @@ def test_the_cadence_names_every_how_often_rule():
     assert not cadence.read(1, signalled=False) and cadence.read(1, signalled=True)  # a signal: at once
     now[0] += LOG_SECONDS
     assert cadence.read(2, signalled=False)
-    assert cadence.draw(1)  # the first epoch draws
-    cadence.was_drawn()
-    now[0] += PLOT_SECONDS / 2
+    assert cadence.save(1) and cadence.draw(1)  # this start's first checkpoint; nothing measured yet
+    with cadence.timed("writing", "draw"):
+        now[0] += 10.0  # a drawing far over the budget of a run 10.5 s old
+    cadence.was_saved()
     assert not cadence.draw(2) and cadence.draw(5)  # the last epoch always draws
+    now[0] += 2 * 10.0 / SHARES["writing"]  # the run has gone on long enough to afford it again
+    assert cadence.draw(3)
+    now[0] += SAVE_SECONDS
+    with cadence.timed("writing", "save"):
+        now[0] += 1e6  # however costly, a checkpoint every SAVE_SECONDS
+    now[0] += SAVE_SECONDS
+    assert cadence.save(4)
     together = Cadence(epochs=5, eval_every=0, together=True)
     assert [s for s in range(1, 3 * SYNC_STEPS + 1) if together.read(s, False)] == [SYNC_STEPS, 2 * SYNC_STEPS, 75]
     assert not any(together.evaluate(e) for e in range(1, 5)) and together.evaluate(5)
+
+
+def simulate(step_s: float, epochs: int, eval_s: float, save_s: float, draw_s: float, start_s: float = 5.0):
+    """A run on a stubbed clock, with run.py's order: steps, evaluation, the checkpoint, the figures.
+    Returns (the cadence's summary, the epochs evaluated, the epochs saved)."""
+    from common.cadence import Cadence
+
+    now = [0.0]
+    cadence = Cadence(epochs, "auto", together=False, clock=lambda: now[0], since=0.0)
+    now[0] += start_s
+    cadence.stepping()
+    evaluated, saved = [], []
+    for epoch in range(1, epochs + 1):
+        now[0] += step_s
+        cadence.add("steps", step_s)
+        if cadence.evaluate(epoch):
+            with cadence.timed("evaluation", "evaluate"):
+                now[0] += eval_s
+            evaluated.append(epoch)
+        if cadence.save(epoch):
+            with cadence.timed("writing", "save"):
+                now[0] += save_s
+            cadence.was_saved()
+            saved.append(epoch)
+            if cadence.draw(epoch):
+                with cadence.timed("writing", "draw"):
+                    now[0] += draw_s
+    return cadence.summary(), evaluated, saved
+
+
+@pytest.mark.parametrize(
+    ("step_s", "epochs", "eval_s"),
+    [
+        (5.5, 60, 2.5),  # the DCGAN's first run on the sample, on 2 CPU cores
+        (1.0, 20, 3.0),  # short epochs, a costly evaluation (the VAE's on the sample)
+        (0.01, 2000, 1.0),  # a fast device: 10 ms of steps an epoch (a GPU)
+        (100.0, 10, 3.0),  # long epochs (full MNIST on a CPU): every epoch evaluates and saves
+    ],
+)
+def test_the_auto_cadence_keeps_the_extras_within_a_tenth_of_the_wall_time(step_s, epochs, eval_s):
+    from common.cadence import EXTRAS_SHARE, SAVE_SECONDS, SHARES
+
+    times, evaluated, saved = simulate(step_s, epochs, eval_s, save_s=0.2, draw_s=0.7)
+    extras = times["evaluation"] + times["writing"]
+    once = eval_s + 0.2 + 0.7  # the first epoch measures each extra, the last runs them whatever the budget
+    assert extras <= EXTRAS_SHARE * times["wall"] + 2 * once, times
+    assert len(evaluated) >= min(epochs, int(SHARES["evaluation"] * times["wall"] / eval_s))  # the budget is used
+    assert evaluated[-1] == epochs and saved[-1] == epochs and saved[0] == 1  # the last always; the first start's
+    gaps = [b - a for a, b in zip(saved, saved[1:], strict=False)]
+    assert max(gaps, default=0) * step_s <= SAVE_SECONDS + step_s + eval_s  # what a kill -9 can lose
+    if step_s * EXTRAS_SHARE > eval_s + 1:  # long epochs: the budget has room for every extra, every epoch
+        assert evaluated == saved == list(range(1, epochs + 1))
+    elif len(evaluated) >= 3:  # the FID curve keeps points all along the run, not only at its end
+        assert evaluated[len(evaluated) // 2] < 0.75 * epochs, evaluated
+
+
+def test_eval_every_as_a_number_keeps_its_meaning():
+    from common.cadence import Cadence
+
+    cadence = Cadence(10, 3, together=False)
+    assert [e for e in range(1, 11) if cadence.evaluate(e)] == [3, 6, 9, 10]
+    assert [e for e in range(1, 11) if Cadence(10, 0, together=False).evaluate(e)] == [10]  # the run skips it
+
+
+def test_the_run_says_where_its_time_went(timed_run):
+    import json
+
+    out, result = timed_run
+    times = json.loads((out / "time.json").read_text())
+    assert set(times) == {"wall", "start-up", "steps", "evaluation", "writing", "other"}
+    assert 0 < times["steps"] < times["wall"] and times["start-up"] > 0
+    assert sum(v for k, v in times.items() if k != "wall") == pytest.approx(times["wall"], abs=0.05)
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("time: ")]
+    assert "in all: start-up" in line and "steps" in line and "%" in line, line

@@ -8,7 +8,14 @@ import pytest
 from conftest import device_args, load_script
 
 SEEDS = load_script("seeds.py")
-TINY = ["--dataset=mnist-sample", "--hidden=16", "--epochs=1", "--batch_size=500", "--eval_samples=200"]
+TINY = [
+    "--eval_every=1",
+    "--dataset=mnist-sample",
+    "--hidden=16",
+    "--epochs=1",
+    "--batch_size=500",
+    "--eval_samples=200",
+]
 
 
 def test_two_seeds_give_rows_mean_and_spread(tmp_path, capfd):

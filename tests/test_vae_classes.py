@@ -15,7 +15,7 @@ from common import class_regions, data, evaluation
 
 VAE = load_script("VAE-MNIST.py")
 GENERATE = load_script("generate.py")
-SMALL = ["--batch_size=64", "--hidden=32", "--channels=8"]
+SMALL = ["--eval_every=1", "--batch_size=64", "--hidden=32", "--channels=8"]
 SCORED = ["--eval_samples=200", "--iwae_k=2"]  # a quick evaluation (the evaluator is cached beforehand)
 
 

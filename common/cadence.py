@@ -52,6 +52,7 @@ class Cadence:
         self.saved_at = self.started  # when the last checkpoint was written
         self.spent: dict[str, float] = {}  # seconds by kind: evaluation, writing (and steps, start-up: run.py)
         self.cost: dict[str, float] = {}  # what each extra took the last time it ran, by name
+        self.decisions: dict[tuple[str, int], bool] = {}  # (extra, epoch) -> due: one answer per epoch
 
     def last(self, epoch: int) -> bool:
         """Whether `epoch` is the run's last."""
@@ -62,10 +63,18 @@ class Cadence:
         kind = KIND[extra]
         return self.spent.get(kind, 0.0) + self.cost.get(extra, 0.0) <= SHARES[kind] * (self.clock() - self.started)
 
+    def decided(self, extra: str, epoch: int, rule: Callable[[], bool]) -> bool:
+        """`rule()`, decided once per epoch: every caller in the epoch gets the same answer (the clock moves on)."""
+        if (extra, epoch) not in self.decisions:
+            self.decisions[(extra, epoch)] = rule()
+        return self.decisions[(extra, epoch)]
+
     def evaluate(self, epoch: int) -> bool:
         """Whether `epoch` evaluates: the last does; EVAL_EVERY="auto" within the budget, an int every N (0: none)."""
-        if self.last(epoch) or self.eval_every == "auto" and self.within_budget("evaluate"):
+        if self.last(epoch):
             return True
+        if self.eval_every == "auto":
+            return self.decided("evaluate", epoch, lambda: self.within_budget("evaluate"))
         return isinstance(self.eval_every, int) and bool(self.eval_every) and epoch % self.eval_every == 0
 
     def save(self, epoch: int) -> bool:
@@ -76,7 +85,7 @@ class Cadence:
 
     def draw(self, epoch: int) -> bool:
         """Whether this epoch's end redraws the figures and the page: the last epoch does, the others in budget."""
-        return self.last(epoch) or self.within_budget("draw")
+        return self.last(epoch) or self.decided("draw", epoch, lambda: self.within_budget("draw"))
 
     def read(self, step: int, signalled: bool) -> bool:
         """Whether to read the running sums after `step` (a signal in one process: at once)."""

@@ -32,6 +32,7 @@ import math
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +52,7 @@ HIDDEN = 256  # width of the fully connected layer between convolutions and z
 CHANNELS = 32  # channels of the first convolution (the second has twice as many)
 BETA = 1.0  # weight of the KL term (1 = the standard ELBO)
 CONDITIONAL = False  # give both networks the class label (a conditional VAE; its own -conditional folder)
+SAMPLER = "mixture"  # z of the samples: mixture (the class Gaussians of the training codes) | prior (N(0, I))
 # --- optimisation ---
 EPOCHS = 20  # passes over the training set
 BATCH_SIZE = 128  # images per step
@@ -246,12 +248,13 @@ def bounds(vae: VAE, test: data.Split, known: float | None, iwae_k: int, iwae_im
     return found
 
 
-def sample_for_eval(vae: VAE, n: int, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """n images in [0, 1] decoded from the same evaluation latents every time, and for a CVAE the classes asked
-    for (balanced); the unconditional VAE draws from its prior (its classes by region: region_scores)."""
+def sample_for_eval(vae: VAE, n: int, device: torch.device, seed: int, latents: dict) -> tuple[torch.Tensor, Any]:
+    """n images in [0, 1] from the same evaluation noise every time, and for a CVAE the classes asked for
+    (balanced); the VAE draws from its sampler (its classes by region: region_scores)."""
     z, labels = evaluation.eval_noise(n, vae.latent_dim, vae.n_classes, device, seed)
-    chunks = [(z[i : i + 500], None if labels is None else labels[i : i + 500]) for i in range(0, n, 500)]
-    return torch.cat([vae.sample(*chunk) for chunk in chunks]), labels
+    u, asked = class_regions.eval_choices(n, seed), [None] * n if labels is None else labels.split(500)
+    chunks = zip(z.split(500), asked, u.split(500), strict=False)  # 500 images at a time
+    return torch.cat([class_regions.sample(vae, *chunk, latents, SAMPLER) for chunk in chunks]), labels
 
 
 def grid_latents(
@@ -281,10 +284,7 @@ def draw_latent_space(vae: VAE, test: data.Split, classes: tuple[str, ...], out:
         plots.manifold(vae.sample, out / "manifold.png", means.device)
 
 
-def decode(
-    models: dict[str, nn.Module], z: torch.Tensor, labels: torch.Tensor | None = None,
-    latents: dict[str, torch.Tensor] | None = None,
-) -> torch.Tensor:  # fmt: skip
+def decode(models: dict[str, nn.Module], z: torch.Tensor, labels: Any = None, latents: Any = None) -> torch.Tensor:
     """Images in [0, 1] from latents z [B, LATENT_DIM]: of the classes `labels` where the model can aim (a CVAE is
     told them; the VAE decodes their regions, from `latents`), else from the prior (used by bench and generate.py)."""
     vae = models["vae"]
@@ -292,7 +292,7 @@ def decode(
 
 
 def main() -> None:
-    config.setup(globals(), choices={"DATASET": data.DATASETS})
+    config.setup(globals(), choices={"DATASET": data.DATASETS, "SAMPLER": ("mixture", "prior")})
     suffix = "-conditional" if CONDITIONAL else ""  # the CVAE's run folder is its own
     with run.Run(globals(), SHAPE_KEYS, suffix) as r:  # device, torchrun, seed, resume, Ctrl-C, NaN stop, checkpoints
         ds = r.load(lambda device: data.load(DATASET, DATA_DIR, DOWNLOAD, device))
@@ -300,26 +300,28 @@ def main() -> None:
         opts = {name: r.adam(name, models[model], lr, betas) for name, (model, lr, betas) in optimizers(r.cfg).items()}
         vae = models["vae"]
         grid_z, grid_labels = grid_latents(N_SAMPLES, LATENT_DIM, vae.n_classes, r.device)
-        fixed_z = r.fixed("fixed_noise", grid_z)
+        choices = torch.rand(len(grid_z), generator=torch.Generator().manual_seed(SEED + 2))  # not training's stream
+        fixed_z, fixed_u = r.fixed("fixed_noise", grid_z), r.fixed("fixed_choice", choices)
         grid_args = {"nrow": 10, "row_labels": ds.classes} if CONDITIONAL else {"nrow": 8}
         # the VAE's class Gaussians for generate.py --label (none for the CVAE), saved in checkpoints
         blank = {} if CONDITIONAL else class_regions.blank(len(ds.classes), LATENT_DIM)
         latents = {name: r.fixed(f"{class_regions.PREFIX}{name}", tensor) for name, tensor in blank.items()}
         recon_x, recon_y = data.to_unit(ds.test.images[:32]), ds.test.labels[:32]  # the same test images every epoch
         nets = {"vae": r.wrap(vae)}  # DDP under torchrun, else the model itself
+        grid = partial(class_regions.sample, vae, fixed_z, grid_labels, fixed_u, latents, SAMPLER)  # the fit so far
         for _ in r.epochs({"negative ELBO per image (nats)": ("train_neg_elbo", "test_neg_elbo")}):
             for images, labels in r.batches(normalise):
                 r.log(**train_step(r.cfg, nets, opts, images, labels, r.step, len(ds.classes), r.autocast))
             test_loss = evaluate(vae, ds.test, BETA)[0]
             r.record(test_neg_elbo=test_loss)
-            r.grid(lambda: vae.sample(fixed_z, grid_labels), value_range=(0, 1), **grid_args)
-            r.grid(lambda: reconstructions(vae, recon_x, recon_y), folder="reconstructions", nrow=8, value_range=(0, 1))
-            if latents and r.is_main and r.eval_due:
+            if latents and r.is_main and r.eval_due:  # first: the grid and the evaluation draw from this fit
                 class_regions.fit(vae, ds.train, latents)  # one encoder pass: at each evaluation and the last epoch
+            r.grid(grid, value_range=(0, 1), **grid_args)
+            r.grid(lambda: reconstructions(vae, recon_x, recon_y), folder="reconstructions", nrow=8, value_range=(0, 1))
             iwae_k = IWAE_K if r.last_epoch else 0  # the IWAE bound is costly: at the last epoch only
             bounds_now = partial(bounds, vae, ds.test, test_loss if BETA == 1 else None, iwae_k, IWAE_IMAGES)
             by_region = partial(class_regions.region_scores, vae, latents, EVAL_SAMPLES, SEED, r.evaluator)
-            r.evaluate(lambda: sample_for_eval(vae, EVAL_SAMPLES, r.device, SEED), bounds_now, by_region)
+            r.evaluate(lambda: sample_for_eval(vae, EVAL_SAMPLES, r.device, SEED, latents), bounds_now, by_region)
         if r.is_main:
             draw_latent_space(vae, ds.test, ds.classes, r.out)
 

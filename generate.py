@@ -57,6 +57,7 @@ class Sampler:
             fail(f"the checkpoint names no known training script ({state.get('script')!r})")
         module = config.load_script(script.name)
         self.classes: tuple[str, ...] = tuple(state.get("classes") or ())
+        self.run_sampler = state["config"].get("SAMPLER", "prior")  # runs from before SAMPLER drew from the prior
         models = module.build_models(state["config"], tuple(state["image_shape"]), len(self.classes))
         for name, model in models.items():  # the generator's moving average, when the run kept one, draws
             model.load_state_dict(state["models"].get(f"{name}_ema", state["models"][name]))
@@ -87,6 +88,15 @@ class Sampler:
     @torch.no_grad()
     def __call__(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return self.decode(z.to(self.device), None if labels is None else labels.to(self.device)).clamp(0, 1).cpu()
+
+    def mixture(self, asked: str | None) -> bool:
+        """Whether to draw an unconditional VAE's z from the mixture of its class Gaussians (--sampler, else the
+        run's SAMPLER); exit with one line when this checkpoint has no fit to draw from."""
+        if self.vae is None or self.n_classes or (asked or self.run_sampler) != "mixture":
+            return False
+        if not self.latents:
+            fail(self.refusal.replace("--label on this VAE", "--sampler mixture"))
+        return True
 
     def parse_label(self, text: str) -> int:
         """A class index from an index or a class name (case-insensitive); exit if neither, or if the model cannot
@@ -149,6 +159,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=64, help="number of images (or of strips with --interpolate)")
     parser.add_argument("--label", help="class to draw, as an index or a name (conditional models)")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed draws the same images")
+    parser.add_argument(
+        "--sampler",
+        choices=("prior", "mixture"),
+        help="an unconditional VAE's z: prior N(0, I), or mixture (the class Gaussians of its training codes); "
+        "default: the run's SAMPLER",
+    )
     parser.add_argument("--out", help="output .png (grid) or .npz (arrays); default RUN_DIR/generated.png")
     parser.add_argument("--interpolate", action="store_true", help="latent interpolation strips (10 steps each)")
     parser.add_argument("--steps", type=int, default=10, help="images per interpolation strip")
@@ -252,6 +268,8 @@ def generate(args: argparse.Namespace) -> Path:
         labels = torch.full((n,), label)
     elif sampler.n_classes:  # a conditional model without --label: the classes in turn
         labels = torch.arange(n) % sampler.n_classes
+    elif sampler.mixture(args.sampler):  # the VAE's mixture: each image from the class it picks by share
+        labels = class_regions.components(sampler.latents, torch.rand(n, generator=gen)).cpu()
     if args.interpolate:
         ends = torch.randn(2, n, sampler.latent_dim, generator=gen)
         z = slerp(ends[0], ends[1], torch.linspace(0, 1, args.steps)).reshape(-1, sampler.latent_dim)
@@ -267,12 +285,14 @@ def generate(args: argparse.Namespace) -> Path:
     out = Path(args.out) if args.out else run_dir / default_name
     if out.suffix.lower() == ".npz":
         arrays = {"images": to_uint8(images)}
-        if labels is not None:
+        if labels is not None and (label is not None or sampler.n_classes):  # asked for, not the mixture's picks
             arrays["labels"] = labels.numpy().astype(np.int64)
         files.write_safely(out, lambda f: np.savez_compressed(f, **arrays), "the images")
     else:
         plots.save_grid(images, out, nrow=nrow, value_range=(0, 1))
     what = "unconditional" if not sampler.n_classes else "all classes"
+    if label is None and sampler.mixture(args.sampler):
+        what = "unconditional, from the mixture of its class Gaussians"
     if label is not None:
         what = f"class {sampler.classes[label]!r}" + ("" if sampler.n_classes else ", from its latent region")
     print(f"wrote {out}: {len(images)} images ({what}) from {run_dir} after epoch {state['epoch']}, {state['source']}")
@@ -291,7 +311,10 @@ def score(run_dir: Path, state: dict, sampler: Sampler, args: argparse.Namespace
         fail(f"--score: {name} is not in {data_dir} (the run's data set); pass --data_dir")
     evaluator = evaluation.Evaluator.for_dataset(ds, data_dir, dev)
     z, labels = evaluation.eval_noise(args.n, sampler.latent_dim, sampler.n_classes, "cpu", args.seed)
-    fake = torch.cat([sampler(zb, lb) for zb, lb in _chunks(z, labels)])
+    drawn = labels  # the classes asked for (conditional), or those the VAE's mixture picks (as in its evaluation)
+    if sampler.mixture(args.sampler):
+        drawn = class_regions.components(sampler.latents, class_regions.eval_choices(args.n, args.seed)).cpu()
+    fake = torch.cat([sampler(zb, lb) for zb, lb in _chunks(z, drawn)])
     row = {"epoch": state["epoch"], "checkpoint": state["source"], "seed": args.seed, **evaluator.scores(fake, labels)}
     if sampler.latents:  # an unconditional VAE: also its classes drawn from their latent regions
         row.update(class_regions.region_scores(sampler.vae, sampler.latents, args.n, args.seed, evaluator))

@@ -1,8 +1,11 @@
-"""A chosen class from an unconditional VAE: one Gaussian per class where its training images lie in z.
+"""The latent density of an unconditional VAE's training codes: one Gaussian per class where its images lie in z.
 
 At every evaluation and at the last epoch VAE-MNIST.py fits, for each class k, the mean and full
 covariance of the posterior means of that class's training images; decoding z ~ N(mean_k, cov_k)
-then draws class k (generate.py --label k), and region_acc scores how often it does. The fit is kept
+then draws class k (generate.py --label k), and region_acc scores how often it does. Mixed by the
+classes' shares of the training images, the Gaussians are the VAE's sampler (SAMPLER="mixture"):
+z from where the encoder puts the training images, not from the prior's N(0, I), whose draws land
+in the "holes" between them (Ghosh et al., 2020; Chadebec & Allassonniere, 2022). The fit is kept
 in the run's checkpoints under the keys class_latent_mean [K, D], class_latent_cov [K, D, D] and
 class_latent_count [K] (images per class; all 0: never fitted). This module owns those keys: the
 training script saves them through Run.fixed, generate.py reads them with from_checkpoint.
@@ -68,6 +71,25 @@ def place(latents: dict[str, torch.Tensor], eps: torch.Tensor, labels: torch.Ten
     return latents["mean"][labels] + (scale[labels] @ eps.unsqueeze(-1)).squeeze(-1)
 
 
+def fitted(latents: dict[str, torch.Tensor]) -> bool:
+    """Whether the statistics hold a fit (a run fits them at its first evaluation)."""
+    return bool(latents) and bool(latents["count"].any())
+
+
+def components(latents: dict[str, torch.Tensor], u: torch.Tensor) -> torch.Tensor:
+    """The class each of the uniform numbers u [B] in [0, 1) picks, with the classes' shares of the training
+    images as probabilities: the mixture of the class Gaussians draws z from the class it picks."""
+    shares = latents["count"].float() / latents["count"].sum()
+    picked = torch.searchsorted(shares.cumsum(0), u.to(shares.device), right=True)
+    return picked.clamp(max=len(shares) - 1)
+
+
+def eval_choices(n: int, seed: int) -> torch.Tensor:
+    """The uniform numbers that pick an evaluation's classes: the same for every evaluation of a seed, in the
+    run and in generate.py --score (a generator of their own, apart from the evaluation noise's)."""
+    return torch.rand(n, generator=torch.Generator().manual_seed(seed + 1))
+
+
 def draw(
     vae: nn.Module, eps: torch.Tensor, labels: torch.Tensor | None, latents: dict[str, torch.Tensor] | None = None
 ) -> torch.Tensor:
@@ -76,6 +98,17 @@ def draw(
     if labels is not None and not vae.n_classes:
         return vae.sample(place(latents, eps, labels))
     return vae.sample(eps, labels)
+
+
+def sample(
+    vae: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, u: torch.Tensor, latents: dict, sampler: str
+) -> torch.Tensor:
+    """Images in [0, 1] from noise z: a CVAE's of the classes `labels`; an unconditional VAE's from the mixture
+    of its class Gaussians (`u` picks each one's class) once they are fitted and `sampler` is "mixture", else
+    from the prior N(0, I)."""
+    if labels is None and sampler == "mixture" and fitted(latents):
+        labels = components(latents, u)
+    return draw(vae, z, labels, latents)
 
 
 @torch.no_grad()

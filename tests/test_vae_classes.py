@@ -197,3 +197,60 @@ def test_a_vae_checkpoint_without_class_statistics_says_how_to_fit_them(runs, tm
     result = run_script("generate.py", str(old), "--label", "8")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("error: --label on this VAE needs the class statistics")
+
+
+def test_the_mixture_of_class_gaussians_recovers_known_gaussians(monkeypatch):
+    """Codes drawn from three known Gaussians: the fit finds them, and the mixture draws each class at its share."""
+    gen = torch.Generator().manual_seed(0)
+    means = torch.tensor([[3.0, 0.0], [-3.0, 1.0], [0.0, -4.0]])
+    scales, counts = torch.tensor([0.5, 1.0, 0.3]), [3000, 1000, 2000]
+    codes = torch.cat([means[k] + scales[k] * torch.randn(n, 2, generator=gen) for k, n in enumerate(counts)])
+    labels = torch.cat([torch.full((n,), k) for k, n in enumerate(counts)])
+    monkeypatch.setattr(class_regions, "posterior_means", lambda vae, split: codes)  # the encoder's codes
+    latents = class_regions.blank(3, 2)
+    class_regions.fit(None, data.Split(torch.zeros(len(codes), 1, 1, 1, dtype=torch.uint8), labels), latents)
+    assert torch.allclose(latents["mean"], means, atol=0.05)
+    for k in range(3):
+        assert torch.allclose(latents["cov"][k], scales[k] ** 2 * torch.eye(2), rtol=0.1, atol=0.05)
+    picked = class_regions.components(latents, torch.rand(60_000, generator=gen))
+    shares = torch.bincount(picked, minlength=3) / 60_000
+    assert torch.allclose(shares, torch.tensor(counts) / 6000, atol=0.01)
+    z = class_regions.place(latents, torch.randn(60_000, 2, generator=gen), picked)
+    for k in range(3):
+        assert torch.allclose(z[picked == k].mean(0), means[k], atol=0.05)
+
+
+def test_the_vae_draws_from_its_mixture_and_generate_picks_either_sampler(runs, tmp_path, capsys):
+    state = last(runs["vae"])
+    assert state["config"]["SAMPLER"] == "mixture" and state["fixed_choice"].shape == (64,)
+    latents = {k: state[f"class_latent_{k}"] for k in ("mean", "cov", "count")}
+    vae, z, u = trained_vae(state), state["fixed_noise"], state["fixed_choice"]
+    with torch.no_grad():
+        mixture = class_regions.sample(vae, z, None, u, latents, "mixture")
+        prior = class_regions.sample(vae, z, None, u, latents, "prior")
+        assert torch.equal(prior, vae.sample(z)) and not torch.equal(mixture, prior)
+        assert torch.equal(mixture, class_regions.sample(vae, z, None, u, latents, "mixture"))  # reproducible
+    files = {}
+    for sampler in ("prior", "mixture", "mixture"):
+        out = tmp_path / f"{sampler}-{len(files)}.npz"
+        assert generate(runs["vae"], "--sampler", sampler, "--n", 16, "--seed", 3, "--out", out) == 0
+        files[out] = np.load(out)["images"]
+    first, second, third = files.values()
+    assert np.array_equal(second, third) and not np.array_equal(first, second)  # the same seed, the same draw
+    for sampler in ("prior", "mixture"):
+        assert generate(runs["vae"], "--sampler", sampler, "--score", "--n", 100) == 0
+    capsys.readouterr()
+
+
+def test_a_vae_checkpoint_without_a_fit_refuses_the_mixture_in_one_line(runs, tmp_path, capsys):
+    old = tmp_path / "old"
+    shutil.copytree(runs["vae"], old)
+    state = last(old)
+    state["class_latent_count"].zero_()  # stopped before its first fit
+    torch.save(state, old / "checkpoints" / "last.pt")
+    (old / "checkpoints" / "best.pt").unlink()
+    capsys.readouterr()
+    assert generate(old, "--sampler", "mixture") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --sampler mixture needs the class statistics") and err.count("\n") == 1, err
+    assert generate(old, "--sampler", "prior", "--n", 4) == 0  # the prior needs no fit

@@ -184,7 +184,7 @@ def test_disk_full_under_torchrun_stops_every_process_with_one_line(tmp_path):
     wrapper = tmp_path / "fill_up.py"
     wrapper.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n" + FILL_UP.format(name="last.pt", n=2))
     out = tmp_path / "run"
-    args = [str(ROOT / SCRIPT), *TINY, "--epochs=3", f"--out_dir={out}"]
+    args = [str(ROOT / SCRIPT), *TINY, "--epochs=2", f"--out_dir={out}"]  # epoch 2 is the last: it always saves
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
     result = subprocess.run(
         [*command, str(wrapper), *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120

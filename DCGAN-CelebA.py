@@ -189,10 +189,7 @@ def final_pictures(
 normalise = data.to_gan  # the training input: uint8 images -> [-1, 1], the range of G's tanh
 
 
-def optimizers(cfg: dict) -> dict[str, tuple[str, float, tuple[float, float]]]:
-    """Each Adam optimizer by its checkpoint name, in creation order: (the model it trains, its rate, its betas)."""
-    betas = (cfg["BETA1"], 0.999)
-    return {"opt_g": ("generator", cfg["LR"], betas), "opt_d": ("discriminator", cfg["LR_D"], betas)}
+optimizers = gan.optimizers  # G at LR, D at LR_D, Adam(BETA1, 0.999): by checkpoint name, in order
 
 
 def train_step(

@@ -133,15 +133,10 @@ def sample_for_eval(generator: Generator, n: int, device: torch.device, seed: in
 normalise = data.to_gan  # the training input: uint8 images -> [-1, 1], the range of G's tanh
 
 
-def optimizers(cfg: dict) -> dict[str, tuple[str, float, tuple[float, float]]]:
-    """Each Adam optimizer by its checkpoint name, in creation order: (the model it trains, its rate, its betas)."""
-    betas = (cfg["BETA1"], 0.999)
-    return {"opt_g": ("generator", cfg["LR"], betas), "opt_d": ("discriminator", cfg["LR_D"], betas)}
+optimizers = gan.optimizers  # G at LR, D at LR_D, Adam(BETA1, 0.999): by checkpoint name, in order
 
 
-def averages(cfg: dict) -> dict[str, tuple[str, float]]:
-    """The moving averages kept of the weights, by checkpoint name: (the model averaged, its decay); none at EMA=0."""
-    return {"generator_ema": ("generator", cfg["EMA"])} if cfg["EMA"] else {}
+averages = gan.averages  # G's moving average at EMA (none at 0), saved as generator_ema
 
 
 def train_step(

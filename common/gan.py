@@ -161,3 +161,16 @@ def collapsed(row: dict[str, Any]) -> str:
         f"warning: epoch {row['epoch']}: the discriminator has won (mean D(G(z)) {fake:.3g} < {WON_FAKE}, "
         f"D(x) {real:.3g} > {WON_REAL}); the generator learns little from here (try a lower --lr_d or --augment)"
     )
+
+
+def optimizers(cfg: dict[str, Any]) -> dict[str, tuple[str, float, tuple[float, float]]]:
+    """The GAN scripts' Adam optimizers by checkpoint name, in creation order: (the model it trains, its rate,
+    its betas): G at LR, D at its own LR_D, both with BETA1."""
+    betas = (cfg["BETA1"], 0.999)
+    return {"opt_g": ("generator", cfg["LR"], betas), "opt_d": ("discriminator", cfg["LR_D"], betas)}
+
+
+def averages(cfg: dict[str, Any]) -> dict[str, tuple[str, float]]:
+    """The moving average of G's weights a script keeps, by checkpoint name: (the model averaged, its decay);
+    none at EMA=0."""
+    return {"generator_ema": ("generator", cfg["EMA"])} if cfg["EMA"] else {}

@@ -10,12 +10,17 @@
 | loss.png, the metric figures, outputs/index.html | when the extras stay within the budget; at the last epoch, a stop and the end |
 
 The budget: the extras (evaluating, and writing checkpoints, tables, grids and figures) may take at
-most EXTRAS_SHARE of the run's wall time so far: evaluating 6%, writing 4% (one budget for both would
-let the cheap writes of every epoch starve the costly evaluation). An extra is due when the time its
-kind has taken, plus what it took the last time, stays within its share (the first time it is
-measured), so a run
-whose steps are fast (a GPU) evaluates and draws less often than one whose steps are slow, and every
-run spends about the same share of its time on them. The clock is an argument, so a test can run a
+most EXTRAS_SHARE of the run's wall time: evaluating 6%, writing 4% (one budget for both would let the
+cheap writes of every epoch starve the costly evaluation). An extra is due when
+- its kind's time so far, plus what it took the last time, stays within its share of the wall time so far;
+- it last ran at least cost / share seconds ago, so the extras spread evenly over the run instead of
+  bunching after a costly one;
+- and, for an evaluation before the last epoch, the last evaluation still fits in the share of the run's
+  projected wall time (the last epoch always evaluates: its cost is kept aside).
+Before an evaluation has been measured it is assumed to take EVAL_GUESS seconds, so a short run (the VAE
+on the sample: 20 s of steps) evaluates only its last epoch, and a long one starts its FID curve early.
+A run whose steps are fast (a GPU) evaluates and draws less often than one whose steps are slow, and
+every run spends about the same share of its time on them. The clock is an argument, so a test can run a
 cadence on a stubbed one.
 """
 
@@ -33,6 +38,7 @@ SHARES = {"evaluation": 0.06, "writing": 0.04}  # how it is split, so that cheap
 KIND = {"evaluate": "evaluation", "save": "writing", "draw": "writing"}  # each extra's kind of time
 SAVE_SECONDS = 60.0  # a checkpoint at least this often, budget or not: what a kill -9 can lose
 EXTRAS = tuple(SHARES)  # the kinds of time that count against the budget
+EVAL_GUESS = 2.0  # seconds an evaluation is assumed to take until one is measured (2,000 samples on a CPU: 1-4 s)
 
 
 class Cadence:
@@ -51,7 +57,9 @@ class Cadence:
         self.read_at = self.started  # when the sums were last read
         self.saved_at = self.started  # when the last checkpoint was written
         self.spent: dict[str, float] = {}  # seconds by kind: evaluation, writing (and steps, start-up: run.py)
-        self.cost: dict[str, float] = {}  # what each extra took the last time it ran, by name
+        self.cost: dict[str, float] = {"evaluate": EVAL_GUESS}  # what each extra took the last time it ran
+        self.ran_at: dict[str, float] = {}  # when each extra last ended, in seconds since the start
+        self.first_epoch = 0  # this start's first epoch (a resume starts later): the projection counts from it
         self.decisions: dict[tuple[str, int], bool] = {}  # (extra, epoch) -> due: one answer per epoch
 
     def last(self, epoch: int) -> bool:
@@ -59,9 +67,17 @@ class Cadence:
         return epoch == self.epochs
 
     def within_budget(self, extra: str) -> bool:
-        """Whether running `extra` now keeps its kind of time within its share of the wall time (unmeasured: yes)."""
-        kind = KIND[extra]
-        return self.spent.get(kind, 0.0) + self.cost.get(extra, 0.0) <= SHARES[kind] * (self.clock() - self.started)
+        """Whether running `extra` now keeps its kind of time within its share of the wall time so far, and
+        it last ran at least cost / share seconds ago (unmeasured and never run: yes, but for EVAL_GUESS)."""
+        share, now, cost = SHARES[KIND[extra]], self.clock() - self.started, self.cost.get(extra, 0.0)
+        spaced = now - self.ran_at.get(extra, 0.0) >= cost / share
+        return spaced and self.spent.get(KIND[extra], 0.0) + cost <= share * now
+
+    def projected(self, epoch: int) -> float:
+        """The run's wall time at its end, projected from this start's epochs so far (`epoch` the latest)."""
+        self.first_epoch = self.first_epoch or epoch
+        now = self.clock() - self.started
+        return now + now / (epoch - self.first_epoch + 1) * (self.epochs - epoch)
 
     def decided(self, extra: str, epoch: int, rule: Callable[[], bool]) -> bool:
         """`rule()`, decided once per epoch: every caller in the epoch gets the same answer (the clock moves on)."""
@@ -74,8 +90,14 @@ class Cadence:
         if self.last(epoch):
             return True
         if self.eval_every == "auto":
-            return self.decided("evaluate", epoch, lambda: self.within_budget("evaluate"))
+            return self.decided("evaluate", epoch, lambda: self._evaluation_fits(epoch))
         return isinstance(self.eval_every, int) and bool(self.eval_every) and epoch % self.eval_every == 0
+
+    def _evaluation_fits(self, epoch: int) -> bool:
+        """An evaluation before the last: within budget and spaced, with the last one's cost kept aside."""
+        kept_aside = 2 * self.cost["evaluate"]  # this one and the last, at what the last one took
+        fits = self.spent.get("evaluation", 0.0) + kept_aside <= SHARES["evaluation"] * self.projected(epoch)
+        return fits and self.within_budget("evaluate")
 
     def save(self, epoch: int) -> bool:
         """Whether this epoch's end writes the checkpoint (and the tables after it): see the module docstring."""
@@ -109,7 +131,7 @@ class Cadence:
             seconds = self.clock() - start
             self.spent[kind] = self.spent.get(kind, 0.0) + seconds
             if extra:
-                self.cost[extra] = seconds
+                self.cost[extra], self.ran_at[extra] = seconds, self.clock() - self.started
 
     def stepping(self) -> None:
         """The first step is about to run: the time since the start was the start-up."""

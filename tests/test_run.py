@@ -301,6 +301,7 @@ def simulate(step_s: float, epochs: int, eval_s: float, save_s: float, draw_s: f
         (1.0, 20, 3.0),  # short epochs, a costly evaluation (the VAE's on the sample)
         (0.01, 2000, 1.0),  # a fast device: 10 ms of steps an epoch (a GPU)
         (100.0, 10, 3.0),  # long epochs (full MNIST on a CPU): every epoch evaluates and saves
+        (1.2, 100, 1.5),  # GAN-MNIST's first run on the sample
     ],
 )
 def test_the_auto_cadence_keeps_the_extras_within_a_tenth_of_the_wall_time(step_s, epochs, eval_s):
@@ -318,6 +319,10 @@ def test_the_auto_cadence_keeps_the_extras_within_a_tenth_of_the_wall_time(step_
         assert evaluated == saved == list(range(1, epochs + 1))
     elif len(evaluated) >= 3:  # the FID curve keeps points all along the run, not only at its end
         assert evaluated[len(evaluated) // 2] < 0.75 * epochs, evaluated
+        gaps = [b - a for a, b in zip(evaluated, evaluated[1:-1], strict=False)]  # the last is forced
+        assert max(gaps) - min(gaps) <= 2, evaluated  # evenly spaced, not bunched after a costly one
+    if eval_s > SHARES["evaluation"] * (step_s + 0.2) * epochs:  # one evaluation is over the whole run's share
+        assert evaluated == [epochs]  # so only the last epoch evaluates (the VAE on the sample)
 
 
 def test_eval_every_as_a_number_keeps_its_meaning():

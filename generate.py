@@ -40,7 +40,6 @@ from types import ModuleType
 
 import numpy as np
 import torch
-from torchvision.transforms.functional import gaussian_blur
 
 from common import checkpoint, class_regions, config, data, device, evaluation, files, plots
 from common.config import fail
@@ -141,6 +140,8 @@ def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian filter with standard deviation `sigma` pixels (kernel +-3 sigma)."""
     if sigma <= 0:
         return images
+    from torchvision.transforms.functional import gaussian_blur  # only with --blur (1.5 s to import)
+
     size = 2 * math.ceil(3 * sigma) + 1
     return gaussian_blur(images, kernel_size=[size, size], sigma=[sigma, sigma])
 

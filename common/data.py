@@ -1,7 +1,7 @@
 """MNIST and Fashion-MNIST loaded as uint8 tensors on the training device, and scaled per batch.
 
-MNIST and Fashion-MNIST come through torchvision's own dataset classes (downloaded into
-DATA_DIR when allowed). The whole split is loaded once as a uint8 tensor on the device and
+MNIST and Fashion-MNIST are read from their IDX files in torchvision's layout (DATA_DIR/MNIST/raw/;
+downloaded there by torchvision's own dataset classes when allowed). The whole split is loaded once as a uint8 tensor on the device and
 batches are drawn by index (common/batches.py): no per-image PIL transforms and no DataLoader
 workers. The repo also ships a small real-digit sample (5,000 MNIST digits) for offline boxes
 and tests (common/mnist_files.py builds it).
@@ -54,28 +54,33 @@ def classes_of(name: str) -> tuple[str, ...]:
     return FASHION if name == "fashion-mnist" else DIGITS
 
 
-def _torchvision_split(cls: type, root: Path, train: bool) -> Split:
-    """Read one split through torchvision's class (files must already be present)."""
-    ds = cls(root=str(root), train=train, download=False)
-    return Split(ds.data.unsqueeze(1).contiguous(), ds.targets.long())
+def _read_split(raw: Path, train: bool) -> Split:
+    """One split from the IDX files in `raw` (checked by check_raw), as torchvision's MNIST class reads them."""
+    prefix = "train" if train else "t10k"
+    images = mnist_files.read_idx(raw / f"{prefix}-images-idx3-ubyte")
+    labels = mnist_files.read_idx(raw / f"{prefix}-labels-idx1-ubyte")
+    return Split(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
 
 
-def _load_torchvision(name: str, data_dir: Path, download: bool) -> tuple[Split, Split] | None:
-    """MNIST or Fashion-MNIST from DATA_DIR, downloading when allowed; None if unavailable."""
-    from torchvision import datasets
-
-    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
-    if mnist_files.check_raw(data_dir / cls.__name__ / "raw", download):  # a broken file: one line, exit 2
-        return _torchvision_split(cls, data_dir, True), _torchvision_split(cls, data_dir, False)
+def _load_idx(name: str, data_dir: Path, download: bool) -> tuple[Split, Split] | None:
+    """MNIST or Fashion-MNIST from DATA_DIR, downloading when allowed; None if unavailable. The files are
+    read here: torchvision (1.5 s to import) is imported only to download them."""
+    folder = "MNIST" if name == "mnist" else "FashionMNIST"  # torchvision's layout: DATA_DIR/MNIST/raw/
+    raw = data_dir / folder / "raw"
+    if mnist_files.check_raw(raw, download):  # a broken file: one line, exit 2
+        return _read_split(raw, True), _read_split(raw, False)
     if not download:
         return None
     print(f"Downloading {name} into {data_dir} ...", flush=True)
     try:
-        cls(root=str(data_dir), train=True, download=True)
-        return _torchvision_split(cls, data_dir, True), _torchvision_split(cls, data_dir, False)
+        from torchvision import datasets
+
+        getattr(datasets, folder)(root=str(data_dir), train=True, download=True)
     except Exception as exc:  # offline, mirror down, partial file: all mean "not available"
         print(f"Download of {name} failed: {str(exc).splitlines()[0] if str(exc) else exc!r}")
         return None
+    mnist_files.check_raw(raw, download=False)  # what the download left: whole, or one line
+    return _read_split(raw, True), _read_split(raw, False)
 
 
 def load_sample() -> tuple[Split, Split]:
@@ -134,7 +139,7 @@ def load(name: str, data_dir: str | Path, download: bool, device: torch.device |
     elif name == "mnist-sample":
         train, test = load_sample()
     else:
-        found = _load_torchvision(name, data_dir, download)
+        found = _load_idx(name, data_dir, download)
         if found is None and name == "mnist":
             _fallback_notice(data_dir)
             name = "mnist-sample"

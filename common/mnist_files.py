@@ -101,6 +101,14 @@ def _count(path: Path) -> int:
     return shape[0]
 
 
+def read_idx(path: Path) -> np.ndarray:
+    """The array an IDX file holds (uint8; [N, rows, cols] or [N]), once check_raw() has checked it."""
+    dims = 3 if "images" in path.name else 1
+    with open(path, "rb") as f:
+        shape = struct.unpack(f">{dims}I", f.read(4 + 4 * dims)[4:])
+        return np.frombuffer(f.read(), dtype=np.uint8).reshape(shape)
+
+
 def write_idx(raw: Path, images: np.ndarray, labels: np.ndarray, prefix: str) -> None:
     """Write images [N, 28, 28] uint8 and labels [N] as MNIST IDX files, as torchvision reads them."""
     raw.mkdir(parents=True, exist_ok=True)

@@ -6,16 +6,15 @@ import csv
 import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
+import torch
+from PIL import Image, ImageDraw, ImageFont
 
-matplotlib.use("Agg")  # headless: never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
+from common import files
 
-from common import files  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _LABEL_WIDTH = 84  # pixels of margin for row labels such as "Ankle boot"
 
@@ -32,6 +31,34 @@ METRIC_PANELS = (  # metrics.png: a panel per metric, with its real-data floor
 )
 
 
+def pyplot():
+    """matplotlib.pyplot, headless (Agg), imported at the first figure: 0.3-0.5 s the first step need not wait for."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # never needs a display
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
+
+
+def tile(images: torch.Tensor, nrow: int, padding: int = 2, pad_value: float = 1.0) -> torch.Tensor:
+    """Images [B, C, H, W] laid out `nrow` per row with `padding` pixels between them, as [3, H', W'] (grey
+    images made RGB): what torchvision's make_grid draws, without importing torchvision (1.5 s of start-up)."""
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    if len(images) == 1:
+        return images[0].clone()  # one image: no frame (as make_grid)
+    count, channels, height, width = images.shape
+    columns = min(nrow, count)
+    rows = -(-count // columns)
+    cell_h, cell_w = height + padding, width + padding
+    grid = images.new_full((channels, rows * cell_h + padding, columns * cell_w + padding), pad_value)
+    for k in range(count):
+        y, x = divmod(k, columns)
+        grid[:, y * cell_h + padding : (y + 1) * cell_h, x * cell_w + padding : (x + 1) * cell_w] = images[k]
+    return grid
+
+
 def grid_image(
     images: torch.Tensor,
     nrow: int,
@@ -42,7 +69,7 @@ def grid_image(
     """A PIL image of a batch laid out `nrow` per row, with optional labels left of each row."""
     images = images.detach().float().cpu().clamp(*value_range)
     images = (images - value_range[0]) / (value_range[1] - value_range[0])
-    grid = make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
+    grid = tile(images, nrow)
     array = grid.mul(255).round().byte().permute(1, 2, 0).numpy()
     picture = Image.fromarray(array if array.shape[2] == 3 else array[:, :, 0])
     if scale != 1:
@@ -88,12 +115,12 @@ def write_csv(rows: list[dict], path: str | Path) -> None:
     files.write_text(path, text.getvalue(), "a table of rows")
 
 
-def save_figure(fig: plt.Figure, path: str | Path) -> None:
+def save_figure(fig: Figure, path: str | Path) -> None:
     """Save a matplotlib figure as a PNG (whole or not at all) and close it."""
     try:
         files.write_safely(path, lambda f: fig.savefig(f, format="png", dpi=100), "a figure")
     finally:
-        plt.close(fig)
+        pyplot().close(fig)
 
 
 def plot_curves(
@@ -105,7 +132,7 @@ def plot_curves(
     """Plot columns of `rows` against `x`, one subplot per (title, column names) panel."""
     if not rows:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
     xs = [r[x] for r in rows]
     for ax, (title, keys) in zip(axes[0], panels, strict=True):
         for key in keys:
@@ -152,8 +179,8 @@ def latent_scatter(
         z = z @ v[:2].T
         axis_names = (f"PC1 ({share[0]:.0%} var)", f"PC2 ({share[1]:.0%} var)")
         title += " (PCA)"
-    fig, ax = plt.subplots(figsize=(7, 6))
-    cmap = plt.get_cmap("tab10")
+    fig, ax = pyplot().subplots(figsize=(7, 6))
+    cmap = pyplot().get_cmap("tab10")
     for k, name in enumerate(class_names):
         m = labels == k
         ax.scatter(z[m, 0], z[m, 1], s=4, alpha=0.6, color=cmap(k % 10), label=name)
@@ -167,7 +194,7 @@ def latent_scatter(
 
 def pixel_histogram(real: torch.Tensor, fake: torch.Tensor, path: str | Path, title: str = "") -> None:
     """Plot the 256-bin pixel-intensity histograms of real and generated images in [0, 1] (log scale)."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = pyplot().subplots(figsize=(6.5, 3.8))
     for images, label in ((real, "real"), (fake, "generated")):
         values = images.detach().float().clamp(0, 1).flatten().cpu()
         density = torch.histc(values, bins=256, min=0, max=1) / len(values)
@@ -186,7 +213,7 @@ def plot_metrics(history: list[dict], path: str | Path) -> None:
     """Plot the metric history, one panel per metric with its floor; epochs lacking a value are left out."""
     panels = [(title, [k for k in keys if any(k in r for r in history)]) for title, keys in METRIC_PANELS]
     panels = [(title, keys) for title, keys in panels if keys]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     for ax, (title, keys) in zip(axes[0], panels, strict=True):
         for key in keys:
             points = [(r["epoch"], r[key]) for r in history if key in r and r[key] == r[key]]
@@ -206,8 +233,8 @@ def plot_class_shares(history: list[dict], path: str | Path, classes: Sequence[s
         return
     epochs = [r["epoch"] for r in rows]
     shares = [[r.get(f"share_{k}", 0.0) for r in rows] for k in range(len(classes))]
-    fig, ax = plt.subplots(figsize=(7.5, 3.8))
-    colours = plt.get_cmap("tab10")(range(len(classes)))
+    fig, ax = pyplot().subplots(figsize=(7.5, 3.8))
+    colours = pyplot().get_cmap("tab10")(range(len(classes)))
     ax.stackplot(epochs, shares, labels=list(classes), colors=colours, alpha=0.9)
     ax.set_xlim(min(epochs), max(epochs) if len(epochs) > 1 else min(epochs) + 1)
     ax.set_ylim(0, 1)

@@ -1,4 +1,4 @@
-"""Data loading (torchvision's classes on IDX files, the sample, fake) and batch drawing."""
+"""Data loading (IDX files in torchvision's layout, the sample, fake), the image grid, and batch drawing."""
 
 import struct
 import subprocess
@@ -18,6 +18,42 @@ def test_torchvision_idx_files_load_as_uint8_on_device(mnist_root):
     assert ds.train.images.dtype == torch.uint8 and len(ds.train) == 256 and len(ds.test) == 128
     train, _ = data.load_sample()
     assert torch.equal(ds.train.images, train.images[:256])  # the very digits that were written
+
+
+def test_idx_files_read_as_torchvisions_mnist_class_reads_them(mnist_root):
+    from torchvision import datasets
+
+    ds = data.load("mnist", mnist_root, download=False)
+    for split, train in ((ds.train, True), (ds.test, False)):
+        theirs = datasets.MNIST(root=str(mnist_root), train=train, download=False)
+        assert torch.equal(split.images, theirs.data.unsqueeze(1)) and torch.equal(split.labels, theirs.targets)
+
+
+@pytest.mark.parametrize(
+    ("shape", "nrow"), [((16, 1, 28, 28), 8), ((13, 1, 28, 28), 5), ((7, 3, 32, 32), 3), ((1, 1, 4, 4), 8)]
+)
+def test_the_grid_is_torchvisions_make_grid(shape, nrow):
+    from torchvision.utils import make_grid
+
+    from common.plots import tile
+
+    images = torch.rand(shape)
+    assert torch.equal(tile(images, nrow), make_grid(images, nrow=nrow, padding=2, pad_value=1.0))
+
+
+@pytest.mark.parametrize("script", ["VAE-MNIST.py", "DCGAN-MNIST.py"])
+def test_a_script_reaches_its_first_step_without_torchvision_or_matplotlib(mnist_root, script):
+    """Start-up imports only what the first step needs: torchvision (1.5 s) is for downloads, pyplot for figures."""
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('script', {str(ROOT / script)!r})\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "from common import classifier, data, evaluation, run\n"
+        f"data.load('mnist', {str(mnist_root)!r}, download=False)\n"
+        "print(sorted(m for m in ('torchvision', 'matplotlib') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_fashion_mnist_reads_gzipped_files_placed_by_hand(tmp_path):

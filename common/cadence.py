@@ -3,15 +3,17 @@
 | what | when |
 |---|---|
 | read the running sums (one host sync): progress bar, NaN check, TensorBoard's steps | at most every LOG_SECONDS in one process; every SYNC_STEPS steps under torchrun, in the one collective that also agrees on Ctrl-C and NaN; at every epoch's end |
-| the epoch line, its grids | at every epoch's end |
+| the epoch line | at every epoch's end |
+| the sample grids (samples/, reconstructions/) | the first epoch of a start, the last, and when the extras stay within the budget |
 | evaluate: metrics.csv, best.pt, the VAE's class fit | EVAL_EVERY="auto": when the extras stay within the budget, and at the last epoch; an int N: every N epochs (0: never) and at the last |
 | the VAE's IWAE bound | at the last epoch |
 | the checkpoint, losses.csv, metrics.csv | when the extras stay within the budget, or SAVE_SECONDS after the last one; at the first epoch of a start, the last epoch, an epoch that found a new best FID, and a stop |
 | loss.png, the metric figures, outputs/index.html | when the extras stay within the budget; at the last epoch, a stop and the end |
 
 The budget: the extras (evaluating, and writing checkpoints, tables, grids and figures) may take at
-most EXTRAS_SHARE of the run's wall time: evaluating 6%, writing 4% (one budget for both would let the
-cheap writes of every epoch starve the costly evaluation). An extra is due when
+most EXTRAS_SHARE of the run's wall time: evaluating 6%, writing checkpoints, tables and figures 2.5%, the
+grids 1.5% (one budget for all would let the writes of every epoch starve the costly evaluation, and a
+costly figure starve the grids, progress.gif's frames). An extra is due when
 - its kind's time so far, plus what it took the last time, stays within its share of the wall time so far;
 - it last ran at least cost / share seconds ago, so the extras spread evenly over the run instead of
   bunching after a costly one;
@@ -34,8 +36,8 @@ from collections.abc import Callable, Iterator
 LOG_SECONDS = 0.5  # a single process reads its running sums (one host sync) at most this often
 SYNC_STEPS = 25  # under torchrun, the processes agree on Ctrl-C and NaN every this many steps
 EXTRAS_SHARE = 0.10  # evaluation, checkpoints, tables and figures: at most this share of the run's wall time
-SHARES = {"evaluation": 0.06, "writing": 0.04}  # how it is split, so that cheap writes never starve evaluation
-KIND = {"evaluate": "evaluation", "save": "writing", "draw": "writing"}  # each extra's kind of time
+SHARES = {"evaluation": 0.06, "writing": 0.025, "grids": 0.015}  # split, so no kind of extra starves another
+KIND = {"evaluate": "evaluation", "save": "writing", "draw": "writing", "grid": "grids"}  # each extra's kind of time
 SAVE_SECONDS = 60.0  # a checkpoint at least this often, budget or not: what a kill -9 can lose
 EXTRAS = tuple(SHARES)  # the kinds of time that count against the budget
 EVAL_GUESS = 2.0  # seconds an evaluation is assumed to take until one is measured (2,000 samples on a CPU: 1-4 s)
@@ -105,6 +107,11 @@ class Cadence:
         long_ago = self.clock() - self.saved_at >= SAVE_SECONDS
         return first or self.last(epoch) or long_ago or self.within_budget("save")
 
+    def grid(self, epoch: int) -> bool:
+        """Whether this epoch's end draws its grids: this start's first and the last epoch do, the others in budget."""
+        first = "grid" not in self.ran_at
+        return self.last(epoch) or self.decided("grid", epoch, lambda: first or self.within_budget("grid"))
+
     def draw(self, epoch: int) -> bool:
         """Whether this epoch's end redraws the figures and the page: the last epoch does, the others in budget."""
         return self.last(epoch) or self.decided("draw", epoch, lambda: self.within_budget("draw"))
@@ -145,6 +152,7 @@ class Cadence:
         """Where the run's time went, in seconds: wall, start-up, steps, evaluation, writing, other."""
         wall = self.clock() - self.started
         parts = {kind: self.spent.get(kind, 0.0) for kind in ("start-up", "steps", *EXTRAS)}
+        parts["writing"] += parts.pop("grids")  # the time line says writing: checkpoints, tables, figures and grids
         return {"wall": wall, **parts, "other": max(0.0, wall - sum(parts.values()))}
 
 

@@ -224,13 +224,16 @@ class Run:
     # --- rank 0's pictures and metrics, in the epoch after its batches ---
 
     def grid(self, draw: Callable[[], torch.Tensor], folder: str = "samples", **kwargs: Any) -> None:
-        """Save folder/epoch_NNN.png of what `draw()` returns, with every model in eval mode (rank 0 only)."""
-        if self.is_main:
-            with eval_mode(list(self.networks.values())):
+        """Save folder/epoch_NNN.png of what `draw()` returns when the cadence says (rank 0 only), with every model
+        in eval mode and on its own random numbers: whether an epoch draws never changes what the run trains."""
+        if not self.is_main or not self.cadence.grid(self.epoch):
+            return
+        path = self.out / folder / f"epoch_{self.epoch:03d}.png"
+        self.saver.grids.append(path)  # removed again if this epoch's checkpoint cannot be written
+        with self.cadence.timed("grids", "grid"):
+            with keep_rng(self.device), eval_mode(list(self.networks.values())):
                 images = draw()
-            path = self.out / folder / f"epoch_{self.epoch:03d}.png"
-            self.saver.grids.append(path)  # removed again if this epoch's checkpoint cannot be written
-            with self.writes.kept(), self.cadence.timed("writing"):
+            with self.writes.kept():
                 plots.save_grid(images, path, **kwargs)
 
     @property

@@ -223,6 +223,26 @@ def test_done_is_the_last_line_after_the_scripts_own_last_pictures(timed_run):
     assert "progress.gif" in page.read_text() and "no progress.gif" not in page.read_text()
 
 
+@pytest.mark.parametrize("script", ["VAE-MNIST.py", "DCGAN-MNIST.py"])
+def test_whether_an_epoch_draws_its_grids_never_changes_what_the_run_trains(tmp_path, monkeypatch, script):
+    """The VAE's reconstructions sample z: drawn on their own random numbers, the grids the cadence skips (by the
+    clock) leave training as it was, so the same seed trains the same run on any machine."""
+    from common.cadence import Cadence
+
+    tiny = {"VAE-MNIST.py": ["--hidden=16", "--channels=4"], "DCGAN-MNIST.py": ["--ngf=4", "--ndf=4"]}[script]
+    losses = {}
+    for every in (True, False):
+        monkeypatch.setattr(Cadence, "grid", lambda self, epoch, every=every: every or epoch == self.epochs)
+        out = tmp_path / str(every)
+        argv = [*tiny, "--dataset=mnist-sample", "--batch_size=500", "--epochs=3", "--eval_every=0", "--device=cpu"]
+        monkeypatch.setattr("sys.argv", [script, *argv, f"--out_dir={out}"])
+        load_script(script).main()
+        assert (out / "samples" / "epoch_002.png").exists() == every
+        with open(out / "losses.csv") as f:
+            losses[every] = [{k: v for k, v in row.items() if not k.endswith("_s")} for row in csv.DictReader(f)]
+    assert losses[True] == losses[False] and len(losses[True]) == 3
+
+
 def test_the_run_leaves_the_scripts_globals_as_the_command_line_set_them(tmp_path, monkeypatch):
     """The sample budget and the offline fall back are the run's settings (r.cfg), not rewritten globals."""
     from common import config, run
@@ -266,19 +286,25 @@ def test_the_cadence_names_every_how_often_rule():
     assert not any(together.evaluate(e) for e in range(1, 5)) and together.evaluate(5)
 
 
-def simulate(step_s: float, epochs: int, eval_s: float, save_s: float, draw_s: float, start_s: float = 5.0):
-    """A run on a stubbed clock, with run.py's order: steps, evaluation, the checkpoint, the figures.
-    Returns (the cadence's summary, the epochs evaluated, the epochs saved)."""
+def simulate(
+    step_s: float, epochs: int, eval_s: float, save_s: float, draw_s: float, start_s: float = 5.0, grid_s: float = 0.05
+):
+    """A run on a stubbed clock, with run.py's order: steps, grids, evaluation, the checkpoint, the figures.
+    Returns (the cadence's summary, the epochs evaluated, the epochs saved, the epochs whose grids were drawn)."""
     from common.cadence import Cadence
 
     now = [0.0]
     cadence = Cadence(epochs, "auto", together=False, clock=lambda: now[0], since=0.0)
     now[0] += start_s
     cadence.stepping()
-    evaluated, saved = [], []
+    evaluated, saved, gridded = [], [], []
     for epoch in range(1, epochs + 1):
         now[0] += step_s
         cadence.add("steps", step_s)
+        if cadence.grid(epoch):
+            with cadence.timed("grids", "grid"):
+                now[0] += grid_s
+            gridded.append(epoch)
         if cadence.evaluate(epoch):
             with cadence.timed("evaluation", "evaluate"):
                 now[0] += eval_s
@@ -291,7 +317,7 @@ def simulate(step_s: float, epochs: int, eval_s: float, save_s: float, draw_s: f
             if cadence.draw(epoch):
                 with cadence.timed("writing", "draw"):
                     now[0] += draw_s
-    return cadence.summary(), evaluated, saved
+    return cadence.summary(), evaluated, saved, gridded
 
 
 @pytest.mark.parametrize(
@@ -307,12 +333,15 @@ def simulate(step_s: float, epochs: int, eval_s: float, save_s: float, draw_s: f
 def test_the_auto_cadence_keeps_the_extras_within_a_tenth_of_the_wall_time(step_s, epochs, eval_s):
     from common.cadence import EXTRAS_SHARE, SAVE_SECONDS, SHARES
 
-    times, evaluated, saved = simulate(step_s, epochs, eval_s, save_s=0.2, draw_s=0.7)
+    times, evaluated, saved, gridded = simulate(step_s, epochs, eval_s, save_s=0.2, draw_s=0.7, grid_s=0.05)
     extras = times["evaluation"] + times["writing"]
-    once = eval_s + 0.2 + 0.7  # the first epoch measures each extra, the last runs them whatever the budget
+    once = eval_s + 0.2 + 0.7 + 0.05  # the first epoch measures each extra, the last runs them whatever the budget
     assert extras <= EXTRAS_SHARE * times["wall"] + 2 * once, times
     assert len(evaluated) >= min(epochs, int(SHARES["evaluation"] * times["wall"] / eval_s))  # the budget is used
     assert evaluated[-1] == epochs and saved[-1] == epochs and saved[0] == 1  # the last always; the first start's
+    assert gridded[0] == 1 and gridded[-1] == epochs  # progress.gif's frames: from the first epoch to the last,
+    affordable = SHARES["grids"] * times["wall"] / 0.05  # as many as the budget allows, spaced in whole epochs:
+    assert len(gridded) >= min(epochs, affordable / 2), gridded  # at least half
     gaps = [b - a for a, b in zip(saved, saved[1:], strict=False)]
     assert max(gaps, default=0) * step_s <= SAVE_SECONDS + step_s + eval_s  # what a kill -9 can lose
     if step_s * EXTRAS_SHARE > eval_s + 1:  # long epochs: the budget has room for every extra, every epoch

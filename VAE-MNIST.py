@@ -3,11 +3,13 @@
 A convolutional encoder maps a 28x28 image to a Gaussian q(z|x); a transposed-convolution
 decoder maps z back to Bernoulli pixel logits. Loss = summed BCE reconstruction + BETA x KL.
 
-A chosen class without a conditional model: at every evaluation and at the last epoch the run
-fits one Gaussian per class (mean, full covariance) to the posterior means of that class's
-training images and saves them in the checkpoint; decoding z ~ N(mean_k, cov_k) draws class k
-(generate.py --label; common/class_regions.py). With CONDITIONAL=True it is a conditional VAE (Sohn et al., 2015): both
-networks are given the label, and the sample grid has one row per class.
+Where z comes from: at the first epoch, every evaluation and the last epoch the run fits one
+Gaussian per class (mean, full covariance) to the posterior means of that class's training images
+and saves them in the checkpoint; decoding z ~ N(mean_k, cov_k) draws class k (generate.py --label;
+common/class_regions.py), and SAMPLER="mixture" draws the samples from these Gaussians mixed by
+class share instead of the prior N(0, I). With CONDITIONAL=True it is a conditional VAE (Sohn et
+al., 2015): both networks are given the label, the sample grid has one row per class, and the
+mixture draws class k's z from class k's Gaussian of z given the label.
 
     python VAE-MNIST.py                              # 20 epochs on MNIST
     python VAE-MNIST.py --dataset=fashion-mnist --latent_dim=2
@@ -52,7 +54,7 @@ HIDDEN = 256  # width of the fully connected layer between convolutions and z
 CHANNELS = 32  # channels of the first convolution (the second has twice as many)
 BETA = 1.0  # weight of the KL term (1 = the standard ELBO)
 CONDITIONAL = False  # give both networks the class label (a conditional VAE; its own -conditional folder)
-SAMPLER = "mixture"  # z of the samples: mixture (the class Gaussians of the training codes) | prior (N(0, I))
+SAMPLER = "mixture"  # z of the samples: mixture (the class Gaussians of the training codes; CVAE: the asked class's) | prior (N(0, I))
 # --- optimisation ---
 EPOCHS = 20  # passes over the training set
 BATCH_SIZE = 128  # images per step
@@ -315,8 +317,8 @@ def main() -> None:
         choices = torch.rand(len(grid_z), generator=torch.Generator().manual_seed(SEED + 2))  # not training's stream
         fixed_z, fixed_u = r.fixed("fixed_noise", grid_z), r.fixed("fixed_choice", choices)
         grid_args = {"nrow": 10, "row_labels": ds.classes} if CONDITIONAL else {"nrow": 8}
-        # the VAE's class Gaussians for generate.py --label (none for the CVAE), saved in checkpoints
-        blank = {} if CONDITIONAL else class_regions.blank(len(ds.classes), LATENT_DIM)
+        # the class Gaussians of the training codes (the sampler's, generate.py --label's), saved in checkpoints
+        blank = class_regions.blank(len(ds.classes), LATENT_DIM)
         latents = {name: r.fixed(f"{class_regions.PREFIX}{name}", tensor) for name, tensor in blank.items()}
         recon_x, recon_y = data.to_unit(ds.test.images[:32]), ds.test.labels[:32]  # the same test images every epoch
         nets = {"vae": r.wrap(vae)}  # DDP under torchrun, else the model itself
@@ -326,8 +328,10 @@ def main() -> None:
                 r.log(**train_step(r.cfg, nets, opts, images, labels, r.step, len(ds.classes), r.autocast))
             test_loss = evaluate(vae, ds.test, BETA, autocast=r.autocast)[0]
             r.record(test_neg_elbo=test_loss)
-            if latents and r.is_main and r.eval_due:  # first: the grid and the evaluation draw from this fit
-                class_regions.fit(vae, ds.train, latents)  # one encoder pass: at each evaluation and the last epoch
+            if r.is_main and (r.eval_due or not class_regions.fitted(latents)):  # the grid and evaluation draw from it
+                class_regions.fit(
+                    vae, ds.train, latents
+                )  # one encoder pass: the first epoch, each evaluation, the last
             r.grid(grid, value_range=(0, 1), **grid_args)
             r.grid(lambda: reconstructions(vae, recon_x, recon_y), folder="reconstructions", nrow=8, value_range=(0, 1))
             iwae_k = IWAE_K if r.last_epoch else 0  # the IWAE bound is costly: at the last epoch only

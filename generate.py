@@ -63,7 +63,8 @@ class Sampler:
             model.to(dev).eval()
         self.device, self.module = dev, module
         self.vae: torch.nn.Module | None = None
-        self.latents: dict[str, torch.Tensor] = {}  # an unconditional VAE's class Gaussians, when saved
+        self.latents: dict[str, torch.Tensor] = {}  # a VAE's class Gaussians, when saved
+        self.fit: dict[str, torch.Tensor] = {}  # what decode draws from: the VAE's always, a CVAE's with the mixture
         self.refusal = (  # why --label cannot pick a class here
             "--label needs a conditional model; this one is unconditional (train one with CDCGAN-MNIST.py or "
             "GAN-MNIST.py --conditional=True)"
@@ -71,14 +72,16 @@ class Sampler:
         if "vae" in models:
             vae = self.vae = models["vae"]
             self.latent_dim, self.n_classes = vae.latent_dim, vae.n_classes
+            self.latents = class_regions.from_checkpoint(state, dev)
+            self.fit = {} if vae.n_classes else self.latents  # a CVAE's prior until choose() picks the mixture
+            self.no_fit = (
+                f"--sampler mixture needs the class statistics that training fits at each evaluation "
+                f"and at its end, and this checkpoint (epoch {state['epoch']}) has none (a run from before they "
+                f"were saved, or stopped before a fit); this fits them: {refit_command(module, state, run_dir)}"
+            )
             if not vae.n_classes:
-                self.latents = class_regions.from_checkpoint(state, dev)
-                self.refusal = (
-                    f"--label on this VAE needs the class statistics that training fits at each evaluation and at "
-                    f"its end, and this checkpoint (epoch {state['epoch']}) has none (a run from before they were "
-                    f"saved, or stopped before a fit); this fits them: {refit_command(module, state, run_dir)}"
-                )
-            self.decode: Callable = lambda z, labels: module.decode(models, z, labels, self.latents)
+                self.refusal = self.no_fit.replace("--sampler mixture", "--label on this VAE", 1)
+            self.decode: Callable = lambda z, labels: module.decode(models, z, labels, self.fit)
         else:
             generator = models["generator"]
             self.latent_dim, self.n_classes = generator.latent_dim, getattr(generator, "n_classes", 0)
@@ -89,13 +92,18 @@ class Sampler:
         return self.decode(z.to(self.device), None if labels is None else labels.to(self.device)).clamp(0, 1).cpu()
 
     def mixture(self, asked: str | None) -> bool:
-        """Whether to draw an unconditional VAE's z from the mixture of its class Gaussians (--sampler, else the
-        run's SAMPLER); exit with one line when this checkpoint has no fit to draw from."""
-        if self.vae is None or self.n_classes or (asked or self.run_sampler) != "mixture":
+        """Whether to draw a VAE's z from its class Gaussians (--sampler, else the run's SAMPLER): an unconditional
+        VAE's from their mixture, a CVAE's from the asked class's; exit with one line when there is no fit."""
+        if self.vae is None or (asked or self.run_sampler) != "mixture":
             return False
         if not self.latents:
-            fail(self.refusal.replace("--label on this VAE", "--sampler mixture"))
+            fail(self.no_fit)
         return True
+
+    def choose(self, asked: str | None) -> None:
+        """A CVAE draws z from the asked class's Gaussian when the sampler (--sampler, else the run's) is the mixture."""
+        if self.vae is not None and self.n_classes and self.mixture(asked):
+            self.fit = self.latents
 
     def parse_label(self, text: str) -> int:
         """A class index from an index or a class name (case-insensitive); exit if neither, or if the model cannot
@@ -163,8 +171,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--sampler",
         choices=("prior", "mixture"),
-        help="an unconditional VAE's z: prior N(0, I), or mixture (the class Gaussians of its training codes); "
-        "default: the run's SAMPLER",
+        help="a VAE's z: prior N(0, I), or mixture (the class Gaussians of its training codes: mixed by class "
+        "share, or for a CVAE the asked class's); default: the run's SAMPLER",
     )
     parser.add_argument("--out", help="output .png (grid) or .npz (arrays); default RUN_DIR/generated.png")
     parser.add_argument("--interpolate", action="store_true", help="latent interpolation strips (10 steps each)")
@@ -189,9 +197,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def open_run(run_dir: Path, dev: torch.device, which: str | None = None) -> tuple[dict, Sampler]:
+def open_run(
+    run_dir: Path, dev: torch.device, which: str | None = None, asked: str | None = None
+) -> tuple[dict, Sampler]:
     """A run folder's checkpoint (`which`: best, last or a file; None: best where there is one, else last) and its
-    sampler; state["source"] says which it is, in words. Exit with one line if there is none."""
+    sampler (`asked`: --sampler); state["source"] says which it is, in words. Exit with one line if there is none."""
     if not run_dir.is_dir():
         fail(f"{run_dir} is not a folder; pass a run folder such as outputs/DCGAN-MNIST")
     folder = run_dir / "checkpoints"
@@ -218,12 +228,14 @@ def open_run(run_dir: Path, dev: torch.device, which: str | None = None) -> tupl
     if state is None or "models" not in state:
         fail(f"{folder} holds no readable checkpoint of this repo")
     state["source"] = source
-    return state, Sampler(state, dev, run_dir)
+    sampler = Sampler(state, dev, run_dir)
+    sampler.choose(asked)
+    return state, sampler
 
 
 def side_by_side(args: argparse.Namespace, dev: torch.device) -> Path:
     """--n images of the --label class from each of several runs, one labelled row per run, in one grid."""
-    opened = {run_dir: open_run(run_dir, dev, args.checkpoint) for run_dir in map(Path, args.run_dir)}
+    opened = {run_dir: open_run(run_dir, dev, args.checkpoint, args.sampler) for run_dir in map(Path, args.run_dir)}
     if len({tuple(state["image_shape"]) for state, _ in opened.values()}) > 1:
         fail("the runs draw images of different shapes; pick runs of one data set")
     rows, names = [], []
@@ -257,7 +269,7 @@ def generate(args: argparse.Namespace) -> Path:
     if len(args.run_dir) > 1:
         return side_by_side(args, dev)
     run_dir = Path(args.run_dir[0])
-    state, sampler = open_run(run_dir, dev, args.checkpoint)
+    state, sampler = open_run(run_dir, dev, args.checkpoint, args.sampler)
     label = sampler.parse_label(args.label) if args.label is not None else None
     if args.score:
         return score(run_dir, state, sampler, args, dev)
@@ -269,7 +281,7 @@ def generate(args: argparse.Namespace) -> Path:
         labels = torch.full((n,), label)
     elif sampler.n_classes:  # a conditional model without --label: the classes in turn
         labels = torch.arange(n) % sampler.n_classes
-    elif sampler.mixture(args.sampler):  # the VAE's mixture: each image from the class it picks by share
+    elif sampler.mixture(args.sampler):  # the unconditional VAE's mixture: each image from the class it picks
         labels = class_regions.components(sampler.latents, torch.rand(n, generator=gen)).cpu()
     if args.interpolate:
         ends = torch.randn(2, n, sampler.latent_dim, generator=gen)
@@ -293,9 +305,14 @@ def generate(args: argparse.Namespace) -> Path:
         plots.save_grid(images, out, nrow=nrow, value_range=(0, 1))
     what = "unconditional" if not sampler.n_classes else "all classes"
     if label is None and sampler.mixture(args.sampler):
-        what = "unconditional, from the mixture of its class Gaussians"
+        what = (
+            "all classes, from their class Gaussians"
+            if sampler.n_classes
+            else what + ", from the mixture of its class Gaussians"
+        )
     if label is not None:
-        what = f"class {sampler.classes[label]!r}" + ("" if sampler.n_classes else ", from its latent region")
+        region = ", from its class Gaussian" if sampler.n_classes else ", from its latent region"
+        what = f"class {sampler.classes[label]!r}" + (region if sampler.fit else "")
     print(f"wrote {out}: {len(images)} images ({what}) from {run_dir} after epoch {state['epoch']}, {state['source']}")
     return out
 
@@ -313,7 +330,7 @@ def score(run_dir: Path, state: dict, sampler: Sampler, args: argparse.Namespace
     evaluator = evaluation.Evaluator.for_dataset(ds, data_dir, dev)
     z, labels = evaluation.eval_noise(args.n, sampler.latent_dim, sampler.n_classes, "cpu", args.seed)
     drawn = labels  # the classes asked for (conditional), or those the VAE's mixture picks (as in its evaluation)
-    if sampler.mixture(args.sampler):
+    if not sampler.n_classes and sampler.mixture(args.sampler):
         drawn = class_regions.components(sampler.latents, class_regions.eval_choices(args.n, args.seed)).cpu()
     fake = torch.cat([sampler(zb, lb) for zb, lb in _chunks(z, drawn)])
     row = {"epoch": state["epoch"], "checkpoint": state["source"], "seed": args.seed, **evaluator.scores(fake, labels)}

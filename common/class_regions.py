@@ -1,11 +1,13 @@
-"""The latent density of an unconditional VAE's training codes: one Gaussian per class where its images lie in z.
+"""The latent density of a VAE's training codes: one Gaussian per class where its images lie in z.
 
 At every evaluation and at the last epoch VAE-MNIST.py fits, for each class k, the mean and full
 covariance of the posterior means of that class's training images; decoding z ~ N(mean_k, cov_k)
 then draws class k (generate.py --label k), and region_acc scores how often it does. Mixed by the
 classes' shares of the training images, the Gaussians are the VAE's sampler (SAMPLER="mixture"):
 z from where the encoder puts the training images, not from the prior's N(0, I), whose draws land
-in the "holes" between them (Ghosh et al., 2020; Chadebec & Allassonniere, 2022). The fit is kept
+in the "holes" between them (Ghosh et al., 2020; Chadebec & Allassonniere, 2022). The conditional
+VAE gets the same fit of z given the class (its encoder is told the label): it decodes
+z ~ N(mean_k, cov_k) with label k, where its prior's z would be N(0, I) for every class. The fit is kept
 in the run's checkpoints under the keys class_latent_mean [K, D], class_latent_cov [K, D, D] and
 class_latent_count [K] (images per class; all 0: never fitted). This module owns those keys: the
 training script saves them through Run.fixed, generate.py reads them with from_checkpoint.
@@ -46,7 +48,11 @@ def posterior_means(vae: nn.Module, split: data.Split, batch_size: int = 1000) -
     was_training = vae.training
     vae.eval()
     images = split.images
-    means = [vae.encoder(data.to_unit(images[i : i + batch_size]))[0] for i in range(0, len(images), batch_size)]
+    labels = split.labels.to(images.device) if vae.n_classes else None  # a CVAE's encoder is told the class
+    means = [
+        vae.encoder(data.to_unit(images[i : i + batch_size]), None if labels is None else labels[i : i + batch_size])[0]
+        for i in range(0, len(images), batch_size)
+    ]
     vae.train(was_training)
     return torch.cat(means).float()
 
@@ -93,22 +99,24 @@ def eval_choices(n: int, seed: int) -> torch.Tensor:
 def draw(
     vae: nn.Module, eps: torch.Tensor, labels: torch.Tensor | None, latents: dict[str, torch.Tensor] | None = None
 ) -> torch.Tensor:
-    """Images in [0, 1] from noise eps [B, latent_dim]: of the classes `labels` when given (a CVAE is told them;
-    the VAE decodes their latent regions, from `latents`), else from the prior (used by generate.py)."""
-    if labels is not None and not vae.n_classes:
-        return vae.sample(place(latents, eps, labels))
+    """Images in [0, 1] from noise eps [B, latent_dim]: of the classes `labels` when given, from their latent
+    regions in `latents` (the VAE decodes them; a CVAE is told the class too; a CVAE without `latents` draws from
+    its prior), else from the prior (used by generate.py)."""
+    if labels is not None and (not vae.n_classes or fitted(latents or {})):
+        return vae.sample(place(latents, eps, labels), labels if vae.n_classes else None)
     return vae.sample(eps, labels)
 
 
 def sample(
     vae: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, u: torch.Tensor, latents: dict, sampler: str
 ) -> torch.Tensor:
-    """Images in [0, 1] from noise z: a CVAE's of the classes `labels`; an unconditional VAE's from the mixture
-    of its class Gaussians (`u` picks each one's class) once they are fitted and `sampler` is "mixture", else
-    from the prior N(0, I)."""
-    if labels is None and sampler == "mixture" and fitted(latents):
-        labels = components(latents, u)
-    return draw(vae, z, labels, latents)
+    """Images in [0, 1] from noise z, once the class Gaussians are fitted and `sampler` is "mixture": a CVAE's of
+    the classes `labels` from their Gaussians, an unconditional VAE's from their mixture (`u` picks each one's
+    class); else from the prior N(0, I) (a CVAE given the classes)."""
+    fit = latents if sampler == "mixture" and fitted(latents) else {}
+    if labels is None and fit:
+        labels = components(fit, u)
+    return draw(vae, z, labels, fit)
 
 
 @torch.no_grad()
@@ -118,7 +126,7 @@ def region_scores(
     """region_acc of the unconditional VAE: how often "asked for k, drew k" for n images, a balanced share per
     class, decoded from the classes' latent regions and labelled by the evaluator's classifier.
     {} for a CVAE (no latents), whose label_acc is scored on the evaluation samples themselves."""
-    if not latents or evaluator is None:
+    if not latents or vae.n_classes or evaluator is None:
         return {}
     n_classes = len(latents["count"])
     eps, asked = evaluation.eval_noise(n, vae.latent_dim, n_classes, latents["mean"].device, seed)

@@ -90,18 +90,27 @@ def test_label_on_the_vae_decodes_the_class_gaussian(runs, tmp_path):
     assert not np.array_equal(eights["images"], np.load(out["none"])["images"])
 
 
-def test_label_on_the_cvae_is_given_to_the_decoder(runs, tmp_path):
-    eights, threes, turns = tmp_path / "8.npz", tmp_path / "3.npz", tmp_path / "turns.npz"
+def test_the_cvae_draws_the_asked_class_from_its_gaussian_or_from_its_prior(runs, tmp_path):
+    eights, threes, turns, prior = (tmp_path / f"{name}.npz" for name in ("8", "3", "turns", "prior"))
     assert generate(runs["cvae"], "--label", 8, "--n", 5, "--out", eights) == 0
     assert generate(runs["cvae"], "--label", "3", "--n", 5, "--out", threes) == 0
     assert generate(runs["cvae"], "--n", 12, "--out", turns) == 0
+    assert generate(runs["cvae"], "--label", 8, "--n", 5, "--sampler", "prior", "--out", prior) == 0
     assert np.load(eights)["labels"].tolist() == [8] * 5
     assert np.load(turns)["labels"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]  # without --label: in turn
     state = last(runs["cvae"])
-    assert "class_latent_mean" not in state  # the CVAE is told the class: no latent regions
-    eps = torch.randn(5, 20, generator=torch.Generator().manual_seed(0))
-    expected = GENERATE.to_uint8(trained_vae(state).sample(eps, torch.full((5,), 8)))
-    assert np.abs(np.load(eights)["images"].astype(int) - expected.astype(int)).max() <= 1
+    assert state["config"]["SAMPLER"] == "mixture"
+    latents = {k: state[f"class_latent_{k}"] for k in ("mean", "cov", "count")}
+    vae = trained_vae(state)
+    train = data.load("mnist", state["config"]["DATA_DIR"], False).train  # the fit: z given the class, class 8's
+    with torch.no_grad():
+        codes = vae.encoder(data.to_unit(train.images), train.labels)[0]
+    assert torch.allclose(latents["mean"][8], codes[train.labels == 8].mean(0), atol=1e-4)
+    eps, labels = torch.randn(5, 20, generator=torch.Generator().manual_seed(0)), torch.full((5,), 8)
+    from_gaussian = vae.sample(class_regions.place(latents, eps, labels), labels)  # the run's sampler
+    for drawn, expected in ((eights, from_gaussian), (prior, vae.sample(eps, labels))):
+        assert np.abs(np.load(drawn)["images"].astype(int) - GENERATE.to_uint8(expected).astype(int)).max() <= 1
+    assert not np.array_equal(np.load(eights)["images"], np.load(prior)["images"])
     assert not np.array_equal(np.load(eights)["images"], np.load(threes)["images"])  # same noise, other class
 
 
@@ -243,9 +252,10 @@ def test_the_vae_draws_from_its_mixture_and_generate_picks_either_sampler(runs, 
     capsys.readouterr()
 
 
-def test_a_vae_checkpoint_without_a_fit_refuses_the_mixture_in_one_line(runs, tmp_path, capsys):
+@pytest.mark.parametrize("kind", ["vae", "cvae"])
+def test_a_vae_checkpoint_without_a_fit_refuses_the_mixture_in_one_line(runs, tmp_path, capsys, kind):
     old = tmp_path / "old"
-    shutil.copytree(runs["vae"], old)
+    shutil.copytree(runs[kind], old)
     state = last(old)
     state["class_latent_count"].zero_()  # stopped before its first fit
     torch.save(state, old / "checkpoints" / "last.pt")

@@ -63,6 +63,7 @@ class Cadence:
         self.ran_at: dict[str, float] = {}  # when each extra last ended, in seconds since the start
         self.first_epoch = 0  # this start's first epoch (a resume starts later): the projection counts from it
         self.decisions: dict[tuple[str, int], bool] = {}  # (extra, epoch) -> due: one answer per epoch
+        self.nested = 0.0  # seconds of the timed blocks inside the one running now (counted by them, not by it)
 
     def last(self, epoch: int) -> bool:
         """Whether `epoch` is the run's last."""
@@ -130,15 +131,19 @@ class Cadence:
 
     @contextlib.contextmanager
     def timed(self, kind: str, extra: str = "") -> Iterator[None]:
-        """Count the block's seconds as `kind` (evaluation, writing, ...) and, with `extra`, as that extra's cost."""
-        start = self.clock()
+        """Count the block's seconds as `kind` (evaluation, writing, ...) and, with `extra`, as that extra's cost.
+        A timed block inside another (the figures inside the epoch's writes) counts its seconds once: as its own."""
+        start, outer = self.clock(), self.nested
+        self.nested = 0.0  # the seconds of the timed blocks inside this one
         try:
             yield
         finally:
             seconds = self.clock() - start
-            self.spent[kind] = self.spent.get(kind, 0.0) + seconds
+            own = seconds - self.nested
+            self.nested = outer + seconds
+            self.spent[kind] = self.spent.get(kind, 0.0) + own
             if extra:
-                self.cost[extra], self.ran_at[extra] = seconds, self.clock() - self.started
+                self.cost[extra], self.ran_at[extra] = own, self.clock() - self.started
 
     def stepping(self) -> None:
         """The first step is about to run: the time since the start was the start-up."""

@@ -354,6 +354,23 @@ def test_the_auto_cadence_keeps_the_extras_within_a_tenth_of_the_wall_time(step_
         assert evaluated == [epochs]  # so only the last epoch evaluates (the VAE on the sample)
 
 
+def test_a_timed_block_inside_another_counts_its_seconds_once():
+    """The epoch's writes time the figures inside them: each second is counted once, by the innermost block."""
+    from common.cadence import Cadence
+
+    now = [0.0]
+    cadence = Cadence(5, "auto", together=False, clock=lambda: now[0])
+    with cadence.timed("writing", "save"):
+        now[0] += 1.0  # the checkpoint
+        with cadence.timed("writing", "draw"):
+            now[0] += 3.0  # the figures
+        now[0] += 0.5  # the tables
+    with cadence.timed("evaluation", "evaluate"):
+        now[0] += 2.0
+    assert cadence.spent == {"writing": 4.5, "evaluation": 2.0} and sum(cadence.spent.values()) == now[0]
+    assert cadence.cost["save"] == 1.5 and cadence.cost["draw"] == 3.0 and cadence.cost["evaluate"] == 2.0
+
+
 def test_eval_every_as_a_number_keeps_its_meaning():
     from common.cadence import Cadence
 

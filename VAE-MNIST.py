@@ -329,9 +329,8 @@ def main() -> None:
             test_loss = evaluate(vae, ds.test, BETA, autocast=r.autocast)[0]
             r.record(test_neg_elbo=test_loss)
             if r.is_main and (r.eval_due or not class_regions.fitted(latents)):  # the grid and evaluation draw from it
-                class_regions.fit(
-                    vae, ds.train, latents
-                )  # one encoder pass: the first epoch, each evaluation, the last
+                with r.evaluating():  # one encoder pass: at the first epoch, each evaluation and the last
+                    class_regions.fit(vae, ds.train, latents)
             r.grid(grid, value_range=(0, 1), **grid_args)
             r.grid(lambda: reconstructions(vae, recon_x, recon_y), folder="reconstructions", nrow=8, value_range=(0, 1))
             iwae_k = IWAE_K if r.last_epoch else 0  # the IWAE bound is costly: at the last epoch only

@@ -28,6 +28,7 @@ mnist-sample) and EPOCHS as budgeted (SAMPLE_EPOCHS on the sample); the script's
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -235,6 +236,11 @@ class Run:
                 images = draw()
             with self.writes.kept():
                 plots.save_grid(images, path, **kwargs)
+
+    def evaluating(self) -> contextlib.AbstractContextManager:
+        """A block of the script's own evaluation work outside evaluate() (the VAE's class fit): its seconds count
+        as evaluation, within the evaluation budget and in the time line."""
+        return self.cadence.timed("evaluation")
 
     @property
     def eval_due(self) -> bool:

@@ -4,6 +4,7 @@ batches of one size, the data indexed where it lives, and what a run writes abou
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 import torch
@@ -241,6 +242,8 @@ def test_whether_an_epoch_draws_its_grids_never_changes_what_the_run_trains(tmp_
         with open(out / "losses.csv") as f:
             losses[every] = [{k: v for k, v in row.items() if not k.endswith("_s")} for row in csv.DictReader(f)]
     assert losses[True] == losses[False] and len(losses[True]) == 3
+    evaluating = json.loads((out / "time.json").read_text())["evaluation"]  # no evaluator: --eval_every=0
+    assert (evaluating > 0) == (script == "VAE-MNIST.py")  # the VAE's class fit counts as evaluation
 
 
 def test_the_run_leaves_the_scripts_globals_as_the_command_line_set_them(tmp_path, monkeypatch):

@@ -231,7 +231,7 @@ def iwae_bound(
 ) -> float:
     """Importance-weighted estimate of -log p(x) (conditional: -log p(x|y)) per image (Burda et al., 2016) over
     the first n_images of a split, with k samples, in nats. The networks run under the run's autocast (bf16 on a
-    CPU with native bf16: 2.6 times faster, the bound within 0.01 nats of fp32's); the sums in fp32."""
+    CPU with native bf16: 2-3 times faster, the bound within 0.1% of fp32's); the sums in fp32."""
     images = split.images[:n_images]
     total = torch.zeros((), device=images.device)
     for start in range(0, len(images), batch_size):

@@ -59,7 +59,7 @@ def _read_split(raw: Path, train: bool) -> Split:
     prefix = "train" if train else "t10k"
     images = mnist_files.read_idx(raw / f"{prefix}-images-idx3-ubyte")
     labels = mnist_files.read_idx(raw / f"{prefix}-labels-idx1-ubyte")
-    return Split(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
+    return Split(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
 
 
 def _load_idx(name: str, data_dir: Path, download: bool) -> tuple[Split, Split] | None:

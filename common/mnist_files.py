@@ -85,8 +85,7 @@ def _extract(raw: Path, name: str) -> None:
 
 def _count(path: Path) -> int:
     """The number of items an IDX file holds, checked against its size; one line and exit 2 if broken."""
-    dims = 3 if "images" in path.name else 1
-    header = 4 + 4 * dims
+    dims, header = _layout(path)
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(header)
@@ -102,11 +101,17 @@ def _count(path: Path) -> int:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """The array an IDX file holds (uint8; [N, rows, cols] or [N]), once check_raw() has checked it."""
-    dims = 3 if "images" in path.name else 1
+    """The array an IDX file holds (uint8, writable; [N, rows, cols] or [N]), once check_raw() has checked it."""
+    dims, header = _layout(path)
     with open(path, "rb") as f:
-        shape = struct.unpack(f">{dims}I", f.read(4 + 4 * dims)[4:])
-        return np.frombuffer(f.read(), dtype=np.uint8).reshape(shape)
+        shape = struct.unpack(f">{dims}I", f.read(header)[4:])
+        return np.fromfile(f, dtype=np.uint8).reshape(shape)
+
+
+def _layout(path: Path) -> tuple[int, int]:
+    """An IDX file's dimensions (images 3, labels 1) and header bytes (the magic number, then a size per dimension)."""
+    dims = 3 if "images" in path.name else 1
+    return dims, 4 + 4 * dims
 
 
 def write_idx(raw: Path, images: np.ndarray, labels: np.ndarray, prefix: str) -> None:

@@ -1,7 +1,8 @@
 """MNIST and Fashion-MNIST loaded as uint8 tensors on the training device, and scaled per batch.
 
 MNIST and Fashion-MNIST are read from their IDX files in torchvision's layout (DATA_DIR/MNIST/raw/;
-downloaded there by torchvision's own dataset classes when allowed). The whole split is loaded once as a uint8 tensor on the device and
+downloaded there by torchvision's own dataset classes when allowed; with no proxy and no mirror's name
+resolving, offline at once, without importing torchvision). The whole split is loaded once as a uint8 tensor on the device and
 batches are drawn by index (common/batches.py): no per-image PIL transforms and no DataLoader
 workers. The repo also ships a small real-digit sample (5,000 MNIST digits) for offline boxes
 and tests (common/mnist_files.py builds it).
@@ -12,7 +13,9 @@ and tests (common/mnist_files.py builds it).
 
 from __future__ import annotations
 
+import socket
 import sys
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +35,11 @@ FASHION = (
 )  # fmt: skip
 _IDX_FILES = mnist_files.IDX_FILES
 _FAKE_SIZES = (1024, 256)
+# the hosts of torchvision's mirrors for each data set (tests/test_data.py checks them against torchvision's)
+MIRRORS = {
+    "MNIST": ("ossci-datasets.s3.amazonaws.com", "yann.lecun.com"),
+    "FashionMNIST": ("fashion-mnist.s3-website.eu-central-1.amazonaws.com",),
+}
 
 
 @dataclass
@@ -71,6 +79,10 @@ def _load_idx(name: str, data_dir: Path, download: bool) -> tuple[Split, Split] 
         return _read_split(raw, True), _read_split(raw, False)
     if not download:
         return None
+    offline = _offline(folder)
+    if offline:
+        print(f"Download of {name} failed: {offline}")
+        return None
     print(f"Downloading {name} into {data_dir} ...", flush=True)
     try:
         from torchvision import datasets
@@ -81,6 +93,20 @@ def _load_idx(name: str, data_dir: Path, download: bool) -> tuple[Split, Split] 
         return None
     mnist_files.check_raw(raw, download=False)  # what the download left: whole, or one line
     return _read_split(raw, True), _read_split(raw, False)
+
+
+def _offline(folder: str) -> str | None:
+    """Why a download cannot even start, found in milliseconds and without importing torchvision (1.5 s, the
+    first run's start-up offline): no proxy is set and no mirror's name resolves. None when it may start."""
+    if any(value for kind, value in urllib.request.getproxies().items() if kind != "no"):
+        return None  # a proxy resolves the names itself
+    for host in MIRRORS[folder]:
+        try:
+            socket.getaddrinfo(host, 443)
+        except OSError:
+            continue
+        return None
+    return f"no network ({', '.join(MIRRORS[folder])}: no such host)"
 
 
 def load_sample() -> tuple[Split, Split]:

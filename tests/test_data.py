@@ -1,5 +1,7 @@
 """Data loading (IDX files in torchvision's layout, the sample, fake), the image grid, and batch drawing."""
 
+import os
+import socket
 import struct
 import subprocess
 import sys
@@ -84,6 +86,61 @@ def test_mnist_falls_back_to_the_sample_offline(tmp_path, monkeypatch, capsys):
     ds = data.load("mnist", tmp_path / "empty", download=True)
     assert ds.name == "mnist-sample" and len(ds.train) == 4000
     assert "REAL-DIGIT SAMPLE" in capsys.readouterr().out
+
+
+def test_offline_with_no_proxy_the_fallback_imports_no_torchvision(tmp_path):
+    """The real fault: no mirror's name resolves (this machine), no proxy. The sample is loaded at once."""
+    hosts = [host for hosts in data.MIRRORS.values() for host in hosts]
+    if any(_resolves(host) for host in hosts):
+        pytest.skip("a mirror's name resolves here: this machine is online")
+    code = (
+        "import sys\n"
+        "from common import data\n"
+        f"ds = data.load('mnist', {str(tmp_path / 'empty')!r}, download=True)\n"
+        "print(ds.name, 'torchvision' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert "Download of mnist failed: no network (ossci-datasets.s3.amazonaws.com, yann.lecun.com" in out.stdout
+    assert "REAL-DIGIT SAMPLE" in out.stdout
+    assert out.stdout.strip().endswith("mnist-sample False"), out.stdout + out.stderr
+
+
+def test_a_proxy_leaves_the_download_to_torchvision(monkeypatch):
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    assert data._offline("MNIST") is None  # the proxy resolves names: torchvision tries, and says what failed
+
+
+def test_offline_is_said_without_the_real_fault_too(monkeypatch):
+    """The same decision on a machine that is online: the names made not to resolve."""
+    for key in [k for k in os.environ if k.lower().endswith("_proxy")]:
+        monkeypatch.delenv(key)
+
+    def no_such_host(*args):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    assert (
+        data._offline("FashionMNIST")
+        == "no network (fashion-mnist.s3-website.eu-central-1.amazonaws.com: no such host)"
+    )
+
+
+@pytest.mark.parametrize("folder", ["MNIST", "FashionMNIST"])
+def test_the_mirrors_are_torchvisions(folder):
+    from urllib.parse import urlsplit
+
+    from torchvision import datasets
+
+    assert data.MIRRORS[folder] == tuple(urlsplit(url).hostname for url in getattr(datasets, folder).mirrors)
+
+
+def _resolves(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
 
 
 def test_fashion_mnist_offline_names_the_four_files(tmp_path, monkeypatch, capsys):

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from common.device import synchronize
+
 
 class Tally:
     """Per-name sums (device tensors) and counts (host ints) of the values logged in one epoch."""
@@ -59,9 +61,9 @@ class Epoch:
         self.started = time.perf_counter()
 
     def elapsed(self) -> float:
-        """Seconds of steps in this epoch so far (before a stop too), CUDA synchronised."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        """Seconds of steps in this epoch so far (before a stop too), the device's queue waited for (CUDA, MPS):
+        else its last steps would be counted in the extras that come next, and the cadence would be misled."""
+        synchronize(self.device)
         return self.spent + time.perf_counter() - self.started
 
     def partial(self) -> dict[str, Any]:

@@ -91,6 +91,21 @@ def test_tally_resumes_from_its_exact_totals():
     assert first_bad({"a": 1.0, "b": float("nan")})[0] == "b" and first_bad({"a": 1.0}) is None
 
 
+@pytest.mark.parametrize("kind", ["cuda", "mps"])
+def test_an_epochs_clock_waits_for_the_devices_queue(kind, monkeypatch):
+    """On a GPU or a Mac the steps are queued: the epoch's seconds are read after its queue has run, or its last
+    steps would count as the extras that follow (and the cadence would think them dear)."""
+    from common.tally import Epoch
+
+    waited = []
+    if kind == "cuda":
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    else:
+        monkeypatch.setattr(torch.mps, "synchronize", lambda: waited.append(kind))
+    Epoch(1, torch.device(kind)).elapsed()
+    assert waited == [torch.device(kind) if kind == "cuda" else kind]
+
+
 @pytest.mark.skipif(test_device() != "cuda", reason="needs pytest --device=cuda")
 @pytest.mark.parametrize("script", sorted(GANS))
 def test_gan_steps_make_no_host_sync_on_cuda(script):
@@ -329,6 +344,7 @@ def simulate(
         (5.5, 60, 2.5),  # the DCGAN's first run on the sample, on 2 CPU cores
         (1.0, 20, 3.0),  # short epochs, a costly evaluation (the VAE's on the sample)
         (0.01, 2000, 1.0),  # a fast device: 10 ms of steps an epoch (a GPU)
+        (0.31, 60, 1.0),  # a fast device's first run on the sample: 31 steps of 10 ms an epoch
         (100.0, 10, 3.0),  # long epochs (full MNIST on a CPU): every epoch evaluates and saves
         (1.2, 100, 1.5),  # GAN-MNIST's first run on the sample
     ],

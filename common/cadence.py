@@ -14,7 +14,8 @@ The budget: the extras (evaluating, and writing checkpoints, tables, grids and f
 most EXTRAS_SHARE of the run's wall time: evaluating 6%, writing checkpoints, tables and figures 2.5%, the
 grids 1.5% (one budget for all would let the writes of every epoch starve the costly evaluation, and a
 costly figure starve the grids, progress.gif's frames). An extra is due when
-- its kind's time so far, plus what it took the last time, stays within its share of the wall time so far;
+- its kind's time so far, plus what it took the last time (an evaluation: with the script's own work that
+  comes with it, the VAE's class fit), stays within its share of the wall time so far;
 - it last ran at least cost / share seconds ago, so the extras spread evenly over the run instead of
   bunching after a costly one;
 - and, for an evaluation before the last epoch, the last evaluation still fits in the share of the run's
@@ -38,6 +39,7 @@ SYNC_STEPS = 25  # under torchrun, the processes agree on Ctrl-C and NaN every t
 EXTRAS_SHARE = 0.10  # evaluation, checkpoints, tables and figures: at most this share of the run's wall time
 SHARES = {"evaluation": 0.06, "writing": 0.025, "grids": 0.015}  # split, so no kind of extra starves another
 KIND = {"evaluate": "evaluation", "save": "writing", "draw": "writing", "grid": "grids"}  # each extra's kind of time
+WITH = {"evaluate": ("evaluating",)}  # what comes with each evaluation: the script's own (the VAE's class fit)
 SAVE_SECONDS = 60.0  # a checkpoint at least this often, budget or not: what a kill -9 can lose
 EXTRAS = tuple(SHARES)  # the kinds of time that count against the budget
 EVAL_GUESS = 2.0  # seconds an evaluation is assumed to take until one is measured (2,000 samples on a CPU: 1-4 s)
@@ -72,9 +74,13 @@ class Cadence:
     def within_budget(self, extra: str) -> bool:
         """Whether running `extra` now keeps its kind of time within its share of the wall time so far, and
         it last ran at least cost / share seconds ago (unmeasured and never run: yes, but for EVAL_GUESS)."""
-        share, now, cost = SHARES[KIND[extra]], self.clock() - self.started, self.cost.get(extra, 0.0)
+        share, now, cost = SHARES[KIND[extra]], self.clock() - self.started, self.costs(extra)
         spaced = now - self.ran_at.get(extra, 0.0) >= cost / share
         return spaced and self.spent.get(KIND[extra], 0.0) + cost <= share * now
+
+    def costs(self, extra: str) -> float:
+        """What `extra` took the last time it ran, with what comes with it (WITH); 0 if never measured."""
+        return sum(self.cost.get(name, 0.0) for name in (extra, *WITH.get(extra, ())))
 
     def projected(self, epoch: int) -> float:
         """The run's wall time at its end, projected from this start's epochs so far (`epoch` the latest)."""
@@ -98,7 +104,7 @@ class Cadence:
 
     def _evaluation_fits(self, epoch: int) -> bool:
         """An evaluation before the last: within budget and spaced, with the last one's cost kept aside."""
-        kept_aside = 2 * self.cost["evaluate"]  # this one and the last, at what the last one took
+        kept_aside = 2 * self.costs("evaluate")  # this one and the last, at what the last one took
         fits = self.spent.get("evaluation", 0.0) + kept_aside <= SHARES["evaluation"] * self.projected(epoch)
         return fits and self.within_budget("evaluate")
 

@@ -239,8 +239,8 @@ class Run:
 
     def evaluating(self) -> contextlib.AbstractContextManager:
         """A block of the script's own evaluation work outside evaluate() (the VAE's class fit): its seconds count
-        as evaluation, within the evaluation budget and in the time line."""
-        return self.cadence.timed("evaluation")
+        as evaluation, in the budget and the time line, and the cadence weighs its cost with each evaluation's."""
+        return self.cadence.timed("evaluation", "evaluating")  # its cost counts with each evaluation's
 
     @property
     def eval_due(self) -> bool:

@@ -2,8 +2,8 @@
 
 MNIST and Fashion-MNIST are read from their IDX files in torchvision's layout (DATA_DIR/MNIST/raw/;
 downloaded there by torchvision's own dataset classes when allowed; with no proxy and no mirror's name
-resolving, offline at once, without importing torchvision). The whole split is loaded once as a uint8 tensor on the device and
-batches are drawn by index (common/batches.py): no per-image PIL transforms and no DataLoader
+resolving, offline at once, without importing torchvision). The whole split is loaded once as a uint8
+tensor on the device and batches are drawn by index (common/batches.py): no per-image PIL transforms and no DataLoader
 workers. The repo also ships a small real-digit sample (5,000 MNIST digits) for offline boxes
 and tests (common/mnist_files.py builds it).
 
@@ -96,8 +96,8 @@ def _load_idx(name: str, data_dir: Path, download: bool) -> tuple[Split, Split] 
 
 
 def _offline(folder: str) -> str | None:
-    """Why a download cannot even start, found in milliseconds and without importing torchvision (its import and
-    failed attempt: 0.3-0.6 s of an offline first run's start-up): no proxy is set and no mirror's name resolves. None when it may start."""
+    """Why a download cannot even start: no proxy is set and no mirror's name resolves (found in milliseconds,
+    without torchvision, whose import and failed attempt take 0.3-0.6 s of an offline start-up); None if it may."""
     if any(value for kind, value in urllib.request.getproxies().items() if kind != "no"):
         return None  # a proxy resolves the names itself
     for host in MIRRORS[folder]:

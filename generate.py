@@ -74,13 +74,14 @@ class Sampler:
             self.latent_dim, self.n_classes = vae.latent_dim, vae.n_classes
             self.latents = class_regions.from_checkpoint(state, dev)
             self.fit = {} if vae.n_classes else self.latents  # a CVAE's prior until choose() picks the mixture
-            self.no_fit = (
-                f"--sampler mixture needs the class statistics that training fits at each evaluation "
-                f"and at its end, and this checkpoint (epoch {state['epoch']}) has none (a run from before they "
-                f"were saved, or stopped before a fit); this fits them: {refit_command(module, state, run_dir)}"
+            needs_fit = (  # what the mixture (and the VAE's --label) need, when the checkpoint has no fit
+                f"needs the class statistics that training fits at each evaluation and at its end, and this "
+                f"checkpoint (epoch {state['epoch']}) has none (a run from before they were saved, or stopped "
+                f"before a fit); this fits them: {refit_command(module, state, run_dir)}"
             )
+            self.no_fit = f"--sampler mixture {needs_fit}"
             if not vae.n_classes:
-                self.refusal = self.no_fit.replace("--sampler mixture", "--label on this VAE", 1)
+                self.refusal = f"--label on this VAE {needs_fit}"
             self.decode: Callable = lambda z, labels: module.decode(models, z, labels, self.fit)
         else:
             generator = models["generator"]

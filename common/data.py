@@ -3,8 +3,8 @@
 MNIST and Fashion-MNIST are read from their IDX files in torchvision's layout (DATA_DIR/MNIST/raw/;
 downloaded there by torchvision's own dataset classes when allowed; with no proxy and no mirror's name
 resolving, offline at once, without importing torchvision). The whole split is loaded once as a uint8
-tensor on the device and batches are drawn by index (common/batches.py): no per-image PIL transforms and no DataLoader
-workers. The repo also ships a small real-digit sample (5,000 MNIST digits) for offline boxes
+tensor on the device and batches are drawn by index (common/batches.py): no per-image PIL transforms and
+no DataLoader workers. The repo also ships a small real-digit sample (5,000 MNIST digits) for offline boxes
 and tests (common/mnist_files.py builds it).
 
     python -m common.data mnist            # counts per split and class + a preview grid
@@ -100,13 +100,18 @@ def _offline(folder: str) -> str | None:
     without torchvision, whose import and failed attempt take 0.3-0.6 s of an offline start-up); None if it may."""
     if any(value for kind, value in urllib.request.getproxies().items() if kind != "no"):
         return None  # a proxy resolves the names itself
-    for host in MIRRORS[folder]:
-        try:
-            socket.getaddrinfo(host, 443)
-        except OSError:
-            continue
+    if any(resolves(host) for host in MIRRORS[folder]):
         return None
     return f"no network ({', '.join(MIRRORS[folder])}: no such host)"
+
+
+def resolves(host: str) -> bool:
+    """Whether a host's name resolves here (the DNS answers): the first thing a download needs."""
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
 
 
 def load_sample() -> tuple[Split, Split]:

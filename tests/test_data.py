@@ -91,7 +91,7 @@ def test_mnist_falls_back_to_the_sample_offline(tmp_path, monkeypatch, capsys):
 def test_offline_with_no_proxy_the_fallback_imports_no_torchvision(tmp_path):
     """The real fault: no mirror's name resolves (this machine), no proxy. The sample is loaded at once."""
     hosts = [host for hosts in data.MIRRORS.values() for host in hosts]
-    if any(_resolves(host) for host in hosts):
+    if any(data.resolves(host) for host in hosts):
         pytest.skip("a mirror's name resolves here: this machine is online")
     code = (
         "import sys\n"
@@ -133,14 +133,6 @@ def test_the_mirrors_are_torchvisions(folder):
     from torchvision import datasets
 
     assert data.MIRRORS[folder] == tuple(urlsplit(url).hostname for url in getattr(datasets, folder).mirrors)
-
-
-def _resolves(host: str) -> bool:
-    try:
-        socket.getaddrinfo(host, 443)
-    except OSError:
-        return False
-    return True
 
 
 def test_fashion_mnist_offline_names_the_four_files(tmp_path, monkeypatch, capsys):

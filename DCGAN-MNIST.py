@@ -28,9 +28,10 @@ Docs: docs/dcgan.md (usage, outputs, implementation details, measured results).
 from contextlib import nullcontext
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from common import config, data, evaluation, gan, run
+from common import clusters, config, data, evaluation, gan, run
 from common.augment import Augment
 from common.speed import Autocast
 
@@ -42,6 +43,8 @@ DOWNLOAD = True  # download the data set when it is missing
 LATENT_DIM = 100  # size of the noise vector z
 NGF = 64  # generator width: channels of its last hidden layer (the first has 4x)
 NDF = 64  # discriminator width: channels of its first layer (the second has 2x)
+CLUSTERS = 0  # self-conditioning: G and D conditioned on k clusters of D's features of the real images (0: off)
+RECLUSTER = 40_000  # images seen between two fits of the clusters (the first: before the first epoch)
 # --- optimisation ---
 EPOCHS = 10  # passes over the training set
 SAMPLE_EPOCHS = 60  # epochs on the 4,000-digit sample (offline fallback, --dataset=mnist-sample) unless --epochs is given; 0: EPOCHS
@@ -50,6 +53,8 @@ LR = 4e-4  # Adam learning rate of G (2x the paper's 2e-4: measured better at ba
 LR_D = 1.6e-3  # Adam learning rate of D: 4x G's (two time-scale update rule, Heusel et al. 2017; see docs/results.md)
 BETA1 = 0.5  # Adam beta1 (0.5 is the DCGAN choice)
 REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)
+R1 = 0.0  # weight of R1, the gradient penalty of D at the real images (Mescheder et al. 2018; 0: off)
+TOP_K = 1.0  # G learns from the fakes D rates highest, a share shrinking from 1 to this (top-k training; 1: all)
 AUGMENT = ""  # D's input, real and fake, augmented (DiffAugment): "" off, or a list of color,translation,cutout
 EMA = 0.0  # decay of a moving average of G that draws grids and metrics (0: G itself; 0.999 measured worse at 20 sample epochs)
 # --- run ---
@@ -70,17 +75,22 @@ COMPILE = "auto"  # torch.compile the networks, a slower first epoch (auto: off)
 EVAL_EVERY = "auto"  # epochs between evaluations, and the last: auto fits them in a tenth of the wall time; 0: none
 EVAL_SAMPLES = 2000  # generated images scored per evaluation (at least 6; --eval_every=0: none)
 
-SHAPE_KEYS = ("DATASET", "LATENT_DIM", "NGF", "NDF")  # resuming with other values refuses
+SHAPE_KEYS = ("DATASET", "LATENT_DIM", "NGF", "NDF", "CLUSTERS")  # resuming with other values refuses
 
 
 class Generator(nn.Module):
-    """z [B, latent_dim] -> images [B, C, 28, 28] in [-1, 1]."""
+    """z [B, latent_dim] -> images [B, C, 28, 28] in [-1, 1]. Self-conditioned (clusters > 0), the one-hot cluster
+    enters beside z: the one given, or the one z's last coordinate picks in proportion to the clusters' shares."""
 
-    def __init__(self, latent_dim: int, ngf: int = 64, image_channels: int = 1):
+    def __init__(self, latent_dim: int, ngf: int = 64, image_channels: int = 1, clusters: int = 0):
         super().__init__()
-        self.latent_dim = latent_dim
+        self.latent_dim, self.clusters = latent_dim, clusters
+        if clusters:  # each cluster's share of the real images, what z picks by
+            self.register_buffer("shares", torch.full((clusters,), 1 / clusters))
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(latent_dim, 4 * ngf, kernel_size=7, stride=1, padding=0, bias=False),  # -> 4ngf x 7 x 7
+            nn.ConvTranspose2d(
+                latent_dim + clusters, 4 * ngf, kernel_size=7, stride=1, padding=0, bias=False
+            ),  # -> 4ngf x 7 x 7
             nn.BatchNorm2d(4 * ngf),
             nn.ReLU(inplace=True),
             nn.ConvTranspose2d(4 * ngf, 2 * ngf, kernel_size=4, stride=2, padding=1, bias=False),  # -> 2ngf x 14 x 14
@@ -91,14 +101,18 @@ class Generator(nn.Module):
         )
         self.apply(gan.dcgan_init)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, found: torch.Tensor | None = None) -> torch.Tensor:
+        if self.clusters:
+            found = clusters.pick(z, self.shares) if found is None else found
+            z = torch.cat([z, F.one_hot(found, self.clusters).to(z.dtype)], dim=1)
         return self.net(z[:, :, None, None])
 
 
 class Discriminator(nn.Module):
-    """images [B, C, 28, 28] -> real/fake logits [B]."""
+    """images [B, C, 28, 28] (+ clusters [B]) -> real/fake logits [B]. Self-conditioned, the cluster enters by
+    projection (Miyato & Koyama, 2018): a learned 2ndf x 7 x 7 map per cluster, dotted with D's last features."""
 
-    def __init__(self, ndf: int = 64, image_channels: int = 1):
+    def __init__(self, ndf: int = 64, image_channels: int = 1, clusters: int = 0):
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(image_channels, ndf, kernel_size=4, stride=2, padding=1),  # -> ndf x 14 x 14
@@ -109,9 +123,20 @@ class Discriminator(nn.Module):
             nn.Conv2d(2 * ndf, 1, kernel_size=7, stride=1, padding=0),  # -> 1 x 1 x 1
         )
         self.apply(gan.dcgan_init)
+        self.project = nn.Embedding(clusters, 2 * ndf * 7 * 7) if clusters else None  # after: the same init
+        if self.project is not None:
+            nn.init.zeros_(self.project.weight)  # starts as the unconditional D
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).view(-1)
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """D's last hidden features [B, 2ndf, 7, 7], what its clusters are fitted on."""
+        return self.net[:-1](x)
+
+    def forward(self, x: torch.Tensor, found: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.features(x)
+        logits = self.net[-1](features).view(-1)
+        if self.project is None:
+            return logits
+        return logits + (self.project(found).to(features.dtype) * features.flatten(1)).sum(1)
 
 
 def build_models(
@@ -119,8 +144,8 @@ def build_models(
 ) -> dict[str, nn.Module]:
     """The models of this script, sized by a config (used by main() and generate.py)."""
     return {
-        "generator": Generator(cfg["LATENT_DIM"], cfg["NGF"], image_shape[0]),
-        "discriminator": Discriminator(cfg["NDF"], image_shape[0]),
+        "generator": Generator(cfg["LATENT_DIM"], cfg["NGF"], image_shape[0], cfg.get("CLUSTERS", 0)),
+        "discriminator": Discriminator(cfg["NDF"], image_shape[0], cfg.get("CLUSTERS", 0)),
     }
 
 
@@ -144,17 +169,28 @@ def train_step(
     labels: torch.Tensor, step: int = 1, n_classes: int = 0, autocast: Autocast = nullcontext,
     augment: Augment | None = None,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
-    """One D step and one G step on a batch in [-1, 1] (unconditional: labels, step and n_classes go unused);
-    the device tensors that r.log sums."""
+    """One D step and one G step on a batch in [-1, 1]; the device tensors that r.log sums. `labels` are the real
+    images' clusters when self-conditioned (G draws as many of each), else unused; `step` counts from the run's
+    start (top-k's schedule); n_classes goes unused."""
     g, d = nets["generator"], nets["discriminator"]
-    out = gan.d_step(g, d, opts["opt_d"], real, real_label=cfg["REAL_LABEL"], autocast=autocast, augment=augment)
-    out["loss_g"] = gan.g_step(g, d, opts["opt_g"], len(real), autocast=autocast, augment=augment)
+    found = labels if cfg.get("CLUSTERS") else None
+    out = gan.d_step(g, d, opts["opt_d"], real, found, cfg["REAL_LABEL"], autocast, augment, cfg["R1"])
+    keep = gan.top_k_share(cfg["TOP_K"], step)
+    out["loss_g"] = gan.g_step(
+        g, d, opts["opt_g"], len(real), autocast=autocast, augment=augment, labels=found, keep=keep
+    )
     return out
 
 
 def decode(models: dict[str, nn.Module], z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Images in [0, 1] from noise z [B, LATENT_DIM] (labels are ignored: unconditional)."""
     return models["generator"](z).add(1).div(2)
+
+
+def clustered(discriminator: Discriminator, images: torch.Tensor) -> torch.Tensor:
+    """What the clusters of a self-conditioned run are fitted on: D's last features of uint8 images, pooled
+    to 2ndf x 3 x 3 (full MNIST's 60,000 images in 0.3 GB)."""
+    return F.adaptive_avg_pool2d(discriminator.features(normalise(images)).float(), 3).flatten(1)
 
 
 def main() -> None:
@@ -165,6 +201,7 @@ def main() -> None:
         generator, discriminator = models["generator"], models["discriminator"]
         opts = {name: r.adam(name, models[model], lr, betas) for name, (model, lr, betas) in optimizers(r.cfg).items()}
         fixed_noise = r.fixed("fixed_noise", torch.randn(64, LATENT_DIM))
+        found = clusters.attach(r, CLUSTERS, ds.train.images)  # self-conditioned: labels D finds itself
         # the steps train through DDP under torchrun. D runs twice (real, fake) before one backward:
         # DDP's default of copying rank 0's BatchNorm buffers before every forward would overwrite,
         # between the two, statistics the first saved for backward. D never runs in eval mode, so
@@ -173,8 +210,10 @@ def main() -> None:
         averaged = {base: r.ema(name, models[base], decay) for name, (base, decay) in averages(r.cfg).items()}
         sampler = averaged.get("generator", generator)  # what draws the pictures: G's moving average, when kept
         for _ in r.epochs({"losses": ("loss_d", "loss_g"), "mean discriminator output": ("d_real", "d_fake")}):
-            for real, labels in r.batches(normalise):  # images in [-1, 1]; the labels go unused
-                r.log(**train_step(r.cfg, nets, opts, real, labels, r.step, len(ds.classes), r.autocast, r.augment))
+            clusters.refit_when_due(r, found, discriminator, clustered, generator, RECLUSTER)
+            for real, labels in r.batches(normalise):  # images in [-1, 1]; labels: the clusters, or unused
+                step = (r.epoch - 1) * len(r.data) + r.step  # since the run's start
+                r.log(**train_step(r.cfg, nets, opts, real, labels, step, len(ds.classes), r.autocast, r.augment))
             r.grid(lambda: sampler(fixed_noise), nrow=8)
             r.evaluate(lambda: sample_for_eval(sampler, EVAL_SAMPLES, r.device, SEED))
 

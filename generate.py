@@ -12,6 +12,7 @@ takes the last epoch, `--checkpoint PATH` any checkpoint file; every output name
     python generate.py outputs/DCGAN-MNIST --out digits.npz      # uint8 array(s) instead of a picture
     python generate.py outputs/VAE-MNIST --interpolate           # latent interpolation strips
     python generate.py outputs/GAN-MNIST --blur 0.7              # Gaussian post-filter on the images
+    python generate.py outputs/DCGAN-MNIST --truncation 1.5      # a GAN's z inside +-1.5: precision for variety
     python generate.py outputs/DCGAN-MNIST --score --n 10000     # the repo's metrics of 10,000 fresh samples
     python generate.py outputs/DCGAN-MNIST --checkpoint last     # the last epoch instead of the best
     python generate.py outputs/CDCGAN-MNIST outputs/VAE-MNIST --label 8 --n 5   # a row of five 8s from each run
@@ -19,6 +20,10 @@ takes the last epoch, `--checkpoint PATH` any checkpoint file; every output name
 `--label` works on conditional models (the class is given to the generator or decoder) and on the
 unconditional VAE, which decodes z drawn from a Gaussian fitted to where the class's training images
 lie in its latent space (saved in the checkpoint by VAE-MNIST.py).
+
+`--truncation T` (the GANs) redraws every coordinate of z beyond +-T (BigGAN's truncation trick):
+typical images at the cost of variety (docs/results.md has DCGAN-MNIST's curve over T). The
+coordinate a self-conditioned DCGAN picks its cluster by is left as drawn, so clusters keep their shares.
 
 `--score` prints the metrics of a finished run (MNIST family) with as many samples as asked (the
 per-epoch evaluation uses few, for speed) and appends them to RUN_DIR/scores.csv.
@@ -63,6 +68,7 @@ class Sampler:
             model.to(dev).eval()
         self.device, self.module = dev, module
         self.vae: torch.nn.Module | None = None
+        self.picks_cluster = False
         self.latents: dict[str, torch.Tensor] = {}  # a VAE's class Gaussians, when saved
         self.fit: dict[str, torch.Tensor] = {}  # what decode draws from: the VAE's always, a CVAE's with the mixture
         self.refusal = (  # why --label cannot pick a class here
@@ -86,7 +92,21 @@ class Sampler:
         else:
             generator = models["generator"]
             self.latent_dim, self.n_classes = generator.latent_dim, getattr(generator, "n_classes", 0)
+            self.picks_cluster = bool(getattr(generator, "clusters", 0))  # a self-conditioned DCGAN
             self.decode = lambda z, labels: module.decode(models, z, labels)  # the script's own: images in [0, 1]
+
+    def truncated(self, z: torch.Tensor, threshold: float | None, seed: int) -> torch.Tensor:
+        """z with every coordinate beyond +-threshold redrawn from N(0, 1) until inside (None: z as it is); the
+        same seed redraws the same. A self-conditioned DCGAN's last coordinate picks its cluster: left as drawn."""
+        if threshold is None:
+            return z
+        if self.vae is not None:
+            fail("--truncation is for the GANs' noise; a VAE draws z from its prior or its class Gaussians (--sampler)")
+        z, gen = z.clone(), torch.Generator().manual_seed(seed + 7_919)
+        body = z[:, :-1] if self.picks_cluster else z  # a view: redrawn in place
+        while (beyond := body.abs() > threshold).any():
+            body[beyond] = torch.randn(int(beyond.sum()), generator=gen)
+        return z
 
     @torch.no_grad()
     def __call__(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -179,6 +199,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--interpolate", action="store_true", help="latent interpolation strips (10 steps each)")
     parser.add_argument("--steps", type=int, default=10, help="images per interpolation strip")
     parser.add_argument("--blur", type=float, default=0.0, metavar="SIGMA", help="Gaussian filter on the images")
+    parser.add_argument(
+        "--truncation", type=float, metavar="T", help="a GAN's noise redrawn where beyond +-T (> 0; default: none)"
+    )
     parser.add_argument("--score", action="store_true", help="score --n fresh samples with the repo's metrics")
     parser.add_argument("--data_dir", help="with --score: where the data set is (default: the run's DATA_DIR)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
@@ -191,6 +214,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         fail("--n must be positive and --steps at least 2")
     if args.blur < 0:
         fail("--blur SIGMA must be >= 0")
+    if args.truncation is not None and not args.truncation > 0:  # nan too
+        fail(f"--truncation {args.truncation} must be a number above 0 (e.g. 1.5); leave it out for none")
     if args.out and Path(args.out).suffix.lower() not in (".png", ".npz"):
         fail(f"--out {args.out} must end in .png or .npz")
     if len(args.run_dir) > 1 and (args.label is None or args.score or args.interpolate):
@@ -243,6 +268,7 @@ def side_by_side(args: argparse.Namespace, dev: torch.device) -> Path:
     for run_dir, (state, sampler) in opened.items():
         label = sampler.parse_label(args.label)
         z = torch.randn(args.n, sampler.latent_dim, generator=torch.Generator().manual_seed(args.seed))
+        z = sampler.truncated(z, args.truncation, args.seed)
         drawn = [sampler(zb, lb) for zb, lb in _chunks(z, torch.full((args.n,), label))]
         rows.append(blur(torch.cat(drawn), args.blur))
         names.append(f"{run_dir.name} ({state['epoch']} ep.)")
@@ -285,12 +311,13 @@ def generate(args: argparse.Namespace) -> Path:
     elif sampler.mixture(args.sampler):  # the unconditional VAE's mixture: each image from the class it picks
         labels = class_regions.components(sampler.latents, torch.rand(n, generator=gen)).cpu()
     if args.interpolate:
-        ends = torch.randn(2, n, sampler.latent_dim, generator=gen)
+        ends = sampler.truncated(torch.randn(2 * n, sampler.latent_dim, generator=gen), args.truncation, args.seed)
+        ends = ends.view(2, n, sampler.latent_dim)
         z = slerp(ends[0], ends[1], torch.linspace(0, 1, args.steps)).reshape(-1, sampler.latent_dim)
         labels = None if labels is None else labels.repeat_interleave(args.steps)
         nrow = args.steps
     else:
-        z = torch.randn(n, sampler.latent_dim, generator=gen)
+        z = sampler.truncated(torch.randn(n, sampler.latent_dim, generator=gen), args.truncation, args.seed)
         nrow = sampler.n_classes if (sampler.n_classes and label is None) else min(n, 8)
     images = torch.cat([sampler(zb, None if labels is None else lb) for zb, lb in _chunks(z, labels)])
     images = blur(images, args.blur)
@@ -330,11 +357,13 @@ def score(run_dir: Path, state: dict, sampler: Sampler, args: argparse.Namespace
         fail(f"--score: {name} is not in {data_dir} (the run's data set); pass --data_dir")
     evaluator = evaluation.Evaluator.for_dataset(ds, data_dir, dev)
     z, labels = evaluation.eval_noise(args.n, sampler.latent_dim, sampler.n_classes, "cpu", args.seed)
+    z = sampler.truncated(z, args.truncation, args.seed)
     drawn = labels  # the classes asked for (conditional), or those the VAE's mixture picks (as in its evaluation)
     if not sampler.n_classes and sampler.mixture(args.sampler):
         drawn = class_regions.components(sampler.latents, class_regions.eval_choices(args.n, args.seed)).cpu()
     fake = torch.cat([sampler(zb, lb) for zb, lb in _chunks(z, drawn)])
-    row = {"epoch": state["epoch"], "checkpoint": state["source"], "seed": args.seed, **evaluator.scores(fake, labels)}
+    row = {"epoch": state["epoch"], "checkpoint": state["source"], "seed": args.seed}
+    row.update(truncation=args.truncation or "", **evaluator.scores(fake, labels))
     if sampler.latents:  # an unconditional VAE: also its classes drawn from their latent regions
         row.update(class_regions.region_scores(sampler.vae, sampler.latents, args.n, args.seed, evaluator))
     elif sampler.vae is not None and not sampler.n_classes:

@@ -90,10 +90,14 @@ def d_step(
     real_label: float = 1.0,
     autocast: Autocast = nullcontext,
     augment: Augment | None = None,
+    r1: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """One discriminator step on a real batch and as many fakes (of the same labels when `labels` is given).
     A D with a class head also learns to name the real images' classes. `augment` (common/augment.py)
     transforms both batches before D sees them; the labels are never augmented.
+
+    `r1` above 0 adds R1 (Mescheder et al., 2018): r1 / 2 times the mean squared gradient of D's logit at the
+    real images (the augmented ones, when augmented).
 
     Returns device tensors: loss_d, and d_real, d_fake, the mean D(x) and D(G(z)).
     """
@@ -104,10 +108,14 @@ def d_step(
             fake = generator(z, *given)
         if augment is not None:
             real, fake = augment(real), augment(fake)
+        real = real.detach().requires_grad_(True) if r1 else real
         logits_real, classes_real = split(discriminator(real, *given))
         logits_fake, _ = split(discriminator(fake, *given))
         # a class head learns from real images only: trained on fakes it would learn to pass G's mistakes
         loss_d = d_loss(logits_real, logits_fake, real_label) + class_loss(classes_real, labels)
+        if r1:
+            (slope,) = torch.autograd.grad(logits_real.float().sum(), real, create_graph=True)
+            loss_d = loss_d + r1 / 2 * slope.float().square().flatten(1).sum(1).mean()
     update(opt_d, loss_d)
     return {"loss_d": loss_d.detach(), "d_real": mean_prob(logits_real), "d_fake": mean_prob(logits_fake)}
 
@@ -120,20 +128,38 @@ def g_step(
     n_classes: int = 0,
     autocast: Autocast = nullcontext,
     augment: Augment | None = None,
+    labels: torch.Tensor | None = None,
+    keep: float = 1.0,
 ) -> torch.Tensor:
-    """One generator step with the non-saturating loss on fresh noise (and random labels when n_classes); its loss.
+    """One generator step with the non-saturating loss on fresh noise (and random labels when n_classes, or
+    `labels` when given: a self-conditioned GAN's clusters, as often as the real images have them); its loss.
     Against a D with a class head G also learns to make it name the asked class. `augment` transforms the
-    fakes on their way into D (G's gradient flows back through it), as in D's step."""
+    fakes on their way into D (G's gradient flows back through it), as in D's step. `keep` below 1: G learns
+    only from that share of its fakes, those D rates most real (top-k training, Sinha et al. 2020)."""
     device = next(generator.parameters()).device
     z = torch.randn(batch_size, generator.latent_dim, device=device)
-    given = (torch.randint(0, n_classes, (batch_size,), device=device),) if n_classes else ()
+    if labels is None and n_classes:
+        labels = torch.randint(0, n_classes, (batch_size,), device=device)
+    given = () if labels is None else (labels,)
     with frozen(discriminator):  # gradients flow through D to G, but none are kept for D's weights
         with autocast():
             fake = generator(z, *given)
             logits_fake, classes_fake = split(discriminator(fake if augment is None else augment(fake), *given))
-            loss_g = g_loss(logits_fake) + class_loss(classes_fake, given[0] if given else None)
+            loss_g = g_loss(top(logits_fake, keep)) + class_loss(classes_fake, given[0] if given else None)
         update(opt_g, loss_g)
     return loss_g.detach()
+
+
+def top(logits: torch.Tensor, keep: float) -> torch.Tensor:
+    """The share `keep` of the logits [B] that are highest (at least one): the fakes D rates most real."""
+    return logits if keep >= 1 else logits.topk(max(1, round(keep * len(logits)))).values
+
+
+def top_k_share(floor: float, step: int, every: int = 10) -> float:
+    """Top-k's share of the batch at a step (from 1): 1, shrinking by 1% every `every` steps down to `floor`.
+    The paper shrinks it by 1% an epoch of CIFAR; its few thousand steps here are compressed: a floor of
+    0.5 is reached after 690 steps (epoch 23 of the sample's 60, the middle of full MNIST's second)."""
+    return max(floor, 0.99 ** ((step - 1) // every))
 
 
 @contextlib.contextmanager

@@ -1,0 +1,162 @@
+"""The levers of the unconditional GANs' fidelity: self-conditioning (clusters of D's features that G and D are
+conditioned on instead of labels) and truncation of z at sampling time (generate.py --truncation)."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import generate, load_script, make_idx_dataset, run_script
+
+from common import checkpoint, clusters, gan, mnist_files
+
+TINY = ["--epochs=2", "--batch_size=64", "--ngf=8", "--ndf=8", "--eval_every=0", "--recluster=200"]
+
+
+def blobs(sizes, dim=8, seed=0):
+    """Points in well-separated Gaussian blobs, and the blob of each."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.eye(dim)[: len(sizes)] * 20
+    points = torch.cat([c + torch.randn(n, dim, generator=gen) for c, n in zip(centres, sizes, strict=True)])
+    return points, torch.cat([torch.full((n,), k) for k, n in enumerate(sizes)])
+
+
+def test_kmeans_finds_separated_blobs_and_repeats_by_seed():
+    points, truth = blobs([50, 120, 30])
+    found = clusters.kmeans(points, 3, seed=0)
+    pairs = {(int(f), int(t)) for f, t in zip(found, truth, strict=True)}
+    assert len(pairs) == 3  # each cluster is exactly one blob, whatever its number
+    assert torch.equal(found, clusters.kmeans(points, 3, seed=0))
+
+
+def test_a_refit_keeps_the_numbers_of_the_clusters_it_found_before():
+    old = torch.tensor([0, 0, 1, 1, 2, 2, 2])
+    new = torch.tensor([2, 2, 0, 0, 1, 1, 0])  # the same clusters renumbered, one image moved
+    assert clusters.matched(new, old, 3).tolist() == [0, 0, 1, 1, 2, 2, 1]
+
+
+def test_refit_labels_every_image_and_returns_the_shares():
+    points, truth = blobs([40, 20, 20])
+    found = clusters.Clusters(3, len(points), "cpu")
+    shares = found.refit(lambda x: x, points, seed=1, batch=16)
+    assert sorted(shares.tolist()) == pytest.approx([0.25, 0.25, 0.5])
+    assert len({(int(f), int(t)) for f, t in zip(found.labels, truth, strict=True)}) == 3
+
+
+def test_z_picks_clusters_in_proportion_to_their_shares_and_always_the_same():
+    shares = torch.tensor([0.5, 0.1, 0.4])
+    z = torch.randn(20_000, 5, generator=torch.Generator().manual_seed(0))
+    picked = clusters.pick(z, shares)
+    assert torch.bincount(picked, minlength=3).float().div(len(z)).tolist() == pytest.approx([0.5, 0.1, 0.4], abs=0.02)
+    assert torch.equal(picked, clusters.pick(z.clone(), shares))
+    assert clusters.pick(torch.full((1, 5), 9.0), shares).item() == 2  # the top of the CDF: the last cluster
+
+
+def test_the_clusters_are_fitted_before_the_first_epoch_then_every_so_many_images():
+    due = [e for e in range(1, 31) if clusters.due(e, images_per_epoch=3968, every=40_000)]
+    assert due == [1, 12, 22]  # 40,000 images seen after 11 epochs of 3,968, 80,000 after 21
+    assert [e for e in range(1, 6) if clusters.due(e, 60_000, 40_000)] == [1, 2, 3, 4, 5]  # full MNIST: every epoch
+
+
+def test_the_self_conditioned_discriminator_starts_as_the_unconditional_one():
+    module = load_script("DCGAN-MNIST.py")
+    torch.manual_seed(0)
+    plain = module.Discriminator(8)
+    torch.manual_seed(0)
+    conditioned = module.Discriminator(8, clusters=4)
+    x = torch.randn(5, 1, 28, 28)
+    assert torch.allclose(plain(x), conditioned(x, torch.tensor([0, 1, 2, 3, 0])))
+    generator = module.Generator(10, 8, clusters=4)
+    assert generator(torch.randn(6, 10)).shape == (6, 1, 28, 28)  # the cluster picked by z when none is given
+
+
+def shuffled_labels(root):
+    """The tiny MNIST at root with its training labels permuted: the same images, other labels."""
+    raw = root / "MNIST" / "raw"
+    images = mnist_files.read_idx(raw / "train-images-idx3-ubyte")
+    labels = mnist_files.read_idx(raw / "train-labels-idx1-ubyte")
+    mnist_files.write_idx(raw, images, np.roll(labels, 1), "train")
+    return root
+
+
+def test_a_self_conditioned_run_never_reads_the_labels_and_resumes_number_for_number(tmp_path):
+    data_dir = make_idx_dataset(tmp_path / "data")
+    other = shuffled_labels(make_idx_dataset(tmp_path / "other"))
+    args = [*TINY, "--clusters=3"]
+    for name, folder in (("straight", data_dir), ("other_labels", other)):
+        result = run_script("DCGAN-MNIST.py", f"--data_dir={folder}", f"--out_dir={tmp_path / name}", *args)
+        assert result.returncode == 0, result.stderr[-2000:]
+    resumed = tmp_path / "resumed"
+    for epochs in (1, 2):  # the clusters are fitted again in epoch 2 (200 images): after the resume
+        cut = [a for a in args if not a.startswith("--epochs")]
+        result = run_script(
+            "DCGAN-MNIST.py", f"--data_dir={data_dir}", f"--out_dir={resumed}", *cut, f"--epochs={epochs}"
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+    states = {
+        name: checkpoint.read(tmp_path / name / "checkpoints" / "last.pt")
+        for name in ("straight", "other_labels", "resumed")
+    }
+    found = states["straight"]["clusters"]
+    assert len(found) == 256 and set(found.tolist()) == {0, 1, 2}  # every image in one of the 3 clusters
+    shares = states["straight"]["models"]["generator"]["shares"]
+    assert torch.allclose(shares, torch.bincount(found, minlength=3).float() / 256)
+    for name in ("other_labels", "resumed"):  # labels shuffled, or the run stopped between the fits: the same run
+        assert torch.equal(states[name]["clusters"], found), name
+        for key, weights in states["straight"]["models"]["generator"].items():
+            assert torch.equal(states[name]["models"]["generator"][key], weights), (name, key)
+
+
+@pytest.fixture(scope="module")
+def dcgan_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("truncation")
+    data_dir = make_idx_dataset(base / "data")
+    out = base / "dcgan"
+    result = run_script(
+        "DCGAN-MNIST.py", f"--data_dir={data_dir}", f"--out_dir={out}", *TINY, "--epochs=1", "--clusters=3"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def test_truncation_draws_inside_the_threshold_and_repeats_by_seed(dcgan_run, tmp_path):
+    generate_module = load_script("generate.py")
+    state, sampler = generate_module.open_run(dcgan_run, torch.device("cpu"), "last")
+    z = torch.randn(500, sampler.latent_dim, generator=torch.Generator().manual_seed(0)) * 3
+    cut = sampler.truncated(z, 0.5, seed=4)
+    assert cut[:, :-1].abs().max() <= 0.5 and (cut[:, :-1] != z[:, :-1]).any()
+    assert torch.equal(cut[:, -1], z[:, -1])  # the coordinate that picks the cluster is left as drawn
+    assert torch.equal(cut, sampler.truncated(z, 0.5, seed=4)) and not torch.equal(cut, sampler.truncated(z, 0.5, 5))
+    kept = z.abs() <= 0.5
+    assert torch.equal(cut[kept], z[kept])  # only the coordinates beyond the threshold are redrawn
+    drawn = {}
+    for name, extra in (("a", ["--truncation", "1"]), ("b", ["--truncation", "1"]), ("none", [])):
+        assert generate(dcgan_run, "--checkpoint", "last", "--n", 16, "--out", tmp_path / f"{name}.npz", *extra) == 0
+        drawn[name] = np.load(tmp_path / f"{name}.npz")["images"]
+    assert np.array_equal(drawn["a"], drawn["b"]) and not np.array_equal(drawn["a"], drawn["none"])
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_a_truncation_outside_its_domain_is_one_line(dcgan_run, value, capsys):
+    code = generate(dcgan_run, "--checkpoint", "last", "--truncation", value)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--truncation" in err, err
+
+
+def test_top_k_keeps_the_fakes_d_rates_highest_on_a_shrinking_schedule():
+    logits = torch.tensor([0.3, -2.0, 1.5, 0.9, -0.1, 2.2, -1.0, 0.0])
+    assert sorted(gan.top(logits, 0.5).tolist()) == pytest.approx([0.3, 0.9, 1.5, 2.2])
+    assert torch.equal(gan.top(logits, 1.0), logits) and gan.top(logits, 0.01).tolist() == pytest.approx([2.2])
+    shares = [gan.top_k_share(0.5, step) for step in (1, 10, 11, 690, 691, 5000)]
+    assert shares == [1.0, 1.0, 0.99, pytest.approx(0.99**68), 0.5, 0.5]
+    assert gan.top_k_share(1.0, 5000) == 1.0  # TOP_K = 1: every fake, always
+
+
+def test_a_generator_step_under_top_k_learns_only_from_the_kept_fakes():
+    module = load_script("DCGAN-MNIST.py")
+    torch.manual_seed(0)
+    generator, discriminator = module.Generator(4, 4), module.Discriminator(4)
+    seen = []
+    discriminator.register_forward_hook(lambda m, i, out: seen.append(out))
+    opt = torch.optim.SGD(generator.parameters(), lr=0.0)
+    loss = gan.g_step(generator, discriminator, opt, 8, keep=0.25)
+    (logits,) = seen
+    assert loss.item() == pytest.approx(gan.g_loss(logits.detach().topk(2).values).item())

@@ -6,6 +6,11 @@ Adam(lr 4e-4, beta1 0.5) at batch 128: twice the paper's rate, which measured be
 No upscaling to 64x64: it costs about 5x the compute and draws no better digits.
 The training step is the GAN step the four GAN scripts share (common/gan.py: d_step, g_step):
 D by BCE on a real batch and as many fakes, then G by the non-saturating loss through a frozen D.
+Self-conditioned (Liu et al., CVPR 2020; CLUSTERS=25): k-means of D's features of the real images,
+refitted every 40,000 images, labels them; G gets the cluster beside z and D by projection, as a
+conditional GAN gets the label, so G draws digits instead of blends between them. It never reads the
+data set's labels; to its user it is unconditional (z picks the cluster). A moving average of G
+(EMA=0.999) draws the grids, the metrics and generate.py's samples (--model raw: G itself).
 
     python DCGAN-MNIST.py                            # 10 epochs on MNIST
     python DCGAN-MNIST.py --dataset=fashion-mnist
@@ -43,7 +48,7 @@ DOWNLOAD = True  # download the data set when it is missing
 LATENT_DIM = 100  # size of the noise vector z
 NGF = 64  # generator width: channels of its last hidden layer (the first has 4x)
 NDF = 64  # discriminator width: channels of its first layer (the second has 2x)
-CLUSTERS = 0  # self-conditioning: G and D conditioned on k clusters of D's features of the real images (0: off)
+CLUSTERS = 25  # self-conditioning: G and D conditioned on k clusters of D's features of the real images (0: off)
 RECLUSTER = 40_000  # images seen between two fits of the clusters (the first: before the first epoch)
 # --- optimisation ---
 EPOCHS = 10  # passes over the training set
@@ -56,7 +61,7 @@ REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)
 R1 = 0.0  # weight of R1, the gradient penalty of D at the real images (Mescheder et al. 2018; 0: off)
 TOP_K = 1.0  # G learns from the fakes D rates highest, a share shrinking from 1 to this (top-k training; 1: all)
 AUGMENT = ""  # D's input, real and fake, augmented (DiffAugment): "" off, or a list of color,translation,cutout
-EMA = 0.0  # decay of a moving average of G that draws grids and metrics (0: G itself; 0.999 measured worse at 20 sample epochs)
+EMA = 0.999  # decay of a moving average of G that draws grids, metrics and generate.py's samples (0: G itself)
 # --- run ---
 SEED = 0  # seeds weights, shuffling and sampling
 DETERMINISTIC = False  # only repeatable kernels, so a CUDA resume matches number for number (slower; see "Devices")

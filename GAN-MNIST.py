@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import config, data, evaluation, gan, run
+from common import clusters, config, data, evaluation, gan, run
 from common.augment import Augment
 from common.speed import Autocast
 
@@ -41,6 +41,8 @@ HIDDEN = 256  # width of the narrowest hidden layer (the others are 2x and 4x)
 CONDITIONAL = False  # feed class labels to both networks (a conditional GAN)
 D_LABELS = "projection+classifier"  # conditional: how D uses the label: projection (Miyato & Koyama) | concat (one-hot input) | classifier (AC-GAN) | projection+classifier
 MINIBATCH_STD = True  # D also sees its batch's spread (Karras et al. 2018): against mode collapse
+CLUSTERS = 0  # self-conditioning (unconditional): G and D conditioned on k clusters of D's features of the real images (0: off)
+RECLUSTER = 40_000  # images seen between two fits of the clusters (the first: before the first epoch)
 # --- optimisation ---
 EPOCHS = 30  # passes over the training set
 SAMPLE_EPOCHS = 100  # epochs on the 4,000-digit sample (offline fallback, --dataset=mnist-sample) unless --epochs is given; 0: EPOCHS
@@ -67,21 +69,39 @@ COMPILE = "auto"  # torch.compile the networks, a slower first epoch (auto: off)
 EVAL_EVERY = "auto"  # epochs between evaluations, and the last: auto fits them in a tenth of the wall time; 0: none
 EVAL_SAMPLES = 2000  # generated images scored per evaluation (at least 6; --eval_every=0: none)
 
-SHAPE_KEYS = ("DATASET", "LATENT_DIM", "HIDDEN", "CONDITIONAL", "D_LABELS", "MINIBATCH_STD")  # resuming: others refuse
+SHAPE_KEYS = (
+    "DATASET",
+    "LATENT_DIM",
+    "HIDDEN",
+    "CONDITIONAL",
+    "D_LABELS",
+    "MINIBATCH_STD",
+    "CLUSTERS",
+)  # resuming: others refuse
 
 
 class Generator(nn.Module):
-    """z [B, latent_dim] (+ labels [B]) -> images [B, C, H, W] in [-1, 1]."""
+    """z [B, latent_dim] (+ labels [B]) -> images [B, C, H, W] in [-1, 1]. Self-conditioned (clusters > 0), the
+    one-hot cluster enters beside z: the one given as `labels`, or the one z's last coordinate picks."""
 
-    def __init__(self, latent_dim: int, image_shape: tuple[int, int, int], hidden: int = 256, n_classes: int = 0):
+    def __init__(
+        self,
+        latent_dim: int,
+        image_shape: tuple[int, int, int],
+        hidden: int = 256,
+        n_classes: int = 0,
+        clusters: int = 0,
+    ):
         super().__init__()
-        self.latent_dim, self.image_shape, self.n_classes = latent_dim, image_shape, n_classes
+        self.latent_dim, self.image_shape, self.n_classes, self.clusters = latent_dim, image_shape, n_classes, clusters
+        if clusters:  # each cluster's share of the real images, what z picks by
+            self.register_buffer("shares", torch.full((clusters,), 1 / clusters))
 
         def block(n_in: int, n_out: int) -> list[nn.Module]:
             return [nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out, momentum=0.1), nn.LeakyReLU(0.2, inplace=True)]
 
         self.net = nn.Sequential(
-            *block(latent_dim + n_classes, hidden),
+            *block(latent_dim + n_classes + clusters, hidden),
             *block(hidden, 2 * hidden),
             *block(2 * hidden, 4 * hidden),
             nn.Linear(4 * hidden, image_shape[0] * image_shape[1] * image_shape[2]),
@@ -91,6 +111,9 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.n_classes:
             z = torch.cat([z, F.one_hot(labels, self.n_classes).to(z.dtype)], dim=1)
+        elif self.clusters:
+            found = clusters.pick(z, self.shares) if labels is None else labels
+            z = torch.cat([z, F.one_hot(found, self.clusters).to(z.dtype)], dim=1)
         return self.net(z).view(-1, *self.image_shape)
 
 
@@ -101,7 +124,8 @@ class Discriminator(nn.Module):
     (Mirza & Osindero, 2014); "projection", adding the inner product of a learned class embedding
     with the last hidden features to the logit (Miyato & Koyama, 2018); "classifier", a second head
     on the last hidden features that names the class (the auxiliary classifier GAN, Odena et al.
-    2017), returned beside the logits; or "projection+classifier", both.
+    2017), returned beside the logits; or "projection+classifier", both. Self-conditioned (clusters > 0, no
+    classes), the cluster enters by projection.
     """
 
     def __init__(
@@ -111,6 +135,7 @@ class Discriminator(nn.Module):
         n_classes: int = 0,
         labels: str = "concat",
         minibatch_std: bool = False,
+        clusters: int = 0,
     ):
         super().__init__()
         self.n_classes, self.minibatch_std = n_classes, minibatch_std
@@ -124,19 +149,26 @@ class Discriminator(nn.Module):
             nn.Linear(hidden + minibatch_std, 1),
         )
         self.embed = nn.Embedding(n_classes, hidden) if n_classes and "projection" in labels else None
+        if clusters and not n_classes:  # self-conditioned: the projection of the cluster, starting at none
+            self.embed = nn.Embedding(clusters, hidden)
+            nn.init.zeros_(self.embed.weight)
         self.classify = nn.Linear(hidden, n_classes) if n_classes and "classifier" in labels else None
 
     def forward(
         self, x: torch.Tensor, labels: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        x = x.flatten(1)
-        if self.concat:
-            x = torch.cat([x, F.one_hot(labels, self.n_classes).to(x.dtype)], dim=1)
-        features = self.net[:-1](x)
+        features = self.features(x, labels)
         logits = self.net[-1](with_spread(features) if self.minibatch_std else features).squeeze(1)
         if self.embed is not None:
             logits = logits + (self.embed(labels) * features).sum(1)
         return logits if self.classify is None else (logits, self.classify(features))
+
+    def features(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """D's last hidden features [B, hidden] (what a self-conditioned run's clusters are fitted on)."""
+        x = x.flatten(1)
+        if self.concat:
+            x = torch.cat([x, F.one_hot(labels, self.n_classes).to(x.dtype)], dim=1)
+        return self.net[:-1](x)
 
 
 def with_spread(features: torch.Tensor) -> torch.Tensor:
@@ -151,13 +183,17 @@ def build_models(
     cfg: dict, image_shape: tuple[int, int, int] = (1, 28, 28), n_classes: int = 10
 ) -> dict[str, nn.Module]:
     """The models of this script, sized by a config (used by main() and generate.py)."""
-    n_classes = n_classes if cfg["CONDITIONAL"] else 0
+    n_classes, k = (n_classes if cfg["CONDITIONAL"] else 0), cfg.get("CLUSTERS", 0)
+    d_labels, spread = cfg.get("D_LABELS", "concat"), cfg.get("MINIBATCH_STD", False)
     return {
-        "generator": Generator(cfg["LATENT_DIM"], image_shape, cfg["HIDDEN"], n_classes),
-        "discriminator": Discriminator(
-            image_shape, cfg["HIDDEN"], n_classes, cfg.get("D_LABELS", "concat"), cfg.get("MINIBATCH_STD", False)
-        ),
+        "generator": Generator(cfg["LATENT_DIM"], image_shape, cfg["HIDDEN"], n_classes, k),
+        "discriminator": Discriminator(image_shape, cfg["HIDDEN"], n_classes, d_labels, spread, k),
     }
+
+
+def clustered(discriminator: Discriminator, images: torch.Tensor) -> torch.Tensor:
+    """What a self-conditioned run's clusters are fitted on: D's last hidden features of uint8 images."""
+    return discriminator.features(normalise(images)).float()
 
 
 def sample_for_eval(
@@ -181,12 +217,15 @@ def train_step(
     augment: Augment | None = None,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
     """One D step on a batch in [-1, 1], and a G step when `step` (from 1) is a multiple of K_STEPS; the device
-    tensors that r.log sums. Conditional, D is given the batch's labels and G random ones of the n_classes."""
-    conditional = cfg["CONDITIONAL"]  # the labels only reach a conditional model
+    tensors that r.log sums. Conditional, D is given the batch's labels and G random ones of the n_classes;
+    self-conditioned, `labels` are the real images' clusters, given to D, and G draws as many of each."""
+    conditional, found = cfg["CONDITIONAL"], labels if cfg.get("CLUSTERS") else None  # what labels reach
     g, d = nets["generator"], nets["discriminator"]
-    out = gan.d_step(g, d, opts["opt_d"], real, labels if conditional else None, cfg["REAL_LABEL"], autocast, augment)
+    given = labels if conditional else found
+    out = gan.d_step(g, d, opts["opt_d"], real, given, cfg["REAL_LABEL"], autocast, augment)
     if step % cfg["K_STEPS"] == 0:  # K_STEPS discriminator steps per generator step
-        out["loss_g"] = gan.g_step(g, d, opts["opt_g"], len(real), n_classes if conditional else 0, autocast, augment)
+        k = n_classes if conditional else 0
+        out["loss_g"] = gan.g_step(g, d, opts["opt_g"], len(real), k, autocast, augment, labels=found)
     return out
 
 
@@ -201,6 +240,8 @@ def main() -> None:
         choices={"DATASET": data.DATASETS, "D_LABELS": ("concat", "projection", "classifier", "projection+classifier")},
     )
     config.check_positive(config.constants(globals()), "K_STEPS")
+    if CONDITIONAL and CLUSTERS:
+        config.fail("--clusters is for the unconditional GAN (it finds its own labels); leave it 0 with --conditional")
     with run.Run(globals(), SHAPE_KEYS, out_suffix="-conditional" if CONDITIONAL else "") as r:
         ds = r.load(lambda device: data.load(DATASET, DATA_DIR, DOWNLOAD, device))
         models = r.models(build_models(r.cfg, ds.shape, len(ds.classes)))  # on the device, saved by name
@@ -210,9 +251,11 @@ def main() -> None:
         noise = torch.randn(10, LATENT_DIM).repeat(n_classes, 1) if CONDITIONAL else torch.randn(64, LATENT_DIM)
         fixed_noise = r.fixed("fixed_noise", noise)
         fixed_labels = torch.arange(n_classes, device=r.device).repeat_interleave(10) if CONDITIONAL else None
+        found = clusters.attach(r, CLUSTERS, ds.train.images)  # self-conditioned: labels D finds itself
         # D keeps its own BatchNorm statistics per process under torchrun: see DCGAN-MNIST.py
         nets = {"generator": r.wrap(generator), "discriminator": r.wrap(discriminator, sync_buffers=False)}
         for _ in r.epochs({"losses": ("loss_d", "loss_g"), "mean discriminator output": ("d_real", "d_fake")}):
+            clusters.refit_when_due(r, found, discriminator, clustered, generator, RECLUSTER)
             for real, labels in r.batches(normalise):
                 r.log(**train_step(r.cfg, nets, opts, real, labels, r.step, n_classes, r.autocast, r.augment))
             row_labels = ds.classes if CONDITIONAL else None

@@ -15,6 +15,7 @@ takes the last epoch, `--checkpoint PATH` any checkpoint file; every output name
     python generate.py outputs/DCGAN-MNIST --truncation 1.5      # a GAN's z inside +-1.5: precision for variety
     python generate.py outputs/DCGAN-MNIST --score --n 10000     # the repo's metrics of 10,000 fresh samples
     python generate.py outputs/DCGAN-MNIST --checkpoint last     # the last epoch instead of the best
+    python generate.py outputs/DCGAN-MNIST --model raw           # G itself, not its moving average
     python generate.py outputs/CDCGAN-MNIST outputs/VAE-MNIST --label 8 --n 5   # a row of five 8s from each run
 
 `--label` works on conditional models (the class is given to the generator or decoder) and on the
@@ -55,7 +56,7 @@ ROOT = Path(__file__).resolve().parent
 class Sampler:
     """A trained generator behind one call: (z, labels) -> images in [0, 1]."""
 
-    def __init__(self, state: dict, dev: torch.device, run_dir: Path | None = None):
+    def __init__(self, state: dict, dev: torch.device, run_dir: Path | None = None, model: str | None = None):
         script = ROOT / str(state.get("script", ""))
         if not state.get("script") or not script.is_file():
             fail(f"the checkpoint names no known training script ({state.get('script')!r})")
@@ -63,10 +64,15 @@ class Sampler:
         self.classes: tuple[str, ...] = tuple(state.get("classes") or ())
         self.run_sampler = state["config"].get("SAMPLER", "prior")  # runs from before SAMPLER drew from the prior
         models = module.build_models(state["config"], tuple(state["image_shape"]), len(self.classes))
-        for name, model in models.items():  # the generator's moving average, when the run kept one, draws
-            model.load_state_dict(state["models"].get(f"{name}_ema", state["models"][name]))
-            model.to(dev).eval()
-        self.device, self.module = dev, module
+        averaged = [name for name in models if f"{name}_ema" in state["models"]]
+        if model == "average" and not averaged:
+            fail("--model average: this run kept no moving average of G (EMA=0); leave --model out")
+        self.model = "average" if averaged and model != "raw" else "raw"  # what draws: G's moving average, or G
+        for name, net in models.items():  # the generator's moving average, when the run kept one, draws
+            weights = state["models"][f"{name}_ema" if name in averaged and model != "raw" else name]
+            net.load_state_dict(weights)
+            net.to(dev).eval()
+        self.device, self.module, self.module_models = dev, module, models
         self.vae: torch.nn.Module | None = None
         self.picks_cluster = False
         self.latents: dict[str, torch.Tensor] = {}  # a VAE's class Gaussians, when saved
@@ -195,6 +201,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="a VAE's z: prior N(0, I), or mixture (the class Gaussians of its training codes: mixed by class "
         "share, or for a CVAE the asked class's); default: the run's SAMPLER",
     )
+    parser.add_argument(
+        "--model",
+        choices=("average", "raw"),
+        help="a GAN that kept a moving average of G (EMA): draw from the average (the default) or G itself",
+    )
     parser.add_argument("--out", help="output .png (grid) or .npz (arrays); default RUN_DIR/generated.png")
     parser.add_argument("--interpolate", action="store_true", help="latent interpolation strips (10 steps each)")
     parser.add_argument("--steps", type=int, default=10, help="images per interpolation strip")
@@ -224,7 +235,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def open_run(
-    run_dir: Path, dev: torch.device, which: str | None = None, asked: str | None = None
+    run_dir: Path, dev: torch.device, which: str | None = None, asked: str | None = None, model: str | None = None
 ) -> tuple[dict, Sampler]:
     """A run folder's checkpoint (`which`: best, last or a file; None: best where there is one, else last) and its
     sampler (`asked`: --sampler); state["source"] says which it is, in words. Exit with one line if there is none."""
@@ -254,14 +265,17 @@ def open_run(
     if state is None or "models" not in state:
         fail(f"{folder} holds no readable checkpoint of this repo")
     state["source"] = source
-    sampler = Sampler(state, dev, run_dir)
+    sampler = Sampler(state, dev, run_dir, model)
     sampler.choose(asked)
     return state, sampler
 
 
 def side_by_side(args: argparse.Namespace, dev: torch.device) -> Path:
     """--n images of the --label class from each of several runs, one labelled row per run, in one grid."""
-    opened = {run_dir: open_run(run_dir, dev, args.checkpoint, args.sampler) for run_dir in map(Path, args.run_dir)}
+    opened = {
+        run_dir: open_run(run_dir, dev, args.checkpoint, args.sampler, args.model)
+        for run_dir in map(Path, args.run_dir)
+    }
     if len({tuple(state["image_shape"]) for state, _ in opened.values()}) > 1:
         fail("the runs draw images of different shapes; pick runs of one data set")
     rows, names = [], []
@@ -296,7 +310,7 @@ def generate(args: argparse.Namespace) -> Path:
     if len(args.run_dir) > 1:
         return side_by_side(args, dev)
     run_dir = Path(args.run_dir[0])
-    state, sampler = open_run(run_dir, dev, args.checkpoint, args.sampler)
+    state, sampler = open_run(run_dir, dev, args.checkpoint, args.sampler, args.model)
     label = sampler.parse_label(args.label) if args.label is not None else None
     if args.score:
         return score(run_dir, state, sampler, args, dev)
@@ -341,7 +355,10 @@ def generate(args: argparse.Namespace) -> Path:
     if label is not None:
         region = ", from its class Gaussian" if sampler.n_classes else ", from its latent region"
         what = f"class {sampler.classes[label]!r}" + (region if sampler.fit else "")
-    print(f"wrote {out}: {len(images)} images ({what}) from {run_dir} after epoch {state['epoch']}, {state['source']}")
+    print(
+        f"wrote {out}: {len(images)} images ({what}) from {run_dir} after epoch {state['epoch']}, {state['source']}"
+        + drawn_by(sampler, args)
+    )
     return out
 
 
@@ -363,7 +380,7 @@ def score(run_dir: Path, state: dict, sampler: Sampler, args: argparse.Namespace
         drawn = class_regions.components(sampler.latents, class_regions.eval_choices(args.n, args.seed)).cpu()
     fake = torch.cat([sampler(zb, lb) for zb, lb in _chunks(z, drawn)])
     row = {"epoch": state["epoch"], "checkpoint": state["source"], "seed": args.seed}
-    row.update(truncation=args.truncation or "", **evaluator.scores(fake, labels))
+    row.update(model=sampler.model, truncation=args.truncation or "", **evaluator.scores(fake, labels))
     if sampler.latents:  # an unconditional VAE: also its classes drawn from their latent regions
         row.update(class_regions.region_scores(sampler.vae, sampler.latents, args.n, args.seed, evaluator))
     elif sampler.vae is not None and not sampler.n_classes:
@@ -383,12 +400,23 @@ def score(run_dir: Path, state: dict, sampler: Sampler, args: argparse.Namespace
         if f"{name}_acc" in row
     )
     print(
-        f"{run_dir} after epoch {state['epoch']} ({state['source']}), {row['n']} samples: FID {row['fid']:.3g} (floor {row['fid_floor']:.3g})"
+        f"{run_dir} after epoch {state['epoch']} ({state['source']}{drawn_by(sampler, args)}), {row['n']} samples: FID {row['fid']:.3g} (floor {row['fid_floor']:.3g})"
         f"  KID {row['kid']:.3g}  IS {row['is']:.3g} (real {row['is_real']:.3g})"
         + f"  {evaluation.prdc_text(row, digits=3)}"
         + f"  classes covered {row['classes_covered']}/{len(ds.classes)}  class shares {min(shares):.1%}-{max(shares):.1%}{accuracy}; appended to {path}"
     )
     return path
+
+
+def drawn_by(sampler: Sampler, args: argparse.Namespace) -> str:
+    """What drew, for the last line: ", G's moving average" or ", G itself" where the run kept an average, and
+    the truncation."""
+    said = (
+        {"average": ", G's moving average", "raw": ", G itself"}[sampler.model]
+        if args.model or sampler.model == "average"
+        else ""
+    )
+    return said + (f", z truncated at {args.truncation:g}" if args.truncation else "")
 
 
 def _chunks(z: torch.Tensor, labels: torch.Tensor | None, size: int = 1000):

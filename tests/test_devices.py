@@ -145,11 +145,14 @@ def test_bf16_loss_targets_stay_exact_fp32(script, monkeypatch):
         return original(logits, target, *args, **kwargs)
 
     monkeypatch.setattr(F, "binary_cross_entropy_with_logits", spy)
-    labels = torch.tensor([0, 1, 2, 3]) if getattr(g, "n_classes", 0) else None
+    k = getattr(g, "clusters", 0)  # self-conditioned: the clusters stand where the labels would
+    labels = torch.tensor([0, 1, 2, 3]) if getattr(g, "n_classes", 0) or k else None
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
     real = torch.rand(4, 1, 28, 28) * 2 - 1
     gan.d_step(g, d, torch.optim.Adam(d.parameters()), real, labels, 0.9, autocast)
-    gan.g_step(g, d, torch.optim.Adam(g.parameters()), 4, getattr(g, "n_classes", 0), autocast)
+    gan.g_step(
+        g, d, torch.optim.Adam(g.parameters()), 4, getattr(g, "n_classes", 0), autocast, labels=labels if k else None
+    )
     assert len(seen) == 3  # real, fake (D) and G's target
     assert all(t.dtype == torch.float32 for t in seen)
     assert torch.all(seen[0] == torch.tensor(0.9, dtype=torch.float32))  # exactly, not bf16's 0.8984

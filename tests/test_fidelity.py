@@ -8,7 +8,8 @@ from conftest import generate, load_script, make_idx_dataset, run_script
 
 from common import checkpoint, clusters, gan, mnist_files
 
-TINY = ["--epochs=2", "--batch_size=64", "--ngf=8", "--ndf=8", "--eval_every=0", "--recluster=200"]
+TINY = ["--epochs=2", "--batch_size=64", "--eval_every=0", "--recluster=200"]
+WIDTHS = {"DCGAN-MNIST.py": ["--ngf=8", "--ndf=8"], "GAN-MNIST.py": ["--hidden=16"]}
 
 
 def blobs(sizes, dim=8, seed=0):
@@ -77,19 +78,18 @@ def shuffled_labels(root):
     return root
 
 
-def test_a_self_conditioned_run_never_reads_the_labels_and_resumes_number_for_number(tmp_path):
+@pytest.mark.parametrize("script", ["DCGAN-MNIST.py", "GAN-MNIST.py"])
+def test_a_self_conditioned_run_never_reads_the_labels_and_resumes_number_for_number(tmp_path, script):
     data_dir = make_idx_dataset(tmp_path / "data")
     other = shuffled_labels(make_idx_dataset(tmp_path / "other"))
-    args = [*TINY, "--clusters=3"]
+    args = [*TINY, *WIDTHS[script], "--clusters=3"]
     for name, folder in (("straight", data_dir), ("other_labels", other)):
-        result = run_script("DCGAN-MNIST.py", f"--data_dir={folder}", f"--out_dir={tmp_path / name}", *args)
+        result = run_script(script, f"--data_dir={folder}", f"--out_dir={tmp_path / name}", *args)
         assert result.returncode == 0, result.stderr[-2000:]
     resumed = tmp_path / "resumed"
     for epochs in (1, 2):  # the clusters are fitted again in epoch 2 (200 images): after the resume
         cut = [a for a in args if not a.startswith("--epochs")]
-        result = run_script(
-            "DCGAN-MNIST.py", f"--data_dir={data_dir}", f"--out_dir={resumed}", *cut, f"--epochs={epochs}"
-        )
+        result = run_script(script, f"--data_dir={data_dir}", f"--out_dir={resumed}", *cut, f"--epochs={epochs}")
         assert result.returncode == 0, result.stderr[-2000:]
     states = {
         name: checkpoint.read(tmp_path / name / "checkpoints" / "last.pt")
@@ -110,9 +110,8 @@ def dcgan_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("truncation")
     data_dir = make_idx_dataset(base / "data")
     out = base / "dcgan"
-    result = run_script(
-        "DCGAN-MNIST.py", f"--data_dir={data_dir}", f"--out_dir={out}", *TINY, "--epochs=1", "--clusters=3"
-    )
+    args = [*TINY, *WIDTHS["DCGAN-MNIST.py"], "--epochs=1", "--clusters=3", "--ema=0.9"]
+    result = run_script("DCGAN-MNIST.py", f"--data_dir={data_dir}", f"--out_dir={out}", *args)
     assert result.returncode == 0, result.stderr[-2000:]
     return out
 
@@ -160,3 +159,25 @@ def test_a_generator_step_under_top_k_learns_only_from_the_kept_fakes():
     loss = gan.g_step(generator, discriminator, opt, 8, keep=0.25)
     (logits,) = seen
     assert loss.item() == pytest.approx(gan.g_loss(logits.detach().topk(2).values).item())
+
+
+def test_generate_draws_from_the_moving_average_unless_asked_for_g_itself(dcgan_run, tmp_path, capsys):
+    generate_module = load_script("generate.py")
+    state = checkpoint.read(dcgan_run / "checkpoints" / "last.pt")
+    for model, kept in ((None, "generator_ema"), ("average", "generator_ema"), ("raw", "generator")):
+        _, sampler = generate_module.open_run(dcgan_run, torch.device("cpu"), "last", model=model)
+        drawn = sampler.module_models["generator"].state_dict()
+        assert all(torch.equal(drawn[k], state["models"][kept][k]) for k in drawn), model
+    assert generate(dcgan_run, "--checkpoint", "last", "--model", "raw", "--out", tmp_path / "raw.png") == 0
+    assert "G itself" in capsys.readouterr().out
+
+
+def test_a_run_without_an_average_refuses_model_average_and_clusters_refuse_conditional(tmp_path, capsys):
+    out = tmp_path / "plain"
+    args = ["--dataset=mnist-sample", "--epochs=1", "--batch_size=500", "--eval_every=0", "--hidden=16"]
+    assert run_script("GAN-MNIST.py", *args, f"--out_dir={out}").returncode == 0
+    assert generate(out, "--model", "average") == 2
+    err = capsys.readouterr().err
+    assert "kept no moving average" in err and err.count("\n") == 1
+    result = run_script("GAN-MNIST.py", *args, "--conditional=True", "--clusters=3", f"--out_dir={tmp_path / 'c'}")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--clusters" in result.stderr

@@ -209,11 +209,11 @@ def gan_step_movement(module, speed: Speed) -> tuple[list[float], int]:
     opt_g, opt_d = (speed.adam(m.parameters(), 2e-4, (0.5, 0.999)) for m in (generator, discriminator))
     before = [p.detach().clone() for p in (*generator.parameters(), *discriminator.parameters())]
     real, labels = speed.input(torch.rand(16, 1, 28, 28) * 2 - 1), torch.arange(16) % 10
-    n_classes = getattr(generator, "n_classes", 0)
-    given = labels if n_classes else None
+    n_classes, k = getattr(generator, "n_classes", 0), getattr(generator, "clusters", 0)  # k: self-conditioned
+    given = labels if n_classes else labels % k if k else None
     out = gan.d_step(generator, discriminator, opt_d, real, given, 1.0, speed.autocast)
     loss_d, d_real, d_fake = out["loss_d"], out["d_real"], out["d_fake"]
-    loss_g = gan.g_step(generator, discriminator, opt_g, 16, n_classes, speed.autocast)
+    loss_g = gan.g_step(generator, discriminator, opt_g, 16, n_classes, speed.autocast, labels=given if k else None)
     assert all(map(math.isfinite, (loss_d, loss_g, d_real, d_fake)))
     after = [*generator.parameters(), *discriminator.parameters()]
     assert all(p.dtype == torch.float32 for p in after)  # autocast computes in bf16; the weights stay fp32

@@ -10,6 +10,7 @@ one line on stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import json
@@ -91,9 +92,10 @@ def convert(name: str, raw: str, default: Any) -> Any:
     if (auto or name in AUTO_OR_INT) and raw.strip().lower() == "auto":
         return "auto"
     if name in AUTO_OR_INT:
-        if not raw.strip().isdigit():
-            fail(f"--{name.lower()} expects auto or a whole number (0 or more), got {raw!r}")
-        return int(raw)
+        with contextlib.suppress(ValueError):  # a number of more digits than int() takes (4,300)
+            if raw.strip().isdigit():
+                return int(raw)
+        fail(f"--{name.lower()} expects auto or a whole number (0 or more), got {raw!r}")
     if kind is bool or auto:
         low = raw.strip().lower()
         if low in _TRUE:
@@ -186,7 +188,8 @@ def check(namespace: dict[str, Any]) -> None:
     for name, domain in declared(namespace).items():
         if name in values and (problem := domain.problem(values[name])) is not None:
             value = values[name]
-            fail(f"--{name.lower()}={value if value != '' else repr(value)} {problem}")
+            plain = not isinstance(value, str) or (value.isprintable() and value.strip() == value != "")
+            fail(f"--{name.lower()}={value if plain else repr(value)} {problem}")  # repr: '', a newline: one line
 
 
 MIN_EVAL_SAMPLES = 6  # the k-NN scores need k + 1 images (common/prdc.py's K = 5); FID needs 2

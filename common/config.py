@@ -182,6 +182,13 @@ def declared(namespace: dict[str, Any]) -> dict[str, Domain]:
     return {name: domain for name, domain in (notes or {}).items() if isinstance(domain, Domain)}
 
 
+def hold(flag: str, value: Any, domain: Domain) -> Any:
+    """A tool's flag (generate.py, bench.py, seeds.py) held to its domain: the value, or one line and exit 2."""
+    if (problem := domain.problem(value)) is not None:
+        fail(f"{flag}={value} {problem}")
+    return value
+
+
 def check(namespace: dict[str, Any]) -> None:
     """Exit with one line (exit 2) for the first constant outside its domain, naming its value and the domain."""
     values = constants(namespace)

@@ -22,7 +22,9 @@ MARGIN = 150 * 2**20  # address space allowed above the first run's peak: the sa
 PEAK = "import atexit, runpy, sys; atexit.register(lambda: sys.stderr.write([l for l in open('/proc/self/status') if l.startswith('VmPeak')][0])); sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"  # noqa: E501
 
 
-def run(*args: str, limit: int | None = None, wrapper: str | None = None) -> subprocess.CompletedProcess:
+def run(
+    *args: str, limit: int | None = None, wrapper: str | None = None, script: str = SCRIPT
+) -> subprocess.CompletedProcess:
     """The script as a subprocess on the CPU; `limit`: its address space in bytes (RLIMIT_AS, a real limit)."""
 
     def limited() -> None:
@@ -30,7 +32,7 @@ def run(*args: str, limit: int | None = None, wrapper: str | None = None) -> sub
 
     head = [sys.executable, "-c", wrapper] if wrapper else [sys.executable]
     return subprocess.run(
-        [*head, str(ROOT / SCRIPT), *args, "--device=cpu"], cwd=ROOT, env=ENV, capture_output=True, text=True,
+        [*head, str(ROOT / script), *args, "--device=cpu"], cwd=ROOT, env=ENV, capture_output=True, text=True,
         timeout=300, preexec_fn=limited if limit else None,
     )  # fmt: skip
 
@@ -41,6 +43,7 @@ def errors(stderr: str) -> list[str]:
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="the address-space peak is read from /proc")
 def test_running_out_of_memory_mid_run_is_one_line_keeps_the_checkpoint_and_a_smaller_rerun_resumes(tmp_path):
+    """The same for generate.py afterwards, with the run it trained."""
     out = tmp_path / "run"
     if (memory.free_bytes(torch.device("cpu")) or 0) < 2 * HUGE_EVAL * (784 + 100) * 4:
         pytest.skip("the size check before training would refuse the evaluation: too little memory free here")
@@ -63,6 +66,17 @@ def test_running_out_of_memory_mid_run_is_one_line_keeps_the_checkpoint_and_a_sm
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Resum" in rerun.stdout + rerun.stderr and checkpoint.read(out / "checkpoints" / "last.pt")["epoch"] == 2
     assert (out / "samples" / "epoch_002.png").exists()
+
+    small = run(str(out), "--n=4", f"--out={tmp_path / 'four.png'}", wrapper=PEAK, script="generate.py")
+    assert small.returncode == 0, small.stderr[-3000:]
+    peak = int(small.stderr.strip().splitlines()[-1].split()[1]) * 1024
+    many = run(
+        str(out), f"--n={HUGE_EVAL}", f"--out={tmp_path / 'many.png'}", limit=peak + MARGIN, script="generate.py"
+    )
+    assert many.returncode == exits.OUT_OF_MEMORY and "Traceback" not in many.stderr, many.stderr[-3000:]
+    (line,) = errors(many.stderr)
+    assert f"while generating {HUGE_EVAL} images" in line and "lower --n" in line, line
+    assert not (tmp_path / "many.png").exists()
 
 
 @pytest.mark.parametrize(

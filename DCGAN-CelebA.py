@@ -34,47 +34,50 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import celeba, config, data, gan, inception, plots, run, training
-from common.augment import Augment
+from common.augment import TRANSFORMS, Augment
+from common.domains import Choice, Device, File, Flag, Folder, Int, Real, Switch, Words
 from common.speed import Autocast
 
+# fmt: off
 # --- data ---
-DATASET = "celeba"  # celeba | fake (random images, for smoke runs with no data)
-DATA_DIR = "data"  # searched for CelebA: Kaggle, flat img_align_celeba/ or torchvision layout
-IMAGE_DIR = ""  # train on this folder of images instead (searched recursively)
-DOWNLOAD = True  # try torchvision's CelebA download (Google Drive) when nothing is found
-CROP = 108  # side of the centred square cut from each image (0: the whole shorter side)
-IMAGE_SIZE = 64  # side of the training images; a power of two >= 16
-WORKERS = os.cpu_count() or 1  # processes decoding the images into the cache (done once)
-REBUILD_CACHE = False  # decode the images again even when a matching cache exists
+DATASET: Choice(*celeba.DATASETS) = "celeba"  # celeba | fake (random images, for smoke runs with no data)
+DATA_DIR: Folder() = "data"  # searched for CelebA: Kaggle, flat img_align_celeba/ or torchvision layout
+IMAGE_DIR: Folder(exists=True, empty=True) = ""  # train on this folder of images instead (searched recursively)
+DOWNLOAD: Flag() = True  # try torchvision's CelebA download (Google Drive) when nothing is found
+CROP: Int(1, off=0) = 108  # side of the centred square cut from each image (0: the whole shorter side)
+IMAGE_SIZE: Int(16, power_of_two=True) = 64  # side of the training images; a power of two >= 16
+WORKERS: Int(1) = os.cpu_count() or 1  # processes decoding the images into the cache (done once)
+REBUILD_CACHE: Flag() = False  # decode the images again even when a matching cache exists
 # --- model ---
-LATENT_DIM = 100  # size of the noise vector z
-NGF = 64  # generator width: channels of its last hidden layer (doubling towards z)
-NDF = 64  # discriminator width: channels of its first layer (doubling towards the logit)
+LATENT_DIM: Int(1) = 100  # size of the noise vector z
+NGF: Int(1) = 64  # generator width: channels of its last hidden layer (doubling towards z)
+NDF: Int(1) = 64  # discriminator width: channels of its first layer (doubling towards the logit)
 # --- optimisation ---
-EPOCHS = 10  # passes over the training set
-BATCH_SIZE = 128  # images per step
-LR = 2e-4  # Adam learning rate of G
-LR_D = 2e-4  # Adam learning rate of D (G's rate, as in the DCGAN paper; not measured on faces here)
-BETA1 = 0.5  # Adam beta1 (0.5, as in the DCGAN paper)
-REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)
-AUGMENT = ""  # D's input, real and fake, augmented (DiffAugment): "" off, or a list of color,translation,cutout
+EPOCHS: Int(1) = 10  # passes over the training set
+BATCH_SIZE: Int(1) = 128  # images per step
+LR: Real("(0, inf)") = 2e-4  # Adam learning rate of G
+LR_D: Real("(0, inf)") = 2e-4  # Adam learning rate of D (G's rate, as in the DCGAN paper; not measured on faces here)
+BETA1: Real("[0, 1)") = 0.5  # Adam beta1 (0.5, as in the DCGAN paper)
+REAL_LABEL: Real("(0, 1]") = 1.0  # target for real images (0.9 = one-sided label smoothing)
+AUGMENT: Words(*TRANSFORMS) = ""  # D's input, real and fake, augmented (DiffAugment): "" off, or a list of color,translation,cutout
 # --- run ---
-SEED = 0  # seeds weights, shuffling and sampling
-DETERMINISTIC = False  # only repeatable kernels, so a CUDA resume matches number for number (slower; see "Devices")
-DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-OUT_DIR = ""  # empty: outputs/DCGAN-CelebA (plus -fake for the fake data set)
-RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
-TENSORBOARD = False  # also log losses, metrics and grids to OUT_DIR/tensorboard/ (pip install tensorboard)
-SYNC_BN = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
+SEED: Int(0, 2**32 - 1) = 0  # seeds weights, shuffling and sampling
+DETERMINISTIC: Flag() = False  # only repeatable kernels, so a CUDA resume matches number for number (slower; see "Devices")
+DEVICE: Device() = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+OUT_DIR: Folder(empty=True) = ""  # empty: outputs/DCGAN-CelebA (plus -fake for the fake data set)
+RESUME: Flag() = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
+TENSORBOARD: Flag() = False  # also log losses, metrics and grids to OUT_DIR/tensorboard/ (pip install tensorboard)
+SYNC_BN: Flag() = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
 # --- speed ("auto", True or False each; auto chooses per device and processor: docs/speed.md) ---
-AMP = "auto"  # bf16 autocast of the forward passes and losses (auto: on a CPU with native bf16)
-CHANNELS_LAST = "auto"  # NHWC weights and inputs for the convolutions (auto: with AMP on a CPU)
-CUDNN_BENCHMARK = "auto"  # let cuDNN time its convolution algorithms on the first batches (CUDA; auto: off)
-FUSED_ADAM = "auto"  # Adam's update as one fused kernel (auto: off)
-COMPILE = "auto"  # torch.compile the networks, a slower first epoch (auto: off)
+AMP: Switch() = "auto"  # bf16 autocast of the forward passes and losses (auto: on a CPU with native bf16)
+CHANNELS_LAST: Switch() = "auto"  # NHWC weights and inputs for the convolutions (auto: with AMP on a CPU)
+CUDNN_BENCHMARK: Switch() = "auto"  # let cuDNN time its convolution algorithms on the first batches (CUDA; auto: off)
+FUSED_ADAM: Switch() = "auto"  # Adam's update as one fused kernel (auto: off)
+COMPILE: Switch() = "auto"  # torch.compile the networks, a slower first epoch (auto: off)
 # --- evaluation ---
-EVAL_SAMPLES = 10000  # images for the Inception FID at the end of the run (0 disables; --fid_samples: old name)
-INCEPTION_WEIGHTS = ""  # a local pt_inception-2015-12-05 weights file, for boxes without internet
+EVAL_SAMPLES: Int(2, off=0) = 10000  # images for the Inception FID at the end of the run (0 disables; --fid_samples: old name)
+INCEPTION_WEIGHTS: File() = ""  # a local pt_inception-2015-12-05 weights file, for boxes without internet
+# fmt: on
 
 SHAPE_KEYS = ("DATASET", "IMAGE_SIZE", "LATENT_DIM", "NGF", "NDF")  # resuming with other values refuses
 
@@ -211,10 +214,7 @@ def decode(models: dict[str, nn.Module], z: torch.Tensor, labels: torch.Tensor |
 
 
 def main() -> None:
-    config.setup(globals(), choices={"DATASET": celeba.DATASETS})
-    config.check_positive(config.constants(globals()), "WORKERS", "LATENT_DIM", "NGF", "NDF")
-    if IMAGE_SIZE < 16 or IMAGE_SIZE & (IMAGE_SIZE - 1):
-        config.fail(f"--image_size={IMAGE_SIZE} must be a power of two >= 16 (e.g. 32, 64, 128)")
+    config.setup(globals())  # every constant in its domain, or one line and exit 2
     with run.Run(globals(), SHAPE_KEYS) as r:  # device, torchrun, seed, resume, Ctrl-C, NaN stop, checkpoints
         # rank 0 builds the image cache once; the others then read it. On the GPU when it fits there
         args = (DATASET, DATA_DIR, IMAGE_DIR, DOWNLOAD, CROP, IMAGE_SIZE, WORKERS)

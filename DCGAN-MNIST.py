@@ -37,48 +37,51 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import clusters, config, data, evaluation, gan, run
-from common.augment import Augment
+from common.augment import TRANSFORMS, Augment
+from common.domains import Choice, Device, Flag, Folder, Int, Real, Switch, Words
 from common.speed import Autocast
 
+# fmt: off
 # --- data ---
-DATASET = "mnist"  # mnist | fashion-mnist | mnist-sample | fake
-DATA_DIR = "data"  # where the data sets are (and are downloaded to)
-DOWNLOAD = True  # download the data set when it is missing
+DATASET: Choice(*data.DATASETS) = "mnist"  # mnist | fashion-mnist | mnist-sample | fake
+DATA_DIR: Folder() = "data"  # where the data sets are (and are downloaded to)
+DOWNLOAD: Flag() = True  # download the data set when it is missing
 # --- model ---
-LATENT_DIM = 100  # size of the noise vector z
-NGF = 64  # generator width: channels of its last hidden layer (the first has 4x)
-NDF = 64  # discriminator width: channels of its first layer (the second has 2x)
-CLUSTERS = 25  # self-conditioning: G and D conditioned on k clusters of D's features of the real images (0: off)
-RECLUSTER = 40_000  # images seen between two fits of the clusters (the first: before the first epoch)
+LATENT_DIM: Int(1) = 100  # size of the noise vector z
+NGF: Int(1) = 64  # generator width: channels of its last hidden layer (the first has 4x)
+NDF: Int(1) = 64  # discriminator width: channels of its first layer (the second has 2x)
+CLUSTERS: Int(2, off=0) = 25  # self-conditioning: G and D conditioned on k clusters of D's features of the real images (0: off)
+RECLUSTER: Int(1) = 40_000  # images seen between two fits of the clusters (the first: before the first epoch)
 # --- optimisation ---
-EPOCHS = 10  # passes over the training set
-SAMPLE_EPOCHS = 60  # epochs on the 4,000-digit sample (offline fallback, --dataset=mnist-sample) unless --epochs is given; 0: EPOCHS
-BATCH_SIZE = 128  # images per step (why 128: "Larger batches" in docs/results.md)
-LR = 4e-4  # Adam learning rate of G (2x the paper's 2e-4: measured better at batch 128)
-LR_D = 1.6e-3  # Adam learning rate of D: 4x G's (two time-scale update rule, Heusel et al. 2017; see docs/results.md)
-BETA1 = 0.5  # Adam beta1 (0.5 is the DCGAN choice)
-REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)
-R1 = 0.0  # weight of R1, the gradient penalty of D at the real images (Mescheder et al. 2018; 0: off)
-TOP_K = 1.0  # G learns from the fakes D rates highest, a share shrinking from 1 to this (top-k training; 1: all)
-AUGMENT = ""  # D's input, real and fake, augmented (DiffAugment): "" off, or a list of color,translation,cutout
-EMA = 0.999  # decay of a moving average of G that draws grids, metrics and generate.py's samples (0: G itself)
+EPOCHS: Int(1) = 10  # passes over the training set
+SAMPLE_EPOCHS: Int(0) = 60  # epochs on the 4,000-digit sample (offline fallback, --dataset=mnist-sample) unless --epochs is given; 0: EPOCHS
+BATCH_SIZE: Int(1) = 128  # images per step (why 128: "Larger batches" in docs/results.md)
+LR: Real("(0, inf)") = 4e-4  # Adam learning rate of G (2x the paper's 2e-4: measured better at batch 128)
+LR_D: Real("(0, inf)") = 1.6e-3  # Adam learning rate of D: 4x G's (two time-scale update rule, Heusel et al. 2017; see docs/results.md)
+BETA1: Real("[0, 1)") = 0.5  # Adam beta1 (0.5 is the DCGAN choice)
+REAL_LABEL: Real("(0, 1]") = 1.0  # target for real images (0.9 = one-sided label smoothing)
+R1: Real("[0, inf)") = 0.0  # weight of R1, the gradient penalty of D at the real images (Mescheder et al. 2018; 0: off)
+TOP_K: Real("(0, 1]") = 1.0  # G learns from the fakes D rates highest, a share shrinking from 1 to this (top-k training; 1: all)
+AUGMENT: Words(*TRANSFORMS) = ""  # D's input, real and fake, augmented (DiffAugment): "" off, or a list of color,translation,cutout
+EMA: Real("[0, 1)") = 0.999  # decay of a moving average of G that draws grids, metrics and generate.py's samples (0: G itself)
 # --- run ---
-SEED = 0  # seeds weights, shuffling and sampling
-DETERMINISTIC = False  # only repeatable kernels, so a CUDA resume matches number for number (slower; see "Devices")
-DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-OUT_DIR = ""  # empty: outputs/DCGAN-MNIST (plus -<dataset> for other data sets)
-RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
-TENSORBOARD = False  # also log losses, metrics and grids to OUT_DIR/tensorboard/ (pip install tensorboard)
-SYNC_BN = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
+SEED: Int(0, 2**32 - 1) = 0  # seeds weights, shuffling and sampling
+DETERMINISTIC: Flag() = False  # only repeatable kernels, so a CUDA resume matches number for number (slower; see "Devices")
+DEVICE: Device() = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+OUT_DIR: Folder(empty=True) = ""  # empty: outputs/DCGAN-MNIST (plus -<dataset> for other data sets)
+RESUME: Flag() = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
+TENSORBOARD: Flag() = False  # also log losses, metrics and grids to OUT_DIR/tensorboard/ (pip install tensorboard)
+SYNC_BN: Flag() = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
 # --- speed ("auto", True or False each; auto chooses per device and processor: docs/speed.md) ---
-AMP = "auto"  # bf16 autocast of the forward passes and losses (auto: on a CPU with native bf16)
-CHANNELS_LAST = "auto"  # NHWC weights and inputs for the convolutions (auto: with AMP on a CPU)
-CUDNN_BENCHMARK = "auto"  # let cuDNN time its convolution algorithms on the first batches (CUDA; auto: off)
-FUSED_ADAM = "auto"  # Adam's update as one fused kernel (auto: off)
-COMPILE = "auto"  # torch.compile the networks, a slower first epoch (auto: off)
+AMP: Switch() = "auto"  # bf16 autocast of the forward passes and losses (auto: on a CPU with native bf16)
+CHANNELS_LAST: Switch() = "auto"  # NHWC weights and inputs for the convolutions (auto: with AMP on a CPU)
+CUDNN_BENCHMARK: Switch() = "auto"  # let cuDNN time its convolution algorithms on the first batches (CUDA; auto: off)
+FUSED_ADAM: Switch() = "auto"  # Adam's update as one fused kernel (auto: off)
+COMPILE: Switch() = "auto"  # torch.compile the networks, a slower first epoch (auto: off)
 # --- evaluation ---
-EVAL_EVERY = "auto"  # epochs between evaluations, and the last: auto fits them in a tenth of the wall time; 0: none
-EVAL_SAMPLES = 2000  # generated images scored per evaluation (at least 6; --eval_every=0: none)
+EVAL_EVERY: Int(0, auto=True) = "auto"  # epochs between evaluations, and the last: auto fits them in a tenth of the wall time; 0: none
+EVAL_SAMPLES: Int(0) = 2000  # generated images scored per evaluation (at least 6; --eval_every=0: none)
+# fmt: on
 
 SHAPE_KEYS = ("DATASET", "LATENT_DIM", "NGF", "NDF", "CLUSTERS")  # resuming with other values refuses
 
@@ -199,7 +202,7 @@ def clustered(discriminator: Discriminator, images: torch.Tensor) -> torch.Tenso
 
 
 def main() -> None:
-    config.setup(globals(), choices={"DATASET": data.DATASETS})
+    config.setup(globals())  # every constant in its domain, or one line and exit 2
     with run.Run(globals(), SHAPE_KEYS) as r:  # device, torchrun, seed, resume, Ctrl-C, NaN stop, checkpoints
         ds = r.load(lambda device: data.load(DATASET, DATA_DIR, DOWNLOAD, device))
         models = r.models(build_models(r.cfg, ds.shape))  # on the device, saved in checkpoints by name

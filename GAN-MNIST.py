@@ -28,46 +28,49 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import clusters, config, data, evaluation, gan, run
-from common.augment import Augment
+from common.augment import TRANSFORMS, Augment
+from common.domains import Choice, Device, Flag, Folder, Int, Real, Switch, Words
 from common.speed import Autocast
 
+# fmt: off
 # --- data ---
-DATASET = "mnist"  # mnist | fashion-mnist | mnist-sample | fake
-DATA_DIR = "data"  # where the data sets are (and are downloaded to)
-DOWNLOAD = True  # download the data set when it is missing
+DATASET: Choice(*data.DATASETS) = "mnist"  # mnist | fashion-mnist | mnist-sample | fake
+DATA_DIR: Folder() = "data"  # where the data sets are (and are downloaded to)
+DOWNLOAD: Flag() = True  # download the data set when it is missing
 # --- model ---
-LATENT_DIM = 100  # size of the noise vector z
-HIDDEN = 256  # width of the narrowest hidden layer (the others are 2x and 4x)
-CONDITIONAL = False  # feed class labels to both networks (a conditional GAN)
-D_LABELS = "projection+classifier"  # conditional: how D uses the label: projection (Miyato & Koyama) | concat (one-hot input) | classifier (AC-GAN) | projection+classifier
-MINIBATCH_STD = True  # D also sees its batch's spread (Karras et al. 2018): against mode collapse
-CLUSTERS = 0  # self-conditioning (unconditional): G and D conditioned on k clusters of D's features of the real images (0: off)
-RECLUSTER = 40_000  # images seen between two fits of the clusters (the first: before the first epoch)
+LATENT_DIM: Int(1) = 100  # size of the noise vector z
+HIDDEN: Int(1) = 256  # width of the narrowest hidden layer (the others are 2x and 4x)
+CONDITIONAL: Flag() = False  # feed class labels to both networks (a conditional GAN)
+D_LABELS: Choice("projection", "concat", "classifier", "projection+classifier") = "projection+classifier"  # conditional: how D uses the label: projection (Miyato & Koyama) | concat (one-hot input) | classifier (AC-GAN) | projection+classifier
+MINIBATCH_STD: Flag() = True  # D also sees its batch's spread (Karras et al. 2018): against mode collapse
+CLUSTERS: Int(2, off=0) = 0  # self-conditioning (unconditional): G and D conditioned on k clusters of D's features of the real images (0: off)
+RECLUSTER: Int(1) = 40_000  # images seen between two fits of the clusters (the first: before the first epoch)
 # --- optimisation ---
-EPOCHS = 30  # passes over the training set
-SAMPLE_EPOCHS = 100  # epochs on the 4,000-digit sample (offline fallback, --dataset=mnist-sample) unless --epochs is given; 0: EPOCHS
-BATCH_SIZE = 64  # images per step
-LR = 2e-4  # Adam learning rate of G
-LR_D = 8e-4  # Adam learning rate of D: 4x G's (two time-scale update rule, Heusel et al. 2017; see docs/results.md)
-BETA1 = 0.5  # Adam beta1 (0.5 is the usual GAN choice)
-K_STEPS = 1  # discriminator steps per generator step
-REAL_LABEL = 1.0  # target for real images (0.9 = one-sided label smoothing)
-AUGMENT = ""  # D's input, real and fake, augmented (DiffAugment): "" off, or a list of color,translation,cutout
+EPOCHS: Int(1) = 30  # passes over the training set
+SAMPLE_EPOCHS: Int(0) = 100  # epochs on the 4,000-digit sample (offline fallback, --dataset=mnist-sample) unless --epochs is given; 0: EPOCHS
+BATCH_SIZE: Int(1) = 64  # images per step
+LR: Real("(0, inf)") = 2e-4  # Adam learning rate of G
+LR_D: Real("(0, inf)") = 8e-4  # Adam learning rate of D: 4x G's (two time-scale update rule, Heusel et al. 2017; see docs/results.md)
+BETA1: Real("[0, 1)") = 0.5  # Adam beta1 (0.5 is the usual GAN choice)
+K_STEPS: Int(1) = 1  # discriminator steps per generator step
+REAL_LABEL: Real("(0, 1]") = 1.0  # target for real images (0.9 = one-sided label smoothing)
+AUGMENT: Words(*TRANSFORMS) = ""  # D's input, real and fake, augmented (DiffAugment): "" off, or a list of color,translation,cutout
 # --- run ---
-SEED = 0  # seeds weights, shuffling and sampling
-DETERMINISTIC = False  # only repeatable kernels, so a CUDA resume matches number for number (slower; see "Devices")
-DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-OUT_DIR = ""  # empty: outputs/GAN-MNIST (plus -<dataset>, -conditional)
-RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
-TENSORBOARD = False  # also log losses, metrics and grids to OUT_DIR/tensorboard/ (pip install tensorboard)
-SYNC_BN = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
+SEED: Int(0, 2**32 - 1) = 0  # seeds weights, shuffling and sampling
+DETERMINISTIC: Flag() = False  # only repeatable kernels, so a CUDA resume matches number for number (slower; see "Devices")
+DEVICE: Device() = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+OUT_DIR: Folder(empty=True) = ""  # empty: outputs/GAN-MNIST (plus -<dataset>, -conditional)
+RESUME: Flag() = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
+TENSORBOARD: Flag() = False  # also log losses, metrics and grids to OUT_DIR/tensorboard/ (pip install tensorboard)
+SYNC_BN: Flag() = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
 # --- speed ("auto", True or False each; auto chooses per device and processor: docs/speed.md) ---
-AMP = False  # bf16 autocast of the forward passes and losses (off: 1.07x on a bf16 CPU for these small MLPs)
-FUSED_ADAM = "auto"  # Adam's update as one fused kernel (auto: off)
-COMPILE = "auto"  # torch.compile the networks, a slower first epoch (auto: off)
+AMP: Switch() = False  # bf16 autocast of the forward passes and losses (off: 1.07x on a bf16 CPU for these small MLPs)
+FUSED_ADAM: Switch() = "auto"  # Adam's update as one fused kernel (auto: off)
+COMPILE: Switch() = "auto"  # torch.compile the networks, a slower first epoch (auto: off)
 # --- evaluation ---
-EVAL_EVERY = "auto"  # epochs between evaluations, and the last: auto fits them in a tenth of the wall time; 0: none
-EVAL_SAMPLES = 2000  # generated images scored per evaluation (at least 6; --eval_every=0: none)
+EVAL_EVERY: Int(0, auto=True) = "auto"  # epochs between evaluations, and the last: auto fits them in a tenth of the wall time; 0: none
+EVAL_SAMPLES: Int(0) = 2000  # generated images scored per evaluation (at least 6; --eval_every=0: none)
+# fmt: on
 
 SHAPE_KEYS = (
     "DATASET",
@@ -235,11 +238,7 @@ def decode(models: dict[str, nn.Module], z: torch.Tensor, labels: torch.Tensor |
 
 
 def main() -> None:
-    config.setup(
-        globals(),
-        choices={"DATASET": data.DATASETS, "D_LABELS": ("concat", "projection", "classifier", "projection+classifier")},
-    )
-    config.check_positive(config.constants(globals()), "K_STEPS")
+    config.setup(globals())  # every constant in its domain, or one line and exit 2
     if CONDITIONAL and CLUSTERS:
         config.fail("--clusters is for the unconditional GAN (it finds its own labels); leave it 0 with --conditional")
     with run.Run(globals(), SHAPE_KEYS, out_suffix="-conditional" if CONDITIONAL else "") as r:

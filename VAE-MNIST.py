@@ -42,42 +42,45 @@ from torch import nn
 
 from common import class_regions, config, data, evaluation, plots, run, training
 from common.augment import Augment
+from common.domains import Choice, Device, Flag, Folder, Int, Real, Switch
 from common.speed import Autocast
 
+# fmt: off
 # --- data ---
-DATASET = "mnist"  # mnist | fashion-mnist | mnist-sample | fake
-DATA_DIR = "data"  # where the data sets are (and are downloaded to)
-DOWNLOAD = True  # download the data set when it is missing
+DATASET: Choice(*data.DATASETS) = "mnist"  # mnist | fashion-mnist | mnist-sample | fake
+DATA_DIR: Folder() = "data"  # where the data sets are (and are downloaded to)
+DOWNLOAD: Flag() = True  # download the data set when it is missing
 # --- model ---
-LATENT_DIM = 20  # size of z; 2 gives a plottable latent space and a manifold grid
-HIDDEN = 256  # width of the fully connected layer between convolutions and z
-CHANNELS = 32  # channels of the first convolution (the second has twice as many)
-BETA = 1.0  # weight of the KL term (1 = the standard ELBO)
-CONDITIONAL = False  # give both networks the class label (a conditional VAE; its own -conditional folder)
-SAMPLER = "mixture"  # z of the samples: mixture (the class Gaussians of the training codes; CVAE: the asked class's) | prior (N(0, I))
+LATENT_DIM: Int(1) = 20  # size of z; 2 gives a plottable latent space and a manifold grid
+HIDDEN: Int(1) = 256  # width of the fully connected layer between convolutions and z
+CHANNELS: Int(1) = 32  # channels of the first convolution (the second has twice as many)
+BETA: Real("[0, inf)") = 1.0  # weight of the KL term (1 = the standard ELBO)
+CONDITIONAL: Flag() = False  # give both networks the class label (a conditional VAE; its own -conditional folder)
+SAMPLER: Choice("mixture", "prior") = "mixture"  # z of the samples: mixture (the class Gaussians of the training codes; CVAE: the asked class's) | prior (N(0, I))
 # --- optimisation ---
-EPOCHS = 20  # passes over the training set
-BATCH_SIZE = 128  # images per step
-LR = 1e-3  # Adam learning rate
+EPOCHS: Int(1) = 20  # passes over the training set
+BATCH_SIZE: Int(1) = 128  # images per step
+LR: Real("(0, inf)") = 1e-3  # Adam learning rate
 # --- run ---
-SEED = 0  # seeds weights, shuffling and sampling
-DETERMINISTIC = False  # only repeatable kernels, so a CUDA resume matches number for number (slower; see "Devices")
-DEVICE = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-OUT_DIR = ""  # empty: outputs/VAE-MNIST (plus -<dataset> for other data sets)
-RESUME = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
-TENSORBOARD = False  # also log losses, metrics and grids to OUT_DIR/tensorboard/ (pip install tensorboard)
-N_SAMPLES = 64  # images in the per-epoch sample grid (conditional: 10 per class instead)
+SEED: Int(0, 2**32 - 1) = 0  # seeds weights, shuffling and sampling
+DETERMINISTIC: Flag() = False  # only repeatable kernels, so a CUDA resume matches number for number (slower; see "Devices")
+DEVICE: Device() = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+OUT_DIR: Folder(empty=True) = ""  # empty: outputs/VAE-MNIST (plus -<dataset> for other data sets)
+RESUME: Flag() = True  # continue from OUT_DIR/checkpoints/last.pt when it exists
+TENSORBOARD: Flag() = False  # also log losses, metrics and grids to OUT_DIR/tensorboard/ (pip install tensorboard)
+N_SAMPLES: Int(1) = 64  # images in the per-epoch sample grid (conditional: 10 per class instead)
 # --- speed ("auto", True or False each; auto chooses per device and processor: docs/speed.md) ---
-AMP = "auto"  # bf16 autocast of the forward passes and losses (auto: on a CPU with native bf16)
-CHANNELS_LAST = "auto"  # NHWC weights and inputs for the convolutions (auto: with AMP on a CPU)
-CUDNN_BENCHMARK = "auto"  # let cuDNN time its convolution algorithms on the first batches (CUDA; auto: off)
-FUSED_ADAM = "auto"  # Adam's update as one fused kernel (auto: off)
-COMPILE = "auto"  # torch.compile the networks, a slower first epoch (auto: off)
+AMP: Switch() = "auto"  # bf16 autocast of the forward passes and losses (auto: on a CPU with native bf16)
+CHANNELS_LAST: Switch() = "auto"  # NHWC weights and inputs for the convolutions (auto: with AMP on a CPU)
+CUDNN_BENCHMARK: Switch() = "auto"  # let cuDNN time its convolution algorithms on the first batches (CUDA; auto: off)
+FUSED_ADAM: Switch() = "auto"  # Adam's update as one fused kernel (auto: off)
+COMPILE: Switch() = "auto"  # torch.compile the networks, a slower first epoch (auto: off)
 # --- evaluation ---
-EVAL_EVERY = "auto"  # epochs between evaluations, and the last: auto fits them in a tenth of the wall time; 0: none
-EVAL_SAMPLES = 2000  # generated images scored per evaluation (at least 6; --eval_every=0: none)
-IWAE_K = 100  # importance samples per image of the final IWAE bound
-IWAE_IMAGES = 1000  # test images of the final IWAE bound (the first ones: a subset, for CPU time)
+EVAL_EVERY: Int(0, auto=True) = "auto"  # epochs between evaluations, and the last: auto fits them in a tenth of the wall time; 0: none
+EVAL_SAMPLES: Int(0) = 2000  # generated images scored per evaluation (at least 6; --eval_every=0: none)
+IWAE_K: Int(0) = 100  # importance samples per image of the final IWAE bound (0: none)
+IWAE_IMAGES: Int(1) = 1000  # test images of the final IWAE bound (the first ones: a subset, for CPU time)
+# fmt: on
 
 SHAPE_KEYS = ("DATASET", "LATENT_DIM", "HIDDEN", "CHANNELS", "CONDITIONAL")  # resuming with other values refuses
 
@@ -306,7 +309,7 @@ def decode(models: dict[str, nn.Module], z: torch.Tensor, labels: Any = None, la
 
 
 def main() -> None:
-    config.setup(globals(), choices={"DATASET": data.DATASETS, "SAMPLER": ("mixture", "prior")})
+    config.setup(globals())  # every constant in its domain, or one line and exit 2
     suffix = "-conditional" if CONDITIONAL else ""  # the CVAE's run folder is its own
     with run.Run(globals(), SHAPE_KEYS, suffix) as r:  # device, torchrun, seed, resume, Ctrl-C, NaN stop, checkpoints
         ds = r.load(lambda device: data.load(DATASET, DATA_DIR, DOWNLOAD, device))

@@ -35,9 +35,10 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
-from common import augment, celeba, config, data, device, ema, mnist_files
+from common import augment, celeba, config, data, device, ema, memory, mnist_files
 from common.batches import Batches
 from common.config import fail
+from common.domains import Real
 from common.speed import AUTO, NAMES, Speed, cpu_name, flop_limit, unsupported
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (images, labels) on the device
@@ -452,6 +453,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         value, positive = getattr(args, name), name in ("steps", "rounds", "peak_tflops")
         if value is not None and (not value > 0 if positive else value < 0):  # None: fill_defaults sets it
             fail(f"--{name.replace('_', '-')} must be {'positive' if positive else '>= 0'}, got {value:g}")
+    if args.peak_tflops is not None:
+        config.hold("--peak-tflops", args.peak_tflops, Real("(0, inf)"))  # nan and inf too
     return args
 
 
@@ -516,7 +519,8 @@ def main(argv: list[str] | None = None) -> list[Result]:
     sw = Speed.from_config(overall, dev, verbose=not switches_mode)
     variants = switch_variants(dev, args.switches) if switches_mode else []
 
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
+    lower = "--batch-size or --gen-batch"  # out of memory while measuring: one line, exit 5
+    with memory.reported(dev, "benchmarking", lower), tempfile.TemporaryDirectory(prefix="bench-") as tmp_name:
         reps = 1 if args.quick else (20 if dev.type == "cuda" else 3)  # a GPU pass takes a millisecond or so
         plan = Plan(dev, tmp := Path(tmp_name), reps, **{f.name: getattr(args, f.name) for f in fields(Plan)[3:-1]})
         if any(MODELS[m].dataset == "mnist" for m in args.models):

@@ -47,8 +47,9 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from common import checkpoint, class_regions, config, data, device, evaluation, files, plots
+from common import checkpoint, class_regions, config, data, device, evaluation, files, memory, plots
 from common.config import fail
+from common.domains import Int, Real
 
 ROOT = Path(__file__).resolve().parent
 
@@ -189,6 +190,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.error = fail  # type: ignore[method-assign]  # the repo's one-line `error: ...`, exit code 2
     parser.add_argument(
         "run_dir", nargs="+", help="a run folder, e.g. outputs/DCGAN-MNIST (several, with --label: a row from each)"
     )
@@ -225,6 +227,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         fail("--n must be positive and --steps at least 2")
     if args.blur < 0:
         fail("--blur SIGMA must be >= 0")
+    config.hold("--blur", args.blur, Real("[0, inf)"))  # nan and inf too
+    config.hold("--seed", args.seed, Int(0, 2**63 - 1))  # torch.manual_seed's range
     if args.truncation is not None and not args.truncation > 0:  # nan too
         fail(f"--truncation {args.truncation} must be a number above 0 (e.g. 1.5); leave it out for none")
     if args.out and Path(args.out).suffix.lower() not in (".png", ".npz"):
@@ -299,7 +303,8 @@ def side_by_side(args: argparse.Namespace, dev: torch.device) -> Path:
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        return generate(args)
+        with memory.reported(device.pick(args.device), f"generating {args.n} images", "--n (or --steps)"):
+            return generate(args)
     except files.WriteFailed as exc:  # e.g. a full disk: one line, exit 4, no half-written file left
         files.fail(exc, "any file it would replace is as it was; rerun after freeing space")
 

@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 from common import plots
-from common.config import ROOT, fail
+from common.config import ROOT, fail, hold
+from common.domains import Int
 from common.run_folders import upgrade_row
 
 SCRIPTS = ("VAE-MNIST.py", "GAN-MNIST.py", "DCGAN-MNIST.py", "CDCGAN-MNIST.py", "DCGAN-CelebA.py")
@@ -46,6 +47,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     passed = argv[argv.index("--") + 1 :] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.error = fail  # type: ignore[method-assign]  # the repo's one-line `error: ...`, exit code 2
     parser.add_argument("script", help=f"one of {', '.join(SCRIPTS)}")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--out", help="the study's folder (default outputs/<script>-seeds)")
@@ -58,6 +60,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         fail(f"--seeds {args.seeds!r} must be comma-separated integers, e.g. 0,1,2")
     if not args.seeds:
         fail("--seeds names no seed")
+    for seed in args.seeds:
+        hold("--seeds", seed, Int(0, 2**32 - 1))  # each run's --seed (the scripts' SEED domain)
     bad = [a for a in passed if a.lower().startswith(("--seed=", "--out_dir="))]
     if bad:
         fail(f"{bad[0]} is set by seeds.py for each run; leave it out")

@@ -66,6 +66,8 @@ class Cadence:
         self.first_epoch = 0  # this start's first epoch (a resume starts later): the projection counts from it
         self.decisions: dict[tuple[str, int], bool] = {}  # (extra, epoch) -> due: one answer per epoch
         self.nested = 0.0  # seconds of the timed blocks inside the one running now (counted by them, not by it)
+        self.running: list[str] = []  # the kinds of the timed blocks under way, outermost first
+        self.raised: tuple[BaseException, list[str]] | None = None  # the last exception out of one, and `running` then
 
     def last(self, epoch: int) -> bool:
         """Whether `epoch` is the run's last."""
@@ -141,9 +143,15 @@ class Cadence:
         A timed block inside another (the figures inside the epoch's writes) counts its seconds once: as its own."""
         start, outer = self.clock(), self.nested
         self.nested = 0.0  # the seconds of the timed blocks inside this one
+        self.running.append(kind)
         try:
             yield
+        except BaseException as exc:
+            if self.raised is None or self.raised[0] is not exc:  # the innermost block it left
+                self.raised = (exc, list(self.running))
+            raise
         finally:
+            self.running.pop()
             seconds = self.clock() - start
             own = seconds - self.nested
             self.nested = outer + seconds
@@ -151,8 +159,14 @@ class Cadence:
             if extra:
                 self.cost[extra], self.ran_at[extra] = own, self.clock() - self.started
 
+    def under_way(self, exc: BaseException | None) -> list[str]:
+        """The kinds of the timed blocks under way when `exc` was raised, outermost first ([] for none)."""
+        return self.raised[1] if self.raised is not None and self.raised[0] is exc else []
+
     def stepping(self) -> None:
-        """The first step is about to run: the time since the start was the start-up."""
+        """An epoch's steps are about to run: the sums' clock starts; at the first, the time since the start was
+        the start-up."""
+        self.was_read()
         self.spent.setdefault("start-up", self.clock() - self.started)
 
     def add(self, kind: str, seconds: float) -> None:

@@ -80,10 +80,19 @@ class Saver:
             config.save(cfg, self.out / "config.json", self.facts)
             self.config_written = True
 
-    def failed(self, error: files.WriteFailed) -> None:
-        """A file could not be written: drop the grids ahead of the checkpoint, say so in one line."""
+    def drop_grids(self) -> None:
+        """Remove the grids written since the last checkpoint: the records never get ahead of it."""
         for path in self.grids:
             path.unlink(missing_ok=True)
+        self.grids = []
+
+    def kept(self) -> str:
+        """What a rerun continues from, in words."""
+        return f"the last complete checkpoint is kept: a rerun {self.saved}" if self.saved else "a rerun starts afresh"
+
+    def failed(self, error: files.WriteFailed) -> None:
+        """A file could not be written: drop the grids ahead of the checkpoint, say so in one line."""
+        self.drop_grids()
         kept = "the last complete checkpoint and its records are as they were"
         then = f"rerunning after freeing space {self.saved}" if self.saved else "rerunning starts afresh"
         files.report(error, f"{kept}; {then}" if self.saved else f"{kept}; no checkpoint was written: {then}")

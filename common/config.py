@@ -3,11 +3,14 @@
 A script keeps its hyperparameters as UPPER_CASE module constants with a short comment each
 (nanoGPT style). `setup(globals())` reads `sys.argv`, type-checks every override against the
 constant's default, writes the new values back into the script's globals and returns the
-effective config as a dict. Bad input is one line on stderr and exit code 2, never a traceback.
+effective config as a dict. Each constant's annotation is its domain (common/domains.py: `LATENT_DIM: Int(1) =
+100`); `check` holds every constant to its domain before anything is loaded, allocated or written. Bad input is
+one line on stderr and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import json
@@ -21,6 +24,7 @@ from typing import Any, NoReturn
 from tqdm import tqdm
 
 from common import exits, files
+from common.domains import Domain
 
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
@@ -88,9 +92,10 @@ def convert(name: str, raw: str, default: Any) -> Any:
     if (auto or name in AUTO_OR_INT) and raw.strip().lower() == "auto":
         return "auto"
     if name in AUTO_OR_INT:
-        if not raw.strip().isdigit():
-            fail(f"--{name.lower()} expects auto or a whole number (0 or more), got {raw!r}")
-        return int(raw)
+        with contextlib.suppress(ValueError):  # a number of more digits than int() takes (4,300)
+            if raw.strip().isdigit():
+                return int(raw)
+        fail(f"--{name.lower()} expects auto or a whole number (0 or more), got {raw!r}")
     if kind is bool or auto:
         low = raw.strip().lower()
         if low in _TRUE:
@@ -118,27 +123,23 @@ def help_text(namespace: dict[str, Any]) -> str:
     lines = [doc, "", "Options (any constant, as --lower_case_name=value):"]
     group = None
     options = {name: f"--{name.lower()}={value!r}" for name, value in constants(namespace).items()}
-    width = max(map(len, options.values()), default=0)
+    width, domains = max(map(len, options.values()), default=0), declared(namespace)
     for name, option in options.items():
         comment, heading = notes.get(name, ("", ""))
         if heading != group:
             group = heading
             lines.append(f"\n  [{heading}]" if heading else "")
-        lines.append(f"  {option:<{width}}  {comment}".rstrip())
+        domain = f"{'; ' if comment else ''}{domains[name]}" if name in domains else ""
+        lines.append(f"  {option:<{width}}  {comment}{domain}".rstrip())
     page = DOCS.get(Path(namespace.get("__file__") or "").name)
     if page:
         lines += ["", f"docs: {page}"]
     return "\n".join(lines)
 
 
-def parse(
-    namespace: dict[str, Any],
-    argv: list[str],
-    choices: dict[str, tuple[str, ...]] | None = None,
-) -> dict[str, Any]:
+def parse(namespace: dict[str, Any], argv: list[str]) -> dict[str, Any]:
     """Apply `--name=value` overrides in `argv` to `namespace` and return the effective config."""
     defaults = constants(namespace)
-    choices = choices or {}
     if any(a in ("-h", "--help") for a in argv):
         print(help_text(namespace))
         raise SystemExit(exits.DONE)
@@ -152,10 +153,6 @@ def parse(
             valid = ", ".join(f"--{k.lower()}" for k in defaults)
             fail(f"unknown option --{key}; valid options: {valid}")
         updates[name] = convert(name, raw, defaults[name])
-    for name, allowed in choices.items():
-        value = updates.get(name, defaults.get(name))
-        if value not in allowed:
-            fail(f"--{name.lower()}={value} is not one of: {', '.join(allowed)}")
     namespace.update(updates)
     namespace[OVERRIDDEN] = tuple(updates)  # what the command line set (e.g. --epochs beats the sample budget)
     return constants(namespace)
@@ -177,40 +174,50 @@ def upgrade(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
     return {upgrade_name(key, current): value for key, value in saved.items()}
 
 
-def check_positive(cfg: dict[str, Any], *names: str) -> None:
-    """Exit with a one-line error if any of the named constants is not > 0."""
-    for name in names:
-        if name in cfg and not cfg[name] > 0:
-            fail(f"--{name.lower()} must be positive, got {cfg[name]}")
+def declared(namespace: dict[str, Any]) -> dict[str, Domain]:
+    """Each constant's domain: its annotation in the script (`NAME: Int(1) = 3`), where it has one."""
+    notes = namespace.get("__annotations__")
+    if notes is None and callable(namespace.get("__annotate__")):  # Python 3.14: module annotations are lazy
+        notes = namespace["__annotate__"](1)  # annotationlib.Format.VALUE
+    return {name: domain for name, domain in (notes or {}).items() if isinstance(domain, Domain)}
+
+
+def hold(flag: str, value: Any, domain: Domain) -> Any:
+    """A tool's flag (generate.py, bench.py, seeds.py) held to its domain: the value, or one line and exit 2."""
+    if (problem := domain.problem(value)) is not None:
+        fail(f"{flag}={value} {problem}")
+    return value
+
+
+def check(namespace: dict[str, Any]) -> None:
+    """Exit with one line (exit 2) for the first constant outside its domain, naming its value and the domain."""
+    values = constants(namespace)
+    for name, domain in declared(namespace).items():
+        if name in values and (problem := domain.problem(values[name])) is not None:
+            value = values[name]
+            plain = not isinstance(value, str) or (value.isprintable() and value.strip() == value != "")
+            fail(f"--{name.lower()}={value if plain else repr(value)} {problem}")  # repr: '', a newline: one line
 
 
 MIN_EVAL_SAMPLES = 6  # the k-NN scores need k + 1 images (common/prdc.py's K = 5); FID needs 2
 
 
 def check_eval_samples(cfg: dict[str, Any]) -> None:
-    """Exit with one line when EVAL_SAMPLES is too few for the scores (0 is allowed where it turns them off)."""
-    n = cfg.get("EVAL_SAMPLES")
-    if n is None or cfg.get("EVAL_EVERY") == 0:  # no evaluation: no scores to count images for
+    """Exit with one line when the MNIST scripts' EVAL_SAMPLES is too few for the scores of an evaluation
+    (any count, 0 too, where --eval_every=0 turns evaluation off)."""
+    n, every = cfg.get("EVAL_SAMPLES"), cfg.get("EVAL_EVERY")
+    if n is None or every is None or every == 0 or n >= MIN_EVAL_SAMPLES:
         return
-    if "EVAL_EVERY" in cfg:  # the MNIST scripts: FID and the k-NN scores at every evaluation
-        least, off, ok = MIN_EVAL_SAMPLES, "--eval_every=0 turns evaluation off", n >= MIN_EVAL_SAMPLES
-    else:  # DCGAN-CelebA: the Inception FID at the end, off at 0
-        least, off, ok = 2, "--eval_samples=0 turns it off", n == 0 or n >= 2
-    if not ok:
-        fail(
-            f"--eval_samples={n} is too few: the scores need at least {least} images "
-            f"(2,000 or more for a FID worth comparing); {off}"
-        )
+    fail(
+        f"--eval_samples={n} is too few: the scores need at least {MIN_EVAL_SAMPLES} images "
+        f"(2,000 or more for a FID worth comparing); --eval_every=0 turns evaluation off"
+    )
 
 
-def setup(
-    namespace: dict[str, Any],
-    choices: dict[str, tuple[str, ...]] | None = None,
-    positive: tuple[str, ...] = ("EPOCHS", "BATCH_SIZE", "LR", "LR_D"),
-) -> dict[str, Any]:
-    """Parse sys.argv into the script's constants, validate them and return the config dict."""
-    cfg = parse(namespace, sys.argv[1:], choices)
-    check_positive(cfg, *positive)
+def setup(namespace: dict[str, Any], argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse the command line (sys.argv) into the script's constants, hold each to its domain, return the config."""
+    cfg = parse(namespace, sys.argv[1:] if argv is None else argv)
+    check(namespace)
     check_eval_samples(cfg)
     return cfg
 

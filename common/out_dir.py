@@ -25,6 +25,11 @@ from common.device import describe
 from common.rank0_writes import Rank0Writes
 
 
+def asked(namespace: dict[str, Any], script: str, suffix: str = "") -> Path:
+    """The run's folder: OUT_DIR, or outputs/<script>[-<dataset>]<suffix> when it is empty."""
+    return Path(namespace["OUT_DIR"] or f"{config.default_out_dir(script, namespace.get('DATASET'))}{suffix}")
+
+
 def prepare(out_dir: str | Path, resume: bool, unreadable: Sequence[str] = ()) -> Path:
     """Create OUT_DIR; move an existing run aside (never delete it) with resume off, or when its
     checkpoints (the `unreadable` names) all fail to load: a run that cannot be resumed is never trained over."""

@@ -168,10 +168,13 @@ def latent_scatter(
     class_names: Sequence[str],
     title: str = "latent means",
 ) -> None:
-    """Scatter 2-D latents coloured by class; higher dimensions are projected by PCA first."""
+    """Scatter 2-D latents coloured by class; higher dimensions are projected by PCA first, and a 1-D latent
+    is drawn against the class (a row of codes each)."""
     z = z.detach().float().cpu()
     labels = labels.cpu()
     axis_names = ("z[0]", "z[1]")
+    if z.shape[1] == 1:
+        z, axis_names = torch.cat([z, labels[:, None].float()], dim=1), ("z[0]", "class")
     if z.shape[1] > 2:
         z = z - z.mean(0)
         _, s, v = torch.linalg.svd(z, full_matrices=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from typing import Any
 
 from tqdm import tqdm
@@ -44,9 +45,10 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def budget(cfg: dict[str, Any], overridden: tuple[str, ...], steps: int, batch_size: int) -> tuple[int, str]:
-    """The epochs to train and the run's line on them: SAMPLE_EPOCHS on the bundled sample (unless --epochs
-    was given: `overridden`, the constants the command line set), else EPOCHS."""
+def budget(cfg: dict[str, Any], overridden: tuple[str, ...], batches: Sized, say: bool = True) -> int:
+    """The epochs to train, and (`say`) the run's line on them: SAMPLE_EPOCHS on the bundled sample (unless
+    --epochs was given: `overridden`, the constants the command line set), else EPOCHS."""
+    steps, batch_size = len(batches), batches.batch_size  # type: ignore[attr-defined]
     sample_epochs, epochs, why = cfg.get("SAMPLE_EPOCHS", 0), cfg["EPOCHS"], ""
     if cfg.get("DATASET") == "mnist-sample" and sample_epochs:
         if "EPOCHS" in overridden:
@@ -54,11 +56,14 @@ def budget(cfg: dict[str, Any], overridden: tuple[str, ...], steps: int, batch_s
         else:
             epochs = sample_epochs
             why = " (SAMPLE_EPOCHS, the budget for the 4,000-digit sample; --epochs=N sets another)"
-    return epochs, (
-        f"training: {cfg.get('DATASET', 'images')}, {steps * batch_size:,} images an epoch: "
-        f"{epochs} epoch{'s' * (epochs != 1)} x {steps} steps = {epochs * steps:,} steps{why}; "
-        "each epoch's line says how long the rest will take"
-    )
+    if say:
+        print(
+            f"training: {cfg.get('DATASET', 'images')}, {steps * batch_size:,} images an epoch: "
+            f"{epochs} epoch{'s' * (epochs != 1)} x {steps} steps = {epochs * steps:,} steps{why}; "
+            "each epoch's line says how long the rest will take",
+            flush=True,
+        )
+    return epochs
 
 
 def time_line(times: dict[str, float]) -> str:

@@ -45,6 +45,13 @@ class Rank0Writes:
                 raise
             self.code = int(exc.code or 1)
 
+    def escaped(self, exc: BaseException | None) -> bool:
+        """Keep a WriteFailed that left the script's block (rank 0's pictures after the last epoch): it settles
+        as the others do. Whether it was one."""
+        if isinstance(exc, files.WriteFailed):
+            self.failure, self.code = exc, exits.WRITE_FAILED
+        return isinstance(exc, files.WriteFailed)
+
     @property
     def failed(self) -> bool:
         """Whether a failure is kept (rank 0: nothing more of this epoch is written)."""

@@ -13,13 +13,14 @@
             r.evaluate(lambda: sample(generator))    # metrics.csv when the cadence says (rank 0)
                                                      # leaving the block ends the run: GIF, page, "Done:"
 The order, and the module of each mechanism:
-- start: device, torchrun, seed, speed switches; the data; the run folder (out_dir.py); the evaluator.
+- start: device, torchrun, seed, speed switches; the data; what plainly cannot fit (memory.py); the run
+  folder (out_dir.py); the evaluator.
 - a step: `log` adds device tensors to device sums (tally.py); the sums are read when cadence.py says,
   and every process agrees on Ctrl-C and NaN there (guard.py).
 - an epoch's end: its row; the checkpoint (checkpoint.contents says what it holds); then best.pt, the
   tables, the figures, TensorBoard and the line (records.py). A stop: a mid-epoch checkpoint, exit 130/143.
 - a failed write: rank 0 keeps it to the epoch's end, a stop or the end, where every process exits 4
-  (rank0_writes.py); that epoch's grids are removed.
+  (rank0_writes.py); out of memory anywhere: one line, exit 5 (memory.py). That epoch's grids are removed.
 - the end, once the script's block is left (after its last pictures): progress.gif, index.html, "Done:".
 
 The settings are `r.cfg`: the constants after the overrides, with DATASET as loaded (e.g. the offline
@@ -29,7 +30,6 @@ mnist-sample) and EPOCHS as budgeted (SAMPLE_EPOCHS on the sample); the script's
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from common import augment, checkpoint, config, data, distributed, exits, files, folder_lock, out_dir, plots, progress
+from common import augment, checkpoint, config, data, distributed, folder_lock, memory, out_dir, plots, progress
 from common.cadence import Cadence, process_age
 from common.device import keep_rng, seed_all
 from common.ema import Averages
@@ -65,8 +65,7 @@ class Run:
         seed_all(namespace["SEED"] + self.dist.rank, namespace.get("DETERMINISTIC", False))  # own noise per process
         self.speed = Speed.from_config(self.cfg, self.device, verbose=self.is_main)  # one line: what and why
         self.autocast, self.input = self.speed.autocast, self.speed.input
-        asked = namespace["OUT_DIR"] or f"{config.default_out_dir(self.script, namespace.get('DATASET'))}{out_suffix}"
-        self.out = Path(asked)
+        self.out = out_dir.asked(namespace, self.script, out_suffix)
         # what a checkpoint keeps, by name: models (with their averages), optimizers, fixed tensors
         self.networks, self.optimizers, self.fixed_tensors = {}, {}, {}
         self.averages = Averages()
@@ -98,9 +97,9 @@ class Run:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.guard.__exit__(kind, exc, tb)
         try:
-            if isinstance(exc, files.WriteFailed):  # rank 0's pictures after the last epoch, say
-                self.writes.failure, self.writes.code = exc, exits.WRITE_FAILED
-            if kind is None or isinstance(exc, files.WriteFailed):  # every process agrees: none waits for another
+            if memory.is_out_of_memory(exc):  # one line, exit 5; the grids ahead of the last checkpoint go
+                memory.stop_run(exc, self.device, self.ns, self.cadence.under_way(exc), self.now, self.saver)
+            if kind is None or self.writes.escaped(exc):  # every process agrees: none waits for another
                 if self.is_main and not self.writes.failed:
                     with self.writes.kept():  # after the script's last pictures: the GIF, the page, the lines
                         self.records.close(self.finished, self.ns.get("EVAL_EVERY", 0), self.cadence)
@@ -119,18 +118,15 @@ class Run:
         if isinstance(loaded, data.Dataset):
             self.settled["DATASET"], self.classes = loaded.name, loaded.classes  # e.g. the offline mnist-sample
         self.image_shape = tuple(train.images.shape[1:])
-        ns = self.ns
-        self.data = data.Batches(train, ns["BATCH_SIZE"], ns["SEED"], self.dist.rank, self.dist.world_size)
-        overridden = ns.get(config.OVERRIDDEN, ())
-        self.settled["EPOCHS"], line = progress.budget(self.cfg, overridden, len(self.data), self.data.batch_size)
+        memory.check_fits(self.cfg, self.ns["build_models"], self.image_shape, len(self.classes), self.device)
+        self.data = data.Batches(train, self.ns["BATCH_SIZE"], self.ns["SEED"], self.dist.rank, self.dist.world_size)
+        self.settled["EPOCHS"] = progress.budget(self.cfg, self.ns.get(config.OVERRIDDEN, ()), self.data, self.is_main)
         self.cadence.epochs, self.records.classes = self.settled["EPOCHS"], self.classes
-        if self.is_main:
-            print(line, flush=True)
         self.saver.facts = out_dir.start(
             self.out, self.cfg, self.shape_keys, self.script, self.device, self.speed.summary
         )
-        if ns.get("EVAL_EVERY") and self.is_main and isinstance(loaded, data.Dataset):
-            self.evaluator = Evaluator.for_dataset(loaded, ns["DATA_DIR"], self.device)
+        if self.ns.get("EVAL_EVERY") and self.is_main and isinstance(loaded, data.Dataset):
+            self.evaluator = Evaluator.for_dataset(loaded, self.ns["DATA_DIR"], self.device)
         return loaded
 
     def models(self, models: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
@@ -190,8 +186,7 @@ class Run:
         uint8 images as stored, or `transform(images)` (e.g. data.to_gan) laid out for the speed switches."""
         now, size = self.now, self.data.batch_size
         bar = progress.bar(len(self.data) * size, now.skip * size, now.number, self.cfg["EPOCHS"], self.is_main)
-        self.cadence.was_read()
-        self.cadence.stepping()
+        self.cadence.stepping()  # the sums' clock starts
         with bar:
             for step, (images, labels) in enumerate(self.data.epoch(now.number, self.device, now.skip), now.skip + 1):
                 now.step = step
@@ -270,10 +265,7 @@ class Run:
         means = self.now.tally.means()
         signum = self.guard.check(means, self.epoch, "in its last steps")
         checkpoint.check_finite(self.networks, self.epoch, "at its end")
-        images = len(self.data) * self.data.batch_size
-        row = {"epoch": self.epoch, **means, **self.now.extra, "time_s": self.now.seconds}
-        row = distributed.reduce_row({**row, "img_per_s": images / self.now.seconds})
-        row["wall_s"] = distributed.flagged(time.perf_counter() - self.now.started)[0]  # the slowest process's
+        row = self.now.row(means, len(self.data) * self.data.batch_size)
         self.records.history.append(row)
         self.cadence.add("steps", self.now.seconds)
         state = self._contents(self.epoch)

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from common import distributed
 from common.device import synchronize
 
 
@@ -65,6 +66,14 @@ class Epoch:
         else its last steps would be counted in the extras that come next, and the cadence would be misled."""
         synchronize(self.device)
         return self.spent + time.perf_counter() - self.started
+
+    def row(self, means: dict[str, float], images: int) -> dict[str, float]:
+        """The epoch's row of losses.csv: its means and numbers, the same on every process (the mean over them;
+        time_s, img_per_s; wall_s the slowest process's)."""
+        row = {"epoch": self.number, **means, **self.extra, "time_s": self.seconds}
+        row = distributed.reduce_row({**row, "img_per_s": images / self.seconds})
+        row["wall_s"] = distributed.flagged(time.perf_counter() - self.started)[0]
+        return row
 
     def partial(self) -> dict[str, Any]:
         """What a stop after the current step keeps of the epoch (its sums were checked finite when agreed)."""

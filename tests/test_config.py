@@ -7,10 +7,13 @@ import pytest
 from conftest import load_script, run_script
 
 from common import config
+from common.domains import Choice, Int, Real
 
 
 def namespace() -> dict:
-    return {"EPOCHS": 5, "LR": 1e-3, "DOWNLOAD": True, "DATASET": "mnist", "lower": 1, "_PRIVATE": 2}
+    domains = {"EPOCHS": Int(1), "LR": Real("(0, inf)"), "DATASET": Choice("mnist", "fake")}
+    return {"EPOCHS": 5, "LR": 1e-3, "DOWNLOAD": True, "DATASET": "mnist", "lower": 1, "_PRIVATE": 2,
+            "__annotations__": domains}  # fmt: skip
 
 
 def test_overrides_are_converted_to_the_default_type():
@@ -33,17 +36,33 @@ def test_overrides_are_converted_to_the_default_type():
 )
 def test_bad_overrides_exit_2_with_one_line(arg, words, capsys):
     with pytest.raises(SystemExit) as exc:
-        config.parse(namespace(), [arg], choices={"DATASET": ("mnist", "fake")})
+        config.setup(namespace(), [arg])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1
 
 
-def test_non_positive_values_are_refused(capsys):
+@pytest.mark.parametrize(
+    "arg, line",
+    [
+        ("--epochs=0", "error: --epochs=0 is not an integer >= 1"),
+        ("--lr=0", "error: --lr=0.0 is not a finite number > 0"),
+        ("--lr=nan", "error: --lr=nan is not a finite number > 0"),
+        ("--lr=-inf", "error: --lr=-inf is not a finite number > 0"),
+    ],
+)
+def test_values_outside_their_domain_are_one_line_naming_value_and_domain(arg, line, capsys):
     with pytest.raises(SystemExit) as exc:
-        config.check_positive({"EPOCHS": 0, "LR": 1e-3}, "EPOCHS", "LR")
+        config.setup(namespace(), [arg])
     assert exc.value.code == 2
-    assert "--epochs must be positive" in capsys.readouterr().err
+    assert capsys.readouterr().err == line + "\n"
+
+
+def test_a_default_outside_its_domain_is_refused_too(capsys):
+    ns = {**namespace(), "EPOCHS": -1}  # e.g. WORKERS = os.cpu_count() on a box where it says 0
+    with pytest.raises(SystemExit):
+        config.setup(ns, [])
+    assert "--epochs=-1 is not an integer >= 1" in capsys.readouterr().err
 
 
 def test_comments_and_groups_are_read_from_the_source(tmp_path):
@@ -73,7 +92,7 @@ def test_script_help_lists_every_constant_with_comment():
 def test_script_rejects_bad_input_before_writing_anything(tmp_path):
     out = tmp_path / "run"
     for args, words in [
-        (["--epochs=0"], "--epochs must be positive"),
+        (["--epochs=0"], "--epochs=0 is not an integer >= 1"),
         (["--batch_size=x"], "expects an integer"),
         (["--dataset=cifar"], "not one of"),
         (["--device=cuda:7"], "--device=cuda:7"),
@@ -122,7 +141,8 @@ def test_eval_samples_least_is_what_the_k_nn_scores_need(capsys):
     assert config.MIN_EVAL_SAMPLES == prdc.K + 1  # a ball's radius is the distance to the k-th other point
     config.check_eval_samples({"EVAL_SAMPLES": 6, "EVAL_EVERY": 1})
     config.check_eval_samples({"EVAL_SAMPLES": 0, "EVAL_EVERY": 0})  # no evaluation: any count
-    config.check_eval_samples({"EVAL_SAMPLES": 0})  # DCGAN-CelebA: 0 turns its FID off
     with pytest.raises(SystemExit) as exc:
-        config.check_eval_samples({"EVAL_SAMPLES": 1})  # and 1 is too few for a FID
-    assert exc.value.code == 2 and "--eval_samples=0 turns it off" in capsys.readouterr().err
+        config.check_eval_samples({"EVAL_SAMPLES": 5, "EVAL_EVERY": "auto"})
+    assert exc.value.code == 2 and "--eval_every=0 turns evaluation off" in capsys.readouterr().err
+    celeba = config.declared(vars(load_script("DCGAN-CelebA.py")))["EVAL_SAMPLES"]  # its FID: 0 turns it off
+    assert celeba.problem(0) is None and celeba.problem(2) is None and celeba.problem(1) is not None

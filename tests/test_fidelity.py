@@ -133,7 +133,7 @@ def test_truncation_draws_inside_the_threshold_and_repeats_by_seed(dcgan_run, tm
     assert np.array_equal(drawn["a"], drawn["b"]) and not np.array_equal(drawn["a"], drawn["none"])
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "x"])
 def test_a_truncation_outside_its_domain_is_one_line(dcgan_run, value, capsys):
     code = generate(dcgan_run, "--checkpoint", "last", "--truncation", value)
     err = capsys.readouterr().err

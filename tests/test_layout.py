@@ -129,7 +129,7 @@ def shared_lines(script: str) -> dict[str, str]:
             group = line.removeprefix("# --- ").split(" ")[0]
         elif not line.strip():  # the constants block ends at its first blank line
             group = None
-        elif group in SHARED_GROUPS and (m := re.match(r"([A-Z_]+) = ", line)):
+        elif group in SHARED_GROUPS and (m := re.match(r"([A-Z_]+)(: .+?)? = ", line)):  # NAME: Domain = value
             lines[m[1]] = line
     return lines
 

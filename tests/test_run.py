@@ -269,7 +269,7 @@ def test_the_run_leaves_the_scripts_globals_as_the_command_line_set_them(tmp_pat
     ns = vars(module)
     argv = ["--dataset=mnist", f"--data_dir={tmp_path / 'none'}", "--download=False", "--device=cpu"]
     monkeypatch.setattr("sys.argv", ["DCGAN-MNIST.py", *argv, f"--out_dir={tmp_path / 'run'}", "--eval_every=0"])
-    config.setup(ns, choices={"DATASET": data.DATASETS})
+    config.setup(ns)
     with run.Run(ns, module.SHAPE_KEYS) as r:
         r.load(lambda device: data.load(ns["DATASET"], ns["DATA_DIR"], ns["DOWNLOAD"], device))
         assert r.cfg["DATASET"] == "mnist-sample" and r.cfg["EPOCHS"] == ns["SAMPLE_EPOCHS"] != ns["EPOCHS"]

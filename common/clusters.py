@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from common.batches import Split
+from common.config import fail
 
 ITERATIONS = 25  # Lloyd's iterations per fit (k-means on a few thousand points settles in far fewer)
 
@@ -97,6 +98,8 @@ def attach(r: Any, k: int, images: torch.Tensor) -> Clusters | None:
     instead of the data set's labels, which are never read. None when k is 0 (no self-conditioning)."""
     if not k:
         return None
+    if k > len(images):
+        fail(f"--clusters={k} is more clusters than the {len(images)} training images; use at most {len(images)}")
     found = Clusters(k, len(images), images.device)
     r.fixed("clusters", found.labels)  # a resume restores them in place
     r.data.split = Split(images, found.labels)

@@ -184,7 +184,15 @@ def test_a_run_without_an_average_refuses_model_average_and_clusters_refuse_cond
 
 
 def test_more_clusters_than_images_is_one_line(tmp_path):
-    args = ["--dataset=fake", "--epochs=1", "--batch_size=64", "--eval_every=0", "--ngf=4", "--ndf=4", "--clusters=100000"]
+    args = [
+        "--dataset=fake",
+        "--epochs=1",
+        "--batch_size=64",
+        "--eval_every=0",
+        "--ngf=4",
+        "--ndf=4",
+        "--clusters=100000",
+    ]
     result = run_script("DCGAN-MNIST.py", *args, f"--out_dir={tmp_path / 'run'}")
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "--clusters=100000 is more clusters than the" in result.stderr

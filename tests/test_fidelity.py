@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import generate, load_script, make_idx_dataset, run_script
 
-from common import checkpoint, clusters, gan, mnist_files
+from common import checkpoint, clusters, ema, gan, mnist_files
 
 TINY = ["--epochs=2", "--batch_size=64", "--eval_every=0", "--recluster=200"]
 WIDTHS = {"DCGAN-MNIST.py": ["--ngf=8", "--ndf=8"], "GAN-MNIST.py": ["--hidden=16"]}
@@ -196,3 +196,15 @@ def test_more_clusters_than_images_is_one_line(tmp_path):
     result = run_script("DCGAN-MNIST.py", *args, f"--out_dir={tmp_path / 'run'}")
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "--clusters=100000 is more clusters than the" in result.stderr
+
+
+def test_the_moving_average_follows_its_warm_up_schedule():
+    model = torch.nn.Linear(1, 1, bias=False)
+    averages = ema.Averages()
+    average = averages.add("generator_ema", "generator", model, 0.999)
+    for t, expected_step in ((0, 0.9), (1000, 1 - 1001 / 1010), (100_000, 0.001)):
+        with torch.no_grad():
+            model.weight.fill_(1.0)
+            average.weight.fill_(0.0)
+        averages.update(t)  # the average moves 1 - min(decay, (1 + t) / (10 + t)) of the way to the model
+        assert average.weight.item() == pytest.approx(expected_step, rel=1e-4), t

@@ -208,3 +208,19 @@ def test_the_moving_average_follows_its_warm_up_schedule():
             average.weight.fill_(0.0)
         averages.update(t)  # the average moves 1 - min(decay, (1 + t) / (10 + t)) of the way to the model
         assert average.weight.item() == pytest.approx(expected_step, rel=1e-4), t
+
+
+def test_r1_adds_the_squared_gradient_of_d_at_the_real_images():
+    module = load_script("DCGAN-MNIST.py")
+    real = torch.rand(6, 1, 28, 28) * 2 - 1
+    losses = {}
+    for r1 in (0.0, 2.0):
+        torch.manual_seed(0)
+        generator, discriminator = module.Generator(4, 4), module.Discriminator(4)
+        opt = torch.optim.SGD(discriminator.parameters(), lr=0.0)  # no move: both see the same D
+        torch.manual_seed(1)
+        losses[r1] = gan.d_step(generator, discriminator, opt, real, r1=r1)["loss_d"].item()
+    x = real.clone().requires_grad_(True)
+    (slope,) = torch.autograd.grad(discriminator(x).sum(), x)  # the same D, in train mode as in the step
+    expected = 2.0 / 2 * slope.square().flatten(1).sum(1).mean().item()
+    assert losses[2.0] - losses[0.0] == pytest.approx(expected, rel=1e-3) and expected > 0

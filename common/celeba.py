@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import data, image_cache
+from common import data, image_cache, shared_lock
 from common.config import fail
 from common.image_cache import Source
 
@@ -128,8 +128,10 @@ def locate(data_dir: str | Path, image_dir: str | Path = "", download: bool = Tr
              f"end up in {data_dir}/img_align_celeba/ (or {data_dir}/celeba/img_align_celeba/)")  # fmt: skip
     if not download:
         fail(f"CelebA is not in {data_dir}/ and --download=False: {where_to_get(data_dir)}")
-    why = _download(data_dir)
-    found = find(data_dir) if why is None else None
+    with shared_lock.preparing(data_dir / "celeba", "CelebA"):  # one download at a time into a shared DATA_DIR
+        found = find(data_dir, image_dir)  # (another process may have downloaded it while this one waited)
+        why = _download(data_dir) if found is None else None
+    found = found or (find(data_dir) if why is None else None)
     if found is None:
         fail(f"CelebA is not in {data_dir}/ and the download failed ({why or 'no images after it'}): "
              f"{where_to_get(data_dir)}")  # fmt: skip

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 from tqdm import tqdm
 
-from common import exits, files
+from common import exits, files, restarts
 from common.domains import Domain
 
 _TRUE = {"true", "1", "yes", "y", "on"}
@@ -49,6 +49,7 @@ DOCS = {  # each training script's page, named on the last line of its --help an
 def fail(message: str) -> NoReturn:
     """Print a one-line error and exit with code 2 (bad input), without a traceback."""
     tqdm.write(f"error: {message}", file=sys.stderr)  # on a line of its own, below an open progress bar
+    restarts.record(exits.BAD_INPUT)  # under torchrun --max-restarts: said once, not again at each restart
     raise SystemExit(exits.BAD_INPUT)
 
 
@@ -216,6 +217,7 @@ def check_eval_samples(cfg: dict[str, Any]) -> None:
 
 def setup(namespace: dict[str, Any], argv: list[str] | None = None) -> dict[str, Any]:
     """Parse the command line (sys.argv) into the script's constants, hold each to its domain, return the config."""
+    restarts.said_before()  # a torchrun restart after an exit that no restart can fix: that exit again, silently
     cfg = parse(namespace, sys.argv[1:] if argv is None else argv)
     check(namespace)
     check_eval_samples(cfg)

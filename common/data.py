@@ -13,6 +13,8 @@ and tests (common/mnist_files.py builds it).
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import sys
 import urllib.request
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import mnist_files
+from common import mnist_files, shared_lock
 from common.batches import Batches, Split  # noqa: F401  (re-exported: callers use data.Batches, data.Split)
 from common.config import fail
 from common.mnist_files import SAMPLE_FILE
@@ -83,16 +85,31 @@ def _load_idx(name: str, data_dir: Path, download: bool) -> tuple[Split, Split] 
     if offline:
         print(f"Download of {name} failed: {offline}")
         return None
+    with shared_lock.preparing(data_dir / folder, name):  # one download at a time into a DATA_DIR nodes share
+        if not mnist_files.check_raw(raw, download) and not _download(name, folder, data_dir, raw):
+            return None  # (another process may have downloaded it while this one waited)
+    return _read_split(raw, True), _read_split(raw, False)
+
+
+def _download(name: str, folder: str, data_dir: Path, raw: Path) -> bool:
+    """torchvision's download into a folder of this process's own, then each file renamed into `raw`: a
+    reader never sees half a file. False (said) when it fails; a damaged result is one line and exit 2."""
     print(f"Downloading {name} into {data_dir} ...", flush=True)
+    own = data_dir / f".{folder}.{socket.gethostname()}-{os.getpid()}.download"
     try:
         from torchvision import datasets
 
-        getattr(datasets, folder)(root=str(data_dir), train=True, download=True)
+        getattr(datasets, folder)(root=str(own), train=True, download=True)
+        raw.mkdir(parents=True, exist_ok=True)
+        for path in sorted((own / folder / "raw").iterdir()):
+            os.replace(path, raw / path.name)
     except Exception as exc:  # offline, mirror down, partial file: all mean "not available"
         print(f"Download of {name} failed: {str(exc).splitlines()[0] if str(exc) else exc!r}")
-        return None
+        return False
+    finally:
+        shutil.rmtree(own, ignore_errors=True)
     mnist_files.check_raw(raw, download=False)  # what the download left: whole, or one line
-    return _read_split(raw, True), _read_split(raw, False)
+    return True
 
 
 def _offline(folder: str) -> str | None:

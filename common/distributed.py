@@ -12,9 +12,11 @@ from __future__ import annotations
 import atexit
 import builtins
 import contextlib
+import datetime
 import inspect
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,8 +28,17 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from common import device as device_lib
+from common import exits, rendezvous, restarts
 from common.config import fail
 
+# How long a process waits for the others at one collective before it calls them lost (one line, exit 6,
+# which torchrun --max-restarts restarts). At the start (joining, every node preparing its data: a first
+# download or CelebA's image cache, the evaluator) as long as gloo's own default; in training 10 minutes,
+# NCCL's default: far above the longest wait of a healthy run there (rank 0's evaluation, checkpoint and
+# pictures at an epoch's end: seconds to a minute or two on a CPU), far below the 30 gloo would wait.
+START_TIMEOUT = datetime.timedelta(minutes=30)
+TIMEOUT = datetime.timedelta(minutes=10)
+LOST_SIGNS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Timed out", "timed out")
 SYNC_BN_NEEDS_CUDA = "--sync_bn=True needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); use --sync_bn=False"
 
 
@@ -69,18 +80,64 @@ def setup(device_name: str = "auto", sync_bn: bool = False) -> Dist:
             fail(f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} CUDA device(s) exist")
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
-        torch_dist.init_process_group("nccl", device_id=dev)
+        _join("nccl", device_id=dev)
     elif wanted.type == "cpu":
         if sync_bn:
             fail(SYNC_BN_NEEDS_CUDA)
         dev = wanted
-        torch_dist.init_process_group("gloo")
+        _join("gloo")
     else:
         fail(f"--device={wanted.type} is not supported with torchrun; use cuda (NCCL) or cpu (gloo)")
     atexit.register(cleanup)  # also on errors and sys.exit, so no process group is left behind
     if rank != 0:
         _quiet_stdout()
     return Dist(rank, world_size, local_rank, dev)
+
+
+def _join(backend: str, **kwargs: Any) -> None:
+    """Join the job's process group, waiting START_TIMEOUT for the others: a peer that never comes is one line."""
+    try:
+        store = rendezvous.fresh_store(START_TIMEOUT)  # after an elastic restart: never the dead workers' keys
+        if store is not None:
+            kwargs.update(store=store, rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
+        torch_dist.init_process_group(backend, timeout=START_TIMEOUT, **kwargs)
+    except (RuntimeError, ValueError) as exc:  # DistError and its kin: a peer gone, a port taken, a store lost
+        _lost(exc, "joining the job")
+
+
+def started() -> None:
+    """The run's start is over (data, run folder, evaluator): from here a peer silent for TIMEOUT is lost."""
+    if active():
+        set_timeout = getattr(torch_dist, "set_timeout", None)  # torch >= 2.9; before, the private name
+        set_timeout = set_timeout or getattr(torch_dist.distributed_c10d, "_set_pg_timeout", None)
+        if set_timeout is not None:
+            set_timeout(TIMEOUT)
+
+
+def is_lost_peer(exc: BaseException | None) -> bool:
+    """Whether `exc` is a collective that failed because another process died or went silent."""
+    if exc is None or not active() or not isinstance(exc, RuntimeError):
+        return False
+    dist_error = getattr(torch_dist, "DistError", ())
+    return isinstance(exc, dist_error) or any(sign in str(exc) for sign in LOST_SIGNS)
+
+
+def lost_peer(exc: BaseException, doing: str = "training") -> NoReturn:
+    """One line for a peer lost while `doing`, and exit LOST_PEER: a restart (--max-restarts) resumes the run."""
+    _lost(exc, doing)
+
+
+def _lost(exc: BaseException, doing: str) -> NoReturn:
+    node = os.environ.get("GROUP_RANK", "0")
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    print(
+        f"error: rank {os.environ.get('RANK', '?')} (node {node}, {socket.gethostname()}) lost the job's other "
+        f"processes while {doing}: one died, or its node stopped answering ({first[:300]}). With torchrun "
+        "--max-restarts=N the job restarts and resumes from the last checkpoint; else rerun the same command",
+        file=sys.stderr,
+        flush=True,
+    )
+    leave(exits.LOST_PEER)
 
 
 def _quiet_stdout() -> None:
@@ -134,6 +191,7 @@ def leave(code: int) -> NoReturn:
     """
     if active():
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    restarts.record(code)  # under torchrun --max-restarts: an exit no restart can fix is said once
     raise SystemExit(code)
 
 
@@ -232,12 +290,14 @@ def broadcast_object(obj: Any) -> Any:
 
 
 @contextlib.contextmanager
-def main_first() -> Iterator[None]:
-    """Rank 0 runs the block, then the others (e.g. rank 0 prepares a folder the others then use)."""
-    if not is_main():
+def node_first() -> Iterator[None]:
+    """Local rank 0 of each node runs the block, then the node's other processes: each node prepares its
+    own DATA_DIR once (downloads, caches), and nodes that share one take turns (common/shared_lock.py)."""
+    first = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    if not first:
         barrier()
     yield
-    if is_main():
+    if first:
         barrier()
 
 

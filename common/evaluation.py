@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from common import classifier as classifier_lib  # the shipped file's path is read at call time (tests move it)
-from common import data, files, prdc
+from common import data, files, prdc, shared_lock
 from common.class_scores import class_coverage, class_shares, label_accuracy, pixel_entropy
 from common.classifier import CHUNK, FEATURES, Classifier, Penultimate, batched, train_classifier
 from common.device import keep_rng
@@ -115,6 +115,14 @@ class Evaluator:
             print(f"metrics: skipped for dataset {ds.name!r} (no real images to compare with)")
             return None
         path = Path(data_dir) / "evaluators" / f"{ds.name}.pt"
+        with shared_lock.preparing(path, f"the evaluator of {ds.name}"):  # one at a time into a DATA_DIR nodes share
+            return cls._prepared(ds, path, device, epochs, shipped)
+
+    @classmethod
+    def _prepared(
+        cls, ds: data.Dataset, path: Path, device: torch.device | str, epochs: int = 0, shipped: bool = True
+    ) -> Evaluator:
+        """The evaluator at `path` when cached for these data, else built (and cached) now."""
         wants_shipped = shipped and ds.name in classifier_lib.SHIPPED_FOR
         found = classifier_lib.load_shipped() if wants_shipped else None
         if wants_shipped and found is None:

@@ -8,4 +8,5 @@ WRITE_FAILED = 4  # a file could not be written (disk full, quota, read-only): t
 OUT_OF_MEMORY = (
     5  # the device (or the host) ran out of memory: one line naming what to lower; the last complete checkpoint kept
 )
+LOST_PEER = 6  # under torchrun: another process died or stopped answering (torchrun --max-restarts restarts it)
 SIGNALLED = 128  # stopped by a signal after writing a checkpoint: 128 + the signal (130 Ctrl-C, 143 SIGTERM)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import IO, NoReturn
 
 from tqdm import tqdm
 
-from common import exits
+from common import exits, restarts
 
 
 class WriteFailed(Exception):
@@ -34,7 +35,9 @@ def write_safely(path: str | Path, write: Callable[[IO[bytes]], object], what: s
     Raises WriteFailed (with the one line to show) on any OSError, e.g. ENOSPC.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")  # a dot name: never taken for a grid or a run file
+    # a dot name: never taken for a grid or a run file; its own per process and host, so two writers of one
+    # file on storage that nodes share (a cache in DATA_DIR) never write into each other's temporary file
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
     memory = io.BytesIO()
     write(memory)  # an error here is the writer's own, not the disk's
     try:
@@ -81,4 +84,5 @@ def report(error: WriteFailed, then: str) -> None:
 def fail(error: WriteFailed, then: str) -> NoReturn:
     """Stop with report()'s one line and exit 4."""
     report(error, then)
+    restarts.record(exits.WRITE_FAILED)
     raise SystemExit(exits.WRITE_FAILED)

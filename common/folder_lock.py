@@ -50,7 +50,9 @@ def take(out: Path) -> None:
     if f is None:
         return
     previous = f.read().decode(errors="replace").strip()
-    if previous:
+    if previous and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0:  # torchrun restarted the job
+        print(f"note: {out} was held by {previous} in the job's previous attempt; this restart takes it over")
+    elif previous:
         print(f"note: {out} was held by {previous}, which ended without releasing it (killed?); this run takes it over")
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     try:  # unbuffered: nothing is left to flush at close

@@ -1,5 +1,5 @@
-"""Stopping a run cleanly: SIGINT/SIGTERM only ask the loop to stop (exit 130/143 after a checkpoint), and
-a NaN is one line and exit 3.
+"""Stopping a run cleanly: SIGINT/SIGTERM only ask the loop to stop (exit 130/143 after a checkpoint), a NaN
+is one line and exit 3, and under torchrun a lost peer (a process that died or went silent) one line and exit 6.
 
 with Guard() as guard:        # Ctrl-C and SIGTERM set guard.signum instead of killing the step
     ...
@@ -43,6 +43,8 @@ class Guard:
             if signal.getsignal(signum) == self._handle:  # not one set since (distributed.leave's)
                 signal.signal(signum, handler)
         self._previous.clear()
+        if distributed.is_lost_peer(exc):  # under torchrun: a peer died or went silent; one line, exit 6
+            distributed.lost_peer(exc)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum and signum == signal.SIGINT and not distributed.active():

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from common import shared_lock
 from common.config import fail
 
 CACHE_FORMAT = 1  # bump when decoding changes, so old caches are not reused
@@ -118,7 +119,9 @@ def build_cache(source: Source, crop: int, size: int, workers: int, path: Path) 
                 leftover.unlink()
     meta = {"key": cache_key(source, crop, size), "folder": str(source.folder.resolve()), "layout": source.layout}
     meta.update(crop=crop, size=size, files=n, images=kept, skipped=bad, format=CACHE_FORMAT)
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+    meta_tmp = path.with_name(f".{path.stem}.{os.getpid()}.json.tmp")
+    meta_tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    os.replace(meta_tmp, path.with_suffix(".json"))  # whole, as the images are
     print(f"Wrote the cache {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return np.load(path), bad
 
@@ -152,18 +155,33 @@ def _decode_all(source: Source, crop: int, size: int, workers: int, out: np.ndar
 
 
 def cached_images(source: Source, crop: int, size: int, workers: int = 1, rebuild: bool = False) -> np.ndarray:
-    """uint8 [N, 3, size, size] from the cache when it matches, else decoded now and cached."""
+    """uint8 [N, 3, size, size] from the cache when it matches, else decoded now and cached (one process at a
+    time: the others wait, then read it)."""
     path = cache_path(source, crop, size)
+    found = None if rebuild else _cached(source, crop, size, path)
+    if found is not None:
+        return found
+    with shared_lock.preparing(path, "the image cache"):
+        found = None if rebuild else _cached(source, crop, size, path, quiet=True)  # built meanwhile?
+        if found is not None:
+            return found
+        print(f"Building the cache of {len(source.files):,} images (crop {crop}, {size}x{size}); once only")
+        return build_cache(source, crop, size, workers, path)[0]
+
+
+def _cached(source: Source, crop: int, size: int, path: Path, quiet: bool = False) -> np.ndarray | None:
+    """The cache at `path` when it is whole and of these files, crop and size; else None."""
     meta_path = path.with_suffix(".json")
-    if path.exists() and meta_path.exists() and not rebuild:
-        try:
-            meta = json.loads(meta_path.read_text())
-            images = np.load(path)
-            if meta["key"] == cache_key(source, crop, size) and images.shape == (meta["images"], 3, size, size):
-                print(f"Loaded the cache {path} ({len(images):,} images)")
-                _warn_bad(meta["skipped"], meta["files"], source.folder)
-                return images
-        except Exception as exc:  # damaged cache: say so and decode again
+    if not (path.exists() and meta_path.exists()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        images = np.load(path)
+        if meta["key"] == cache_key(source, crop, size) and images.shape == (meta["images"], 3, size, size):
+            print(f"Loaded the cache {path} ({len(images):,} images)")
+            _warn_bad(meta["skipped"], meta["files"], source.folder)
+            return images
+    except Exception as exc:  # damaged cache: say so and decode again
+        if not quiet:
             print(f"warning: rebuilding the unreadable cache {path} ({type(exc).__name__})")
-    print(f"Building the cache of {len(source.files):,} images (crop {crop}, {size}x{size}); once only")
-    return build_cache(source, crop, size, workers, path)[0]
+    return None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import socket
 import struct
 import zlib
 from pathlib import Path
@@ -70,7 +71,7 @@ def _extract(raw: Path, name: str) -> None:
     gz, path = raw / f"{name}.gz", raw / name
     if path.exists() or not gz.exists():
         return
-    tmp = raw / f".{name}.tmp"
+    tmp = raw / f".{name}.{socket.gethostname()}-{os.getpid()}.tmp"  # its own: nodes may share DATA_DIR
     try:
         with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from common import checkpoint, config, distributed, files, folder_lock
+from common import checkpoint, config, distributed, files, folder_lock, nodes
 from common.config import fail
 from common.device import describe
 from common.rank0_writes import Rank0Writes
@@ -72,7 +72,7 @@ def start(
     """Start a run's folder (see the module docstring). Returns the facts config.json records beside the
     settings (with `speed`, the switches in effect: the config keeps "auto" where it says auto)."""
     facts: dict[str, Any] = {}
-    writes = Rank0Writes()
+    writes, token = Rank0Writes(), ""
     if distributed.is_main():
         with writes.kept():
             folder_lock.take(out)
@@ -87,5 +87,7 @@ def start(
             facts = {"script": script, "torch": torch.__version__, "device": describe(device)}
             facts.update({"speed": speed.removeprefix("speed: ")} if speed else {})
             facts["world_size"] = distributed.world_size()
+            token = nodes.mark(out)  # several processes: each must find this in its own OUT_DIR
     writes.settle(lambda error: files.report(error, "rerun after freeing space"))
+    nodes.check_shared(out, token)  # or every process exits 2 with one line: no hang, whatever each node has
     return facts

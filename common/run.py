@@ -14,9 +14,9 @@
                                                      # leaving the block ends the run: GIF, page, "Done:"
 The order, and the module of each mechanism:
 - start: device, torchrun, seed, speed switches; the data; what plainly cannot fit (memory.py); the run
-  folder (out_dir.py); the evaluator.
-- a step: `log` adds device tensors to device sums (tally.py); the sums are read when cadence.py says,
-  and every process agrees on Ctrl-C and NaN there (guard.py).
+  folder (out_dir.py), the same on every node, or exit 2 (nodes.py); the evaluator.
+- a step: `log` adds device tensors to device sums (tally.py); the sums are read when cadence.py says, every
+  process agrees on Ctrl-C and NaN there, and a lost peer is one line, exit 6 (guard.py).
 - an epoch's end: its row; the checkpoint (checkpoint.contents says what it holds); then best.pt, the
   tables, the figures, TensorBoard and the line (records.py). A stop: a mid-epoch checkpoint, exit 130/143.
 - a failed write: rank 0 keeps it to the epoch's end, a stop or the end, where every process exits 4
@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from common import augment, checkpoint, config, data, distributed, folder_lock, memory, out_dir, plots, progress
+from common import augment, checkpoint, config, data, distributed, folder_lock, memory, nodes, out_dir, plots, progress
 from common.cadence import Cadence, process_age
 from common.device import keep_rng, seed_all
 from common.ema import Averages
@@ -95,8 +95,8 @@ class Run:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.guard.__exit__(kind, exc, tb)
         try:
+            self.guard.__exit__(kind, exc, tb)  # a lost peer under torchrun: one line, exit 6
             if memory.is_out_of_memory(exc):  # one line, exit 5; the grids ahead of the last checkpoint go
                 memory.stop_run(exc, self.device, self.ns, self.cadence.under_way(exc), self.now, self.saver)
             if kind is None or self.writes.escaped(exc):  # every process agrees: none waits for another
@@ -110,9 +110,9 @@ class Run:
             folder_lock.release(self.out)  # the next run may use the folder
 
     def load(self, load: Callable[[torch.device], Any]) -> Any:
-        """Load the data (rank 0 first: it downloads or builds caches), then start the run folder. `load(device)`
-        returns a data.Dataset (trained on its train split; it can be evaluated) or a data.Split."""
-        with distributed.main_first():
+        """Load the data (local rank 0 of each node first: it downloads or builds caches), then start the run
+        folder, the same on every node. `load(device)` returns a data.Dataset (trained on its train split; it can be evaluated) or a data.Split."""
+        with distributed.node_first():  # each node prepares its DATA_DIR once
             loaded = load(self.device)
         train = loaded.train if isinstance(loaded, data.Dataset) else loaded
         if isinstance(loaded, data.Dataset):
@@ -160,7 +160,7 @@ class Run:
         """The epochs still to train (after a resume, from where the run stopped); each one ends recorded.
         `panels`: loss.png's panels, title -> the logged names drawn in it."""
         cfg = self.cfg
-        state = checkpoint.resume(self.out / "checkpoints", cfg, self.shape_keys) if cfg["RESUME"] else None
+        state = nodes.resumed(self.out, cfg, self.shape_keys)  # the same epoch and step on every process
         partial = self._restore(state) if state is not None else None
         done = state["epoch"] if state is not None else 0
         steps = done * len(self.data) + (partial["step"] if partial else 0)

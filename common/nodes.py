@@ -59,8 +59,8 @@ def check_shared(out: Path, token: str) -> None:
     apart = [name for same, name in views if not same]
     if apart:
         fail(
-            f"--out_dir={out} is not the folder rank 0 writes on {views[0][1]}: {', '.join(apart)} see(s) "
-            f"another folder there (its own disk?); {SHARE}"
+            f"--out_dir={out} is not the folder rank 0 writes on {views[0][1]}: {', '.join(apart)} "
+            f"{'sees' if len(apart) == 1 else 'see'} another folder there (its own disk?); {SHARE}"
         )
 
 

@@ -55,6 +55,7 @@ BETA1: Real("[0, 1)") = 0.5  # Adam beta1 (0.5 is the usual GAN choice)
 K_STEPS: Int(1) = 1  # discriminator steps per generator step
 REAL_LABEL: Real("(0, 1]") = 1.0  # target for real images (0.9 = one-sided label smoothing)
 AUGMENT: Words(*TRANSFORMS) = ""  # D's input, real and fake, augmented (DiffAugment): "" off, or a list of color,translation,cutout
+EMA: Real("[0, 1)") = 0.0  # decay of a moving average of G that draws grids, metrics and generate.py's samples (0: G itself)
 # --- run ---
 SEED: Int(0, 2**32 - 1) = 0  # seeds weights, shuffling and sampling
 DETERMINISTIC: Flag() = False  # only repeatable kernels, so a CUDA resume matches number for number (slower; see "Devices")
@@ -214,6 +215,9 @@ normalise = data.to_gan  # the training input: uint8 images -> [-1, 1], the rang
 optimizers = gan.optimizers  # G at LR, D at LR_D, Adam(BETA1, 0.999): by checkpoint name, in order
 
 
+averages = gan.averages  # G's moving average at EMA (none at 0), saved as generator_ema
+
+
 def train_step(
     cfg: dict, nets: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer], real: torch.Tensor,
     labels: torch.Tensor, step: int = 1, n_classes: int = 10, autocast: Autocast = nullcontext,
@@ -253,13 +257,15 @@ def main() -> None:
         found = clusters.attach(r, CLUSTERS, ds.train.images)  # self-conditioned: labels D finds itself
         # D keeps its own BatchNorm statistics per process under torchrun: see DCGAN-MNIST.py
         nets = {"generator": r.wrap(generator), "discriminator": r.wrap(discriminator, sync_buffers=False)}
+        averaged = {base: r.ema(name, models[base], decay) for name, (base, decay) in averages(r.cfg).items()}
+        sampler = averaged.get("generator", generator)  # what draws the pictures: G's moving average, when kept
         for _ in r.epochs({"losses": ("loss_d", "loss_g"), "mean discriminator output": ("d_real", "d_fake")}):
             clusters.refit_when_due(r, found, discriminator, clustered, generator, RECLUSTER)
             for real, labels in r.batches(normalise):
                 r.log(**train_step(r.cfg, nets, opts, real, labels, r.step, n_classes, r.autocast, r.augment))
             row_labels = ds.classes if CONDITIONAL else None
-            r.grid(lambda: generator(fixed_noise, fixed_labels), nrow=10 if CONDITIONAL else 8, row_labels=row_labels)
-            r.evaluate(lambda: sample_for_eval(generator, EVAL_SAMPLES, r.device, SEED))
+            r.grid(lambda: sampler(fixed_noise, fixed_labels), nrow=10 if CONDITIONAL else 8, row_labels=row_labels)
+            r.evaluate(lambda: sample_for_eval(sampler, EVAL_SAMPLES, r.device, SEED))
 
 
 if __name__ == "__main__":

@@ -101,14 +101,14 @@ def _join(backend: str, **kwargs: Any) -> None:
         if store is not None:
             kwargs.update(store=store, rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
         torch_dist.init_process_group(backend, timeout=START_TIMEOUT, **kwargs)
-    except (RuntimeError, ValueError) as exc:  # DistError and its kin: a peer gone, a port taken, a store lost
+    except RuntimeError as exc:  # DistError and its kin: a peer gone or silent, a store lost
         _lost(exc, "joining the job")
 
 
 def started() -> None:
     """The run's start is over (data, run folder, evaluator): from here a peer silent for TIMEOUT is lost."""
     if active():
-        set_timeout = getattr(torch_dist, "set_timeout", None)  # torch >= 2.9; before, the private name
+        set_timeout = getattr(torch_dist, "set_timeout", None)  # the public name, where torch has one
         set_timeout = set_timeout or getattr(torch_dist.distributed_c10d, "_set_pg_timeout", None)
         if set_timeout is not None:
             set_timeout(TIMEOUT)

@@ -224,3 +224,16 @@ def test_r1_adds_the_squared_gradient_of_d_at_the_real_images():
     (slope,) = torch.autograd.grad(discriminator(x).sum(), x)  # the same D, in train mode as in the step
     expected = 2.0 / 2 * slope.square().flatten(1).sum(1).mean().item()
     assert losses[2.0] - losses[0.0] == pytest.approx(expected, rel=1e-3) and expected > 0
+
+
+def test_gan_mnist_keeps_a_moving_average_of_g_that_generate_draws(tmp_path):
+    out = tmp_path / "gan"
+    args = ["--dataset=mnist-sample", "--epochs=1", "--batch_size=500", "--eval_every=0", "--hidden=16", "--ema=0.9"]
+    result = run_script("GAN-MNIST.py", *args, f"--out_dir={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = checkpoint.read(out / "checkpoints" / "last.pt")
+    average, raw = state["models"]["generator_ema"], state["models"]["generator"]
+    assert any(not torch.equal(average[k], raw[k]) for k in raw if raw[k].is_floating_point())
+    _, sampler = load_script("generate.py").open_run(out, torch.device("cpu"), "last")
+    drawn = sampler.module_models["generator"].state_dict()
+    assert all(torch.equal(drawn[k], average[k]) for k in drawn)  # the average draws, not G itself

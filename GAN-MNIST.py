@@ -55,7 +55,7 @@ BETA1: Real("[0, 1)") = 0.5  # Adam beta1 (0.5 is the usual GAN choice)
 K_STEPS: Int(1) = 1  # discriminator steps per generator step
 REAL_LABEL: Real("(0, 1]") = 1.0  # target for real images (0.9 = one-sided label smoothing)
 AUGMENT: Words(*TRANSFORMS) = ""  # D's input, real and fake, augmented (DiffAugment): "" off, or a list of color,translation,cutout
-EMA: Real("[0, 1)") = 0.0  # decay of a moving average of G that draws grids, metrics and generate.py's samples (0: G itself)
+EMA: Real("[0, 1)") = 0.999  # decay of a moving average of G that draws grids, metrics and generate.py's samples (0: G itself)
 # --- run ---
 SEED: Int(0, 2**32 - 1) = 0  # seeds weights, shuffling and sampling
 DETERMINISTIC: Flag() = False  # only repeatable kernels, so a CUDA resume matches number for number (slower; see "Devices")

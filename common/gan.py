@@ -108,7 +108,8 @@ def d_step(
             fake = generator(z, *given)
         if augment is not None:
             real, fake = augment(real), augment(fake)
-        real = real.detach().requires_grad_(True) if r1 else real
+        if r1:  # D's gradient at these images; a copy, not a leaf: bench.py's FlopCounterMode follows it then
+            real = real.detach().requires_grad_(True).clone()
         logits_real, classes_real = split(discriminator(real, *given))
         logits_fake, _ = split(discriminator(fake, *given))
         # a class head learns from real images only: trained on fakes it would learn to pass G's mistakes

@@ -174,7 +174,7 @@ def test_generate_draws_from_the_moving_average_unless_asked_for_g_itself(dcgan_
 
 def test_a_run_without_an_average_refuses_model_average_and_clusters_refuse_conditional(tmp_path, capsys):
     out = tmp_path / "plain"
-    args = ["--dataset=mnist-sample", "--epochs=1", "--batch_size=500", "--eval_every=0", "--hidden=16"]
+    args = ["--dataset=mnist-sample", "--epochs=1", "--batch_size=500", "--eval_every=0", "--hidden=16", "--ema=0"]
     assert run_script("GAN-MNIST.py", *args, f"--out_dir={out}").returncode == 0
     assert generate(out, "--model", "average") == 2
     err = capsys.readouterr().err

@@ -19,7 +19,9 @@ from conftest import OFFLINE_ENV, ROOT, make_idx_dataset
 from test_distributed import free_port, torchrun
 
 ENV = {**os.environ, **OFFLINE_ENV, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-TINY = ["--dataset=fake", "--ngf=8", "--ndf=8", "--eval_every=0", "--device=cpu"]
+# R1 off: these tests are about the nodes, and its second backward each step would only slow them (R1 under
+# torchrun: test_distributed.py's DCGAN runs, at the defaults)
+TINY = ["--dataset=fake", "--ngf=8", "--ndf=8", "--eval_every=0", "--device=cpu", "--r1=0"]
 
 
 def start_nodes(

@@ -3,6 +3,7 @@ working folder, as on two machines; elastic restarts after a real SIGKILL; exits
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
@@ -55,8 +56,10 @@ def finish(agents: list[subprocess.Popen], tmp_path: Path, timeout: float) -> tu
         pytest.fail(f"a hang: the agents still ran after {timeout}s\n" + "\n".join(logs(tmp_path)))
     finally:
         for agent in agents:
-            if agent.poll() is None:
-                os.killpg(agent.pid, signal.SIGKILL)
+            if agent.poll() is None:  # its workers too: torchrun starts each in a session of its own
+                for pid in [*children(agent.pid), agent.pid]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(pid, signal.SIGKILL)
                 agent.wait()
     return codes, logs(tmp_path)
 

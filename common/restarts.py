@@ -55,14 +55,18 @@ def record(code: int) -> None:
 
 
 def said_before() -> None:
-    """In a restarted worker whose job already ended with such a code: exit with it at once, saying nothing."""
+    """In a restarted worker whose job already ended with such a code: exit with it at once, saying nothing.
+
+    Any worker of the same agent that finds the note is a later one: TORCHELASTIC_RESTART_COUNT cannot
+    tell, since torchrun does not count a restart that another node's failure brought (a membership change).
+    """
     path = note_path()
-    if path is None or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) < 1:
+    if path is None:
         return
     try:
         code = int(path.read_text())
     except (OSError, ValueError):
         return
-    if int(os.environ["TORCHELASTIC_RESTART_COUNT"]) >= int(os.environ["TORCHELASTIC_MAX_RESTARTS"]):
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) >= int(os.environ["TORCHELASTIC_MAX_RESTARTS"]):
         path.unlink(missing_ok=True)  # the job's last attempt: nothing is left to tell
     raise SystemExit(code)

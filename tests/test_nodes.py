@@ -192,7 +192,9 @@ def test_restarts_repeat_an_exit_no_restart_can_fix_silently_and_only_in_the_sam
     restarts.said_before()
     assert not restarts.note_path().exists()
     restarts.record(2)
-    restarts.said_before()  # the first attempt itself goes on
+    with pytest.raises(SystemExit) as stopped:  # a restart torchrun does not count (another node's) stops too
+        restarts.said_before()
+    assert stopped.value.code == 2 and restarts.note_path().exists()
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
     with pytest.raises(SystemExit) as stopped:
         restarts.said_before()

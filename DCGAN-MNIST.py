@@ -62,6 +62,7 @@ LR_D: Real("(0, inf)") = 1.6e-3  # Adam learning rate of D: 4x G's (two time-sca
 BETA1: Real("[0, 1)") = 0.5  # Adam beta1 (0.5 is the DCGAN choice)
 REAL_LABEL: Real("(0, 1]") = 1.0  # target for real images (0.9 = one-sided label smoothing)
 R1: Real("[0, inf)") = 1.0  # weight of R1, the gradient penalty of D at the real images (Mescheder et al. 2018; 0: off)
+R1_EVERY: Int(1) = 1  # R1 on every N-th D step only, N times as strong (lazy regularisation, StyleGAN2; 1: every step)
 TOP_K: Real("(0, 1]") = 1.0  # G learns from the fakes D rates highest, a share shrinking from 1 to this (top-k training; 1: all)
 AUGMENT: Words(*TRANSFORMS) = ""  # D's input, real and fake, augmented (DiffAugment): "" off, or a list of color,translation,cutout
 EMA: Real("[0, 1)") = 0.999  # decay of a moving average of G that draws grids, metrics and generate.py's samples (0: G itself)
@@ -180,10 +181,11 @@ def train_step(
 ) -> dict[str, torch.Tensor]:  # fmt: skip
     """One D step and one G step on a batch in [-1, 1]; the device tensors that r.log sums. `labels` are the real
     images' clusters when self-conditioned (G draws as many of each), else unused; `step` counts from the run's
-    start (top-k's schedule); n_classes goes unused."""
+    start (top-k's and lazy R1's schedules); n_classes goes unused."""
     g, d = nets["generator"], nets["discriminator"]
     found = labels if cfg.get("CLUSTERS") else None
-    out = gan.d_step(g, d, opts["opt_d"], real, found, cfg["REAL_LABEL"], autocast, augment, cfg["R1"])
+    r1 = gan.r1_weight(cfg["R1"], cfg["R1_EVERY"], step)
+    out = gan.d_step(g, d, opts["opt_d"], real, found, cfg["REAL_LABEL"], autocast, augment, r1)
     keep = gan.top_k_share(cfg["TOP_K"], step)
     out["loss_g"] = gan.g_step(
         g, d, opts["opt_g"], len(real), autocast=autocast, augment=augment, labels=found, keep=keep

@@ -54,6 +54,8 @@ LR_D: Real("(0, inf)") = 8e-4  # Adam learning rate of D: 4x G's (two time-scale
 BETA1: Real("[0, 1)") = 0.5  # Adam beta1 (0.5 is the usual GAN choice)
 K_STEPS: Int(1) = 1  # discriminator steps per generator step
 REAL_LABEL: Real("(0, 1]") = 1.0  # target for real images (0.9 = one-sided label smoothing)
+R1: Real("[0, inf)") = 0.0  # weight of R1, the gradient penalty of D at the real images (Mescheder et al. 2018; 0: off)
+R1_EVERY: Int(1) = 1  # R1 on every N-th D step only, N times as strong (lazy regularisation, StyleGAN2; 1: every step)
 AUGMENT: Words(*TRANSFORMS) = ""  # D's input, real and fake, augmented (DiffAugment): "" off, or a list of color,translation,cutout
 EMA: Real("[0, 1)") = 0.999  # decay of a moving average of G that draws grids, metrics and generate.py's samples (0: G itself)
 # --- run ---
@@ -229,7 +231,8 @@ def train_step(
     conditional, found = cfg["CONDITIONAL"], labels if cfg.get("CLUSTERS") else None  # what labels reach
     g, d = nets["generator"], nets["discriminator"]
     given = labels if conditional else found
-    out = gan.d_step(g, d, opts["opt_d"], real, given, cfg["REAL_LABEL"], autocast, augment)
+    r1 = gan.r1_weight(cfg["R1"], cfg["R1_EVERY"], step)
+    out = gan.d_step(g, d, opts["opt_d"], real, given, cfg["REAL_LABEL"], autocast, augment, r1)
     if step % cfg["K_STEPS"] == 0:  # K_STEPS discriminator steps per generator step
         k = n_classes if conditional else 0
         out["loss_g"] = gan.g_step(g, d, opts["opt_g"], len(real), k, autocast, augment, labels=found)

@@ -163,6 +163,13 @@ def top_k_share(floor: float, step: int, every: int = 10) -> float:
     return max(floor, 0.99 ** ((step - 1) // every))
 
 
+def r1_weight(r1: float, every: int, step: int) -> float:
+    """R1's weight at a D step (from 1), applied lazily (StyleGAN2's lazy regularisation, Karras et al. 2020):
+    on every `every`-th step only, `every` times as strong, so its mean pull is R1's and its second backward
+    through D costs 1/`every` of a step's. `every` 1: R1 at every step."""
+    return r1 * every if r1 and (step - 1) % every == 0 else 0.0
+
+
 @contextlib.contextmanager
 def frozen(model: nn.Module) -> Iterator[None]:
     """Inside, the model's weights take no gradient: a backward through it computes only what flows

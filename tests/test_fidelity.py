@@ -226,6 +226,33 @@ def test_r1_adds_the_squared_gradient_of_d_at_the_real_images():
     assert losses[2.0] - losses[0.0] == pytest.approx(expected, rel=1e-3) and expected > 0
 
 
+def test_lazy_r1_is_every_nth_step_n_times_as_strong_with_the_same_mean():
+    weights = [gan.r1_weight(1.5, 4, step) for step in range(1, 13)]
+    assert weights == [6.0, 0, 0, 0] * 3 and sum(weights) / len(weights) == 1.5
+    assert [gan.r1_weight(1.5, 1, step) for step in (1, 2, 3)] == [1.5] * 3  # every step
+    assert gan.r1_weight(0.0, 4, 1) == 0.0
+
+
+@pytest.mark.parametrize("script", ["DCGAN-MNIST.py", "GAN-MNIST.py"])
+def test_the_training_step_applies_r1_on_the_lazy_schedule(script):
+    """D's loss in train_step carries R1 exactly on the steps r1_weight names: on the others it is R1's off loss."""
+    module = load_script(script)
+    cfg = {name: getattr(module, name) for name in dir(module) if name.isupper()}
+    cfg.update(R1=1.0, R1_EVERY=3, CLUSTERS=0, TOP_K=1.0, K_STEPS=1, CONDITIONAL=False, HIDDEN=16, NGF=4, NDF=4)
+    real, labels = torch.rand(8, 1, 28, 28) * 2 - 1, torch.zeros(8, dtype=torch.long)
+    losses = {}
+    for step in (1, 2, 4):
+        for r1 in (0.0, 1.0):
+            torch.manual_seed(0)
+            nets = module.build_models({**cfg, "R1": r1})
+            opts = {"opt_g": torch.optim.SGD(nets["generator"].parameters(), lr=0.0),
+                    "opt_d": torch.optim.SGD(nets["discriminator"].parameters(), lr=0.0)}  # fmt: skip
+            torch.manual_seed(1)
+            losses[step, r1] = module.train_step({**cfg, "R1": r1}, nets, opts, real, labels, step)["loss_d"].item()
+    assert losses[1, 1.0] > losses[1, 0.0] and losses[4, 1.0] > losses[4, 0.0]  # steps 1 and 4: R1
+    assert losses[2, 1.0] == losses[2, 0.0]  # step 2: none
+
+
 def test_gan_mnist_keeps_a_moving_average_of_g_that_generate_draws(tmp_path):
     out = tmp_path / "gan"
     args = ["--dataset=mnist-sample", "--epochs=1", "--batch_size=500", "--eval_every=0", "--hidden=16", "--ema=0.9"]

@@ -59,6 +59,7 @@ SAMPLE_EPOCHS: Int(0) = 60  # epochs on the 4,000-digit sample (offline fallback
 BATCH_SIZE: Int(1) = 128  # images per step (why 128: "Larger batches" in docs/results.md)
 LR: Real("(0, inf)") = 4e-4  # Adam learning rate of G (2x the paper's 2e-4: measured better at batch 128)
 LR_D: Real("(0, inf)") = 1.6e-3  # Adam learning rate of D: 4x G's (two time-scale update rule, Heusel et al. 2017; see docs/results.md)
+LR_DECAY: Real("[0, 1)") = 0.0  # both rates fall linearly to about 0 over this last share of the run (0: constant)
 BETA1: Real("[0, 1)") = 0.5  # Adam beta1 (0.5 is the DCGAN choice)
 REAL_LABEL: Real("(0, 1]") = 1.0  # target for real images (0.9 = one-sided label smoothing)
 R1: Real("[0, inf)") = 1.0  # weight of R1, the gradient penalty of D at the real images (Mescheder et al. 2018; 0: off)
@@ -224,6 +225,7 @@ def main() -> None:
             clusters.refit_when_due(r, found, discriminator, clustered, generator, RECLUSTER)
             for real, labels in r.batches(normalise):  # images in [-1, 1]; labels: the clusters, or unused
                 step = (r.epoch - 1) * len(r.data) + r.step  # since the run's start
+                gan.anneal(opts, r.cfg, step, r.cfg["EPOCHS"] * len(r.data))  # LR_DECAY's schedule
                 r.log(**train_step(r.cfg, nets, opts, real, labels, step, len(ds.classes), r.autocast, r.augment))
             r.grid(lambda: sampler(fixed_noise), nrow=8)
             r.evaluate(lambda: sample_for_eval(sampler, EVAL_SAMPLES, r.device, SEED))

@@ -204,6 +204,22 @@ def optimizers(cfg: dict[str, Any]) -> dict[str, tuple[str, float, tuple[float, 
     return {"opt_g": ("generator", cfg["LR"], betas), "opt_d": ("discriminator", cfg["LR_D"], betas)}
 
 
+def lr_factor(decay: float, step: int, total: int) -> float:
+    """The learning rates' factor at a step (from 1) of a run of `total` steps: 1, then over the run's last
+    `decay` share falling linearly, to 1 / (decay * total) at its last step (0: 1 throughout)."""
+    steps = decay * total
+    return min(1.0, (total - step + 1) / steps) if steps >= 1 else 1.0
+
+
+def anneal(opts: dict[str, torch.optim.Optimizer], cfg: dict[str, Any], step: int, total: int) -> None:
+    """Sets each optimizer's rate to its constant's (LR, LR_D) times lr_factor at LR_DECAY: a function of the
+    step alone, so a resume (or a changed --lr) continues the same schedule."""
+    factor = lr_factor(cfg["LR_DECAY"], step, total)
+    for name, (_, lr, _) in optimizers(cfg).items():
+        for group in opts[name].param_groups:
+            group["lr"] = lr * factor
+
+
 def averages(cfg: dict[str, Any]) -> dict[str, tuple[str, float]]:
     """The moving average of G's weights a script keeps, by checkpoint name: (the model averaged, its decay);
     none at EMA=0."""

@@ -253,6 +253,22 @@ def test_the_training_step_applies_r1_on_the_lazy_schedule(script):
     assert losses[2, 1.0] == losses[2, 0.0]  # step 2: none
 
 
+def test_the_learning_rates_fall_linearly_over_the_last_share_of_the_run():
+    factors = [gan.lr_factor(0.25, step, 16) for step in range(1, 17)]
+    assert factors == [1.0] * 12 + [1.0, 0.75, 0.5, 0.25]  # the last 4 steps: down to 1/4
+    assert all(gan.lr_factor(0.0, step, 16) == 1.0 for step in range(1, 17))
+
+
+def test_lr_decay_leaves_the_last_step_at_its_share_of_the_rates(tmp_path):
+    out = tmp_path / "run"  # the sample at batch 500: 8 steps an epoch, 16 in all, the last 8 decaying
+    args = ["--dataset=mnist-sample", "--epochs=2", "--batch_size=500", "--eval_every=0", "--ngf=4", "--ndf=4"]
+    result = run_script("DCGAN-MNIST.py", *args, "--r1=0", "--lr_decay=0.5", f"--out_dir={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = checkpoint.read(out / "checkpoints" / "last.pt")
+    rates = {name: state["optimizers"][name]["param_groups"][0]["lr"] for name in ("opt_g", "opt_d")}
+    assert rates == pytest.approx({"opt_g": 4e-4 / 8, "opt_d": 1.6e-3 / 8})
+
+
 def test_gan_mnist_keeps_a_moving_average_of_g_that_generate_draws(tmp_path):
     out = tmp_path / "gan"
     args = ["--dataset=mnist-sample", "--epochs=1", "--batch_size=500", "--eval_every=0", "--hidden=16", "--ema=0.9"]

@@ -6,7 +6,8 @@ gets it through a projection (Miyato & Koyama, 2018) and names the class with a 
 auxiliary classifier, Odena et al. 2017; D_LABELS): on the sample it draws the asked digit 96% of
 the time, where the paper's one-hot input to D gave 40% and the projection alone 92% (see the
 docs/results.md). The training step is the GAN step the four GAN scripts share (common/gan.py: d_step,
-then g_step every K_STEPS discriminator steps).
+then g_step every K_STEPS discriminator steps). D's gradient at the real images is penalised (R1=1,
+Mescheder et al. 2018) and a moving average of G draws (EMA=0.999): on the sample FID 49 over 3 seeds.
 
     python GAN-MNIST.py                              # 30 epochs on MNIST
     python GAN-MNIST.py --conditional=True           # class-conditional, to outputs/GAN-MNIST-conditional
@@ -54,7 +55,7 @@ LR_D: Real("(0, inf)") = 8e-4  # Adam learning rate of D: 4x G's (two time-scale
 BETA1: Real("[0, 1)") = 0.5  # Adam beta1 (0.5 is the usual GAN choice)
 K_STEPS: Int(1) = 1  # discriminator steps per generator step
 REAL_LABEL: Real("(0, 1]") = 1.0  # target for real images (0.9 = one-sided label smoothing)
-R1: Real("[0, inf)") = 0.0  # weight of R1, the gradient penalty of D at the real images (Mescheder et al. 2018; 0: off)
+R1: Real("[0, inf)") = 1.0  # weight of R1, the gradient penalty of D at the real images (Mescheder et al. 2018; 0: off)
 R1_EVERY: Int(1) = 1  # R1 on every N-th D step only, N times as strong (lazy regularisation, StyleGAN2; 1: every step)
 AUGMENT: Words(*TRANSFORMS) = ""  # D's input, real and fake, augmented (DiffAugment): "" off, or a list of color,translation,cutout
 EMA: Real("[0, 1)") = 0.999  # decay of a moving average of G that draws grids, metrics and generate.py's samples (0: G itself)

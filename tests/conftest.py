@@ -39,7 +39,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     global _device
     _device = config.getoption("--device")
+    # one thread per process (this one and every script a test starts): the suite runs in parallel workers
+    # (pytest-xdist, -n in pyproject.toml), and spinning OpenMP threads on a shared CPU slow a small model 10x
+    os.environ["OMP_NUM_THREADS"] = "1"
     import torch
+
+    torch.set_num_threads(1)
 
     if _device == "cuda" and not torch.cuda.is_available():
         raise pytest.UsageError("--device=cuda but CUDA is not available here")

@@ -203,11 +203,12 @@ def test_peak_tflops_gives_the_flop_share_a_number(tmp_path: Path):
     assert "limit: 0.5 TFLOP/s (--peak-tflops)" in out.read_text()
 
 
-def step_flops(name: str, batch_size: int) -> float:
-    """FlopCounterMode's count for one training step of a benchmarked model on the CPU (MNIST shapes)."""
+def step_flops(name: str, batch_size: int, **overrides: object) -> float:
+    """FlopCounterMode's count for one training step of a benchmarked model on the CPU (MNIST shapes), with the
+    bench's config (the script's defaults) changed by `overrides` (constants by name)."""
     spec = bench.MODELS[name]
     module = bench.config.load_script(spec.script)
-    cfg = bench.script_config(spec, module, 64)
+    cfg = {**bench.script_config(spec, module, 64), **overrides}
     flops, where = bench.count_flops(module, cfg, (1, 28, 28), 10, batch_size, torch.device("cpu"))
     assert where == torch.device("cpu")
     return flops
@@ -225,12 +226,14 @@ def test_flop_count_of_the_mlp_gan_step_is_the_hand_count():
     #           4(d - d1) (no layer before D's first needs them);
     #   G step: G forward 2g; D forward 2d; D input grads 2d (D frozen: no weight grads); G weight grads
     #           2g; G input grads 2(g - g1).
-    # A count that broke (zero, forward only, a missed step) would miss this.
+    # A count that broke (zero, forward only, a missed step) would miss this. Counted without R1 (--r1=0); R1's
+    # second backward through D (the default) adds to it.
     module = bench.config.load_script("GAN-MNIST.py")
     cfg = bench.script_config(bench.MODELS["gan"], module, 64)
     models = module.build_models(cfg, (1, 28, 28), 10)
     (g, g1), (d, d1) = linear_macs(models["generator"]), linear_macs(models["discriminator"])
-    assert step_flops("gan", 8) == 8 * (8 * g + 16 * d - 4 * d1 - 2 * g1)
+    assert step_flops("gan", 8, R1=0.0) == 8 * (8 * g + 16 * d - 4 * d1 - 2 * g1)
+    assert step_flops("gan", 8) > step_flops("gan", 8, R1=0.0)
 
 
 def test_flop_counts_grow_with_the_network_and_the_batch():

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import mnist_files, shared_lock
+from common import files, mnist_files, shared_lock
 from common.batches import Batches, Split  # noqa: F401  (re-exported: callers use data.Batches, data.Split)
 from common.config import fail
 from common.mnist_files import SAMPLE_FILE
@@ -95,7 +95,7 @@ def _download(name: str, folder: str, data_dir: Path, raw: Path) -> bool:
     """torchvision's download into a folder of this process's own, then each file renamed into `raw`: a
     reader never sees half a file. False (said) when it fails; a damaged result is one line and exit 2."""
     print(f"Downloading {name} into {data_dir} ...", flush=True)
-    own = data_dir / f".{folder}.{socket.gethostname()}-{os.getpid()}.download"
+    own = files.own_name(data_dir / folder, ".download")
     try:
         from torchvision import datasets
 

@@ -29,15 +29,20 @@ class WriteFailed(Exception):
     """A file could not be written; its temporary file is gone and the file before it is as it was."""
 
 
+def own_name(path: Path, suffix: str = ".tmp") -> Path:
+    """A temporary name beside `path` of this process's own: a dot name (never taken for a grid or a run file),
+    its host and pid in it, so two writers of one file on storage that nodes share (a cache in DATA_DIR) never
+    write into each other's: DIR/.NAME.HOST-PID.tmp."""
+    return path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}{suffix}")
+
+
 def write_safely(path: str | Path, write: Callable[[IO[bytes]], object], what: str, keep: Path | None = None) -> Path:
     """Write `path` through `write(binary file)`, atomically; `keep`: the name the replaced file moves to.
 
     Raises WriteFailed (with the one line to show) on any OSError, e.g. ENOSPC.
     """
     path = Path(path)
-    # a dot name: never taken for a grid or a run file; its own per process and host, so two writers of one
-    # file on storage that nodes share (a cache in DATA_DIR) never write into each other's temporary file
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
+    tmp = own_name(path)
     memory = io.BytesIO()
     write(memory)  # an error here is the writer's own, not the disk's
     try:

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from common import shared_lock
+from common import files, shared_lock
 from common.config import fail
 
 CACHE_FORMAT = 1  # bump when decoding changes, so old caches are not reused
@@ -90,7 +90,7 @@ def _warn_bad(bad: list[str], total: int, folder: Path) -> None:
 def build_cache(source: Source, crop: int, size: int, workers: int, path: Path) -> tuple[np.ndarray, list[str]]:
     """Decode every image once (in `workers` processes) into `path`; returns (images, bad files)."""
     n = len(source.files)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = files.own_name(path)
     try:  # rows go straight to disk, so 200k faces (2.5 GB at 64 px) need not fit in memory twice
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, size, size))
     except OSError as exc:
@@ -119,7 +119,7 @@ def build_cache(source: Source, crop: int, size: int, workers: int, path: Path) 
                 leftover.unlink()
     meta = {"key": cache_key(source, crop, size), "folder": str(source.folder.resolve()), "layout": source.layout}
     meta.update(crop=crop, size=size, files=n, images=kept, skipped=bad, format=CACHE_FORMAT)
-    meta_tmp = path.with_name(f".{path.stem}.{os.getpid()}.json.tmp")
+    meta_tmp = files.own_name(path.with_suffix(".json"))
     meta_tmp.write_text(json.dumps(meta, indent=1) + "\n")
     os.replace(meta_tmp, path.with_suffix(".json"))  # whole, as the images are
     print(f"Wrote the cache {path} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -16,13 +16,13 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-import socket
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from common import files
 from common.config import fail
 
 SAMPLE_FILE = Path(__file__).with_name("mnist_sample.npz")  # the bundled real-digit sample
@@ -71,7 +71,7 @@ def _extract(raw: Path, name: str) -> None:
     gz, path = raw / f"{name}.gz", raw / name
     if path.exists() or not gz.exists():
         return
-    tmp = raw / f".{name}.{socket.gethostname()}-{os.getpid()}.tmp"  # its own: nodes may share DATA_DIR
+    tmp = files.own_name(path)  # its own: nodes may share DATA_DIR
     try:
         with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst)

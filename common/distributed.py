@@ -127,11 +127,15 @@ def lost_peer(exc: BaseException, doing: str = "training") -> NoReturn:
     _lost(exc, doing)
 
 
+def where() -> str:
+    """This process as a user finds it in one line: its node (torchrun's GROUP_RANK), host and rank."""
+    return f"node {os.environ.get('GROUP_RANK', '0')} ({socket.gethostname()}, rank {os.environ.get('RANK', '0')})"
+
+
 def _lost(exc: BaseException, doing: str) -> NoReturn:
-    node = os.environ.get("GROUP_RANK", "0")
     first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
     print(
-        f"error: rank {os.environ.get('RANK', '?')} (node {node}, {socket.gethostname()}) lost the job's other "
+        f"error: {where()} lost the job's other "
         f"processes while {doing}: one died, or its node stopped answering ({first[:300]}). With torchrun "
         "--max-restarts=N the job restarts and resumes from the last checkpoint; else rerun the same command",
         file=sys.stderr,

@@ -31,11 +31,6 @@ MARK = ".run"  # the mark's file in OUT_DIR
 SHARE = "put OUT_DIR on storage every node shares (NFS or the like) under the same path, or pass --out_dir=PATH"
 
 
-def where() -> str:
-    """This process as a user finds it: its node (torchrun's GROUP_RANK), host and rank."""
-    return f"node {os.environ.get('GROUP_RANK', '0')} ({socket.gethostname()}, rank {distributed.rank()})"
-
-
 def mark(out: Path) -> str:
     """Rank 0: write a new mark into the run folder and return it ("" for a single process)."""
     if distributed.world_size() < 2:
@@ -55,7 +50,7 @@ def check_shared(out: Path, token: str) -> None:
         seen = (out / MARK).read_text().strip()
     except OSError:
         seen = ""
-    views = distributed.all_gather_object((seen == token, where()))
+    views = distributed.all_gather_object((seen == token, distributed.where()))
     apart = [name for same, name in views if not same]
     if apart:
         fail(
@@ -69,7 +64,7 @@ def resumed(out: Path, cfg: dict[str, Any], shape_keys: Sequence[str]) -> dict[s
     one (else one line and exit 2 everywhere); from here a silent peer is lost after distributed.TIMEOUT."""
     state = checkpoint.resume(out / "checkpoints", cfg, shape_keys) if cfg["RESUME"] else None
     at = (state["epoch"], (state.get("partial") or {}).get("step", 0)) if state is not None else (0, 0)
-    views = distributed.all_gather_object((at, where()))
+    views = distributed.all_gather_object((at, distributed.where()))
     (epoch, step), first = views[0]
     apart = [f"{name} from epoch {e} step {s}" for (e, s), name in views if (e, s) != (epoch, step)]
     if apart:

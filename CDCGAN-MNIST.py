@@ -4,7 +4,8 @@ The DCGAN of DCGAN-MNIST.py with the class label fed to both networks (Mirza & O
 the generator gets z together with a one-hot label, the discriminator gets the image together
 with the label as ten constant planes, so it judges "is this a real image of class k". The step is
 the GAN step the four GAN scripts share (common/gan.py), given the labels: real images with
-their own, fakes of the same labels in D's step and of random labels in G's.
+their own, fakes of the same labels in D's step and of random labels in G's. A moving average of G
+(EMA=0.999) draws the grids, the metrics and generate.py's samples (--model raw: G itself).
 
     python CDCGAN-MNIST.py                           # 10 epochs on MNIST
     python CDCGAN-MNIST.py --dataset=fashion-mnist
@@ -44,14 +45,14 @@ NDF: Int(1) = 64  # discriminator width: channels of its first layer (the second
 D_LABELS: Choice("planes", "classifier") = "planes"  # how D uses the label: planes (ten constant planes beside the image) | classifier (AC-GAN: D names the class)
 # --- optimisation ---
 EPOCHS: Int(1) = 10  # passes over the training set
-SAMPLE_EPOCHS: Int(0) = 60  # epochs on the 4,000-digit sample (offline fallback, --dataset=mnist-sample) unless --epochs is given; 0: EPOCHS
+SAMPLE_EPOCHS: Int(0) = 50  # epochs on the 4,000-digit sample (offline fallback, --dataset=mnist-sample) unless --epochs is given; 0: EPOCHS
 BATCH_SIZE: Int(1) = 128  # images per step (why 128: "Larger batches" in docs/results.md)
 LR: Real("(0, inf)") = 4e-4  # Adam learning rate of G (2x the paper's 2e-4: measured better at batch 128)
 LR_D: Real("(0, inf)") = 1.6e-3  # Adam learning rate of D: 4x G's (two time-scale update rule, Heusel et al. 2017; see docs/results.md)
 BETA1: Real("[0, 1)") = 0.5  # Adam beta1 (0.5 is the DCGAN choice)
 REAL_LABEL: Real("(0, 1]") = 1.0  # target for real images (0.9 = one-sided label smoothing)
 AUGMENT: Words(*TRANSFORMS) = ""  # D's input, real and fake, augmented (DiffAugment): "" off, or a list of color,translation,cutout
-EMA: Real("[0, 1)") = 0.0  # decay of a moving average of G that draws grids and metrics (0: G itself)
+EMA: Real("[0, 1)") = 0.999  # decay of a moving average of G that draws grids, metrics and generate.py's samples (0: G itself)
 # --- run ---
 SEED: Int(0, 2**32 - 1) = 0  # seeds weights, shuffling and sampling
 DETERMINISTIC: Flag() = False  # only repeatable kernels, so a CUDA resume matches number for number (slower; see "Devices")

@@ -189,7 +189,8 @@ def test_score_a_finished_run_with_as_many_samples_as_asked(runs, tmp_path, caps
     assert generate(runs["cdcgan"], "--score", "--n", 200) == 0
     line = capsys.readouterr().out
     assert "200 samples: FID" in line and "label acc" in line and "evaluator" in line
-    assert "after epoch 1 (last.pt)" in line and "precision " in line and "coverage " in line  # the k-NN scores
+    assert "after epoch 1 (last.pt, G's moving average)" in line  # CDCGAN-MNIST's average draws (EMA=0.999)
+    assert "precision " in line and "coverage " in line  # the k-NN scores
     assert generate(runs["cdcgan"], "--score", "--n", 100, "--seed", 1) == 0  # a second row, appended
     with open(runs["cdcgan"] / "scores.csv") as f:
         rows = list(csv.DictReader(f))

@@ -159,7 +159,9 @@ def test_a_bad_flag_under_max_restarts_is_said_once_and_the_job_ends_promptly(tm
     assert codes == [1, 1]
     for text in texts:
         assert text.count("error: --latent_dim=0") == 1, text  # not once more at each of the 2 restarts
-        assert "exitcode  : 2" in text  # torchrun's summary: the worker's own code
+    # torchrun's summary names the worker's own code on one node at least: the other agent may find the rendezvous
+    # store gone first (its host ended) and say RendezvousConnectionError instead; which one is torchrun's race
+    assert any("exitcode  : 2" in text for text in texts), texts
 
 
 def test_a_peer_killed_without_restarts_is_one_line_and_exit_6_on_the_other_node(tmp_path):

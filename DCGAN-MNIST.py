@@ -225,9 +225,8 @@ def main() -> None:
         for _ in r.epochs({"losses": ("loss_d", "loss_g"), "mean discriminator output": ("d_real", "d_fake")}):
             clusters.refit_when_due(r, found, discriminator, clustered, generator, RECLUSTER)
             for real, labels in r.batches(normalise):  # images in [-1, 1]; labels: the clusters, or unused
-                step = (r.epoch - 1) * len(r.data) + r.step  # since the run's start
-                gan.anneal(opts, r.cfg, step, r.cfg["EPOCHS"] * len(r.data))  # LR_DECAY's schedule
-                r.log(**train_step(r.cfg, nets, opts, real, labels, step, len(ds.classes), r.autocast, r.augment))
+                gan.anneal(opts, r.cfg, r.step, r.cfg["EPOCHS"] * len(r.data))  # LR_DECAY's schedule
+                r.log(**train_step(r.cfg, nets, opts, real, labels, r.step, len(ds.classes), r.autocast, r.augment))
             r.grid(lambda: sampler(fixed_noise), nrow=8)
             r.evaluate(lambda: sample_for_eval(sampler, EVAL_SAMPLES, r.device, SEED))
 

@@ -226,9 +226,10 @@ def train_step(
     labels: torch.Tensor, step: int = 1, n_classes: int = 10, autocast: Autocast = nullcontext,
     augment: Augment | None = None,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
-    """One D step on a batch in [-1, 1], and a G step when `step` (from 1) is a multiple of K_STEPS; the device
-    tensors that r.log sums. Conditional, D is given the batch's labels and G random ones of the n_classes;
-    self-conditioned, `labels` are the real images' clusters, given to D, and G draws as many of each."""
+    """One D step on a batch in [-1, 1], and a G step when `step` (from 1, counted from the run's start, as lazy
+    R1's) is a multiple of K_STEPS; the device tensors that r.log sums. Conditional, D is given the batch's labels
+    and G random ones of the n_classes; self-conditioned, `labels` are the real images' clusters, given to D, and G
+    draws as many of each."""
     conditional, found = cfg["CONDITIONAL"], labels if cfg.get("CLUSTERS") else None  # what labels reach
     g, d = nets["generator"], nets["discriminator"]
     given = labels if conditional else found

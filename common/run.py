@@ -88,8 +88,8 @@ class Run:
         return self.now.number
 
     @property
-    def step(self) -> int:  # the step under way in this epoch (1, 2, ...; counted on after a resume inside it)
-        return self.now.step
+    def step(self) -> int:  # the step under way since the run's start (1, 2, ...; counted on across resumes)
+        return (self.now.number - 1) * len(self.data) + self.now.step
 
     def __enter__(self) -> Run:
         return self
@@ -191,7 +191,7 @@ class Run:
             for step, (images, labels) in enumerate(self.data.epoch(now.number, self.device, now.skip), now.skip + 1):
                 now.step = step
                 yield (images if transform is None else self.input(transform(images))), labels
-                self.averages.update((now.number - 1) * len(self.data) + step)
+                self.averages.update(self.step)
                 bar.update(size)
                 if self.cadence.read(step, bool(self.guard.signum)):
                     self._read(step, bar)

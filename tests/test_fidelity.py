@@ -253,6 +253,20 @@ def test_the_training_step_applies_r1_on_the_lazy_schedule(script):
     assert losses[2, 1.0] == losses[2, 0.0]  # step 2: none
 
 
+@pytest.mark.parametrize("script", ["DCGAN-MNIST.py", "GAN-MNIST.py"])
+def test_the_training_step_counts_from_the_runs_start_across_epochs_and_a_resume(tmp_path, monkeypatch, script):
+    """Lazy R1's and K_STEPS' count runs on across epochs and resumes: it never restarts at an epoch's start."""
+    module = load_script(script)
+    steps, step = [], module.train_step
+    monkeypatch.setattr(module, "train_step", lambda *a, **k: steps.append(a[5]) or step(*a, **k))
+    tiny = ["--ngf=4", "--ndf=4"] if script == "DCGAN-MNIST.py" else ["--hidden=16"]
+    for epochs in (2, 3):  # the second run resumes the first and trains its third epoch
+        argv = [*tiny, "--dataset=mnist-sample", "--batch_size=500", "--eval_every=0", "--device=cpu"]
+        monkeypatch.setattr("sys.argv", [script, *argv, f"--epochs={epochs}", f"--out_dir={tmp_path / 'run'}"])
+        module.main()
+    assert steps == list(range(1, 25))  # the sample at batch 500: 8 steps an epoch
+
+
 def test_the_learning_rates_fall_linearly_over_the_last_share_of_the_run():
     factors = [gan.lr_factor(0.25, step, 16) for step in range(1, 17)]
     assert factors == [1.0] * 12 + [1.0, 0.75, 0.5, 0.25]  # the last 4 steps: down to 1/4

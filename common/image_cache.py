@@ -119,9 +119,7 @@ def build_cache(source: Source, crop: int, size: int, workers: int, path: Path) 
                 leftover.unlink()
     meta = {"key": cache_key(source, crop, size), "folder": str(source.folder.resolve()), "layout": source.layout}
     meta.update(crop=crop, size=size, files=n, images=kept, skipped=bad, format=CACHE_FORMAT)
-    meta_tmp = files.own_name(path.with_suffix(".json"))
-    meta_tmp.write_text(json.dumps(meta, indent=1) + "\n")
-    os.replace(meta_tmp, path.with_suffix(".json"))  # whole, as the images are
+    files.write_text(path.with_suffix(".json"), json.dumps(meta, indent=1) + "\n", "the image cache's index")
     print(f"Wrote the cache {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return np.load(path), bad
 
